@@ -1,0 +1,103 @@
+// Package broker wires the embedded mochi-mqtt broker: listeners, and the
+// hooks that authenticate devices, confine them to their own topics and hand
+// their telemetry to the ingest pipeline.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/ingest"
+)
+
+// Config configures the broker.
+type Config struct {
+	// Addr is the TCP listener address, e.g. ":1883".
+	Addr string `yaml:"addr"`
+	// MaxPacketBytes bounds one MQTT packet; larger ones are refused.
+	MaxPacketBytes uint32 `yaml:"max_packet_bytes"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{Addr: ":1883", MaxPacketBytes: 256 << 10} }
+
+// Validate checks the values.
+func (c Config) Validate() error {
+	if c.Addr == "" {
+		return errors.New("mqtt.addr must not be empty")
+	}
+	if c.MaxPacketBytes < 1024 {
+		return errors.New("mqtt.max_packet_bytes must be at least 1024")
+	}
+	return nil
+}
+
+// Registry is what the broker needs of the device registry.
+type Registry interface {
+	Authenticate(id, token string) (devices.Device, bool)
+	Get(id string) (devices.Device, bool)
+}
+
+// Ingester takes a device's telemetry payload and returns once it is durable.
+type Ingester interface {
+	Ingest(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, error)
+}
+
+// Broker is the embedded MQTT broker.
+type Broker struct {
+	srv    *mqtt.Server
+	tcp    *listeners.TCP
+	cancel context.CancelFunc
+}
+
+// New builds the broker with its hooks; Start opens the listener.
+func New(cfg Config, reg Registry, ing Ingester, logger *slog.Logger) (*Broker, error) {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = cfg.MaxPacketBytes
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: logger.With("component", "mqtt")})
+	ctx, cancel := context.WithCancel(context.Background())
+	for _, h := range []mqtt.Hook{
+		&authHook{reg: reg},
+		&aclHook{},
+		&ingestHook{ctx: ctx, reg: reg, ing: ing, log: logger},
+	} {
+		if err := srv.AddHook(h, nil); err != nil {
+			cancel()
+			return nil, fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
+		}
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})
+	if err := srv.AddListener(tcp); err != nil {
+		cancel()
+		return nil, fmt.Errorf("broker: listen on %s: %w", cfg.Addr, err)
+	}
+	return &Broker{srv: srv, tcp: tcp, cancel: cancel}, nil
+}
+
+// Start begins accepting connections.
+func (b *Broker) Start() error {
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("broker: serve: %w", err)
+	}
+	return nil
+}
+
+// Addr returns the bound TCP address.
+func (b *Broker) Addr() string { return b.tcp.Address() }
+
+// Server returns the mochi server, for server-side publishing.
+func (b *Broker) Server() *mqtt.Server { return b.srv }
+
+// Close disconnects every client and closes the listener. Publishes in flight
+// finish their hooks first. Safe to call twice.
+func (b *Broker) Close() error {
+	err := b.srv.Close()
+	b.cancel()
+	return err
+}

@@ -1,0 +1,133 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/telehub/telehub/ingest"
+)
+
+// authHook accepts a CONNECT only with username = device ID and password =
+// that device's token.
+type authHook struct {
+	mqtt.HookBase
+	reg Registry
+}
+
+var _ mqtt.Hook = (*authHook)(nil)
+
+func (h *authHook) ID() string { return "telehub-auth" }
+
+func (h *authHook) Provides(b byte) bool { return b == mqtt.OnConnectAuthenticate }
+
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	_, ok := h.reg.Authenticate(string(pk.Connect.Username), string(pk.Connect.Password))
+	if !ok {
+		h.Log.Warn("mqtt connect refused: bad credentials", "device_id", string(pk.Connect.Username), "remote", cl.Net.Remote)
+	}
+	return ok
+}
+
+// aclHook confines a device to topics under devices/{its id}/.
+type aclHook struct {
+	mqtt.HookBase
+}
+
+var _ mqtt.Hook = (*aclHook)(nil)
+
+func (h *aclHook) ID() string { return "telehub-acl" }
+
+func (h *aclHook) Provides(b byte) bool { return b == mqtt.OnACLCheck }
+
+func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	return DeviceOwns(string(cl.Properties.Username), topic)
+}
+
+// DeviceOwns reports whether a topic or filter lies under devices/{id}/.
+// Device IDs cannot contain wildcards, so a literal prefix test is enough.
+func DeviceOwns(id, topic string) bool {
+	return id != "" && len(topic) > len("devices/")+len(id)+1 &&
+		strings.HasPrefix(topic, "devices/") && strings.HasPrefix(topic[len("devices/"):], id) &&
+		topic[len("devices/")+len(id)] == '/'
+}
+
+// ingestHook hands telemetry to the ingest pipeline. It runs on the
+// publishing client's goroutine and returns once the readings are durable, so
+// the PUBACK mochi sends afterwards means "on disk".
+type ingestHook struct {
+	mqtt.HookBase
+	ctx context.Context
+	reg Registry
+	ing Ingester
+	log *slog.Logger
+}
+
+var _ mqtt.Hook = (*ingestHook)(nil)
+
+func (h *ingestHook) ID() string { return "telehub-ingest" }
+
+func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+var senmlType = []byte("application/senml+json")
+
+func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	id, rest, ok := SplitDeviceTopic(pk.TopicName)
+	if !ok || rest != "telemetry" || id != string(cl.Properties.Username) {
+		return pk, nil
+	}
+	dev, ok := h.reg.Get(id)
+	if !ok {
+		return pk, packets.ErrRejectPacket // deleted while connected
+	}
+	f := ingest.FormatAuto
+	if bytes.EqualFold([]byte(pk.Properties.ContentType), senmlType) {
+		f = ingest.FormatSenML
+	}
+	_, err := h.ing.Ingest(h.ctx, ingest.Device{ID: dev.ID, Type: dev.Type}, pk.Payload, f)
+	if err == nil {
+		return pk, nil
+	}
+	v5 := cl.Properties.ProtocolVersion == 5
+	var de *ingest.DecodeError
+	switch {
+	case errors.As(err, &de):
+		// Acknowledged (there is nothing better to say to an MQTT 3 device),
+		// not stored, not forwarded. MQTT 5 devices get the reason code.
+		if v5 && pk.FixedHeader.Qos > 0 {
+			return pk, packets.ErrPayloadFormatInvalid
+		}
+		return pk, packets.CodeSuccessIgnore
+	case errors.Is(err, ingest.ErrBackpressure):
+		if v5 && pk.FixedHeader.Qos > 0 {
+			return pk, packets.ErrQuotaExceeded
+		}
+		return pk, packets.ErrRejectPacket // no PUBACK: the device resends later
+	default:
+		if v5 && pk.FixedHeader.Qos > 0 {
+			return pk, packets.ErrUnspecifiedError
+		}
+		return pk, packets.ErrRejectPacket
+	}
+}
+
+// SplitDeviceTopic splits devices/{id}/{rest} into id and rest.
+func SplitDeviceTopic(topic string) (id, rest string, ok bool) {
+	after, found := strings.CutPrefix(topic, "devices/")
+	if !found {
+		return "", "", false
+	}
+	id, rest, found = strings.Cut(after, "/")
+	if !found || id == "" || rest == "" {
+		return "", "", false
+	}
+	return id, rest, true
+}

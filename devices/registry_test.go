@@ -1,0 +1,69 @@
+package devices
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRegistryCreateAuthenticateRotatePersist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	r, err := Open(path)
+	require.NoError(t, err)
+
+	d, tok, err := r.Create(Device{ID: "thermo-1", Type: "thermostat", Labels: map[string]string{"room": "kitchen"}})
+	require.NoError(t, err)
+	require.Equal(t, "thermo-1", d.ID)
+	require.GreaterOrEqual(t, len(tok), 22, "at least 128 bits")
+
+	_, _, err = r.Create(Device{ID: "thermo-1", Type: "thermostat"})
+	require.ErrorIs(t, err, ErrExists)
+
+	_, ok := r.Authenticate("thermo-1", tok)
+	require.True(t, ok)
+	_, ok = r.Authenticate("thermo-1", tok+"x")
+	require.False(t, ok)
+	_, ok = r.Authenticate("nobody", tok)
+	require.False(t, ok)
+
+	_, tok2, err := r.RotateToken("thermo-1")
+	require.NoError(t, err)
+	_, ok = r.Authenticate("thermo-1", tok)
+	require.False(t, ok, "old token must stop working")
+	require.NoError(t, r.Close())
+
+	r, err = Open(path)
+	require.NoError(t, err)
+	defer r.Close()
+	got, ok := r.Authenticate("thermo-1", tok2)
+	require.True(t, ok, "registry must survive a restart")
+	require.Equal(t, "kitchen", got.Labels["room"])
+	require.Len(t, r.List(), 1)
+}
+
+func TestDeviceValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		dev  Device
+		ok   bool
+	}{
+		{"plain", Device{ID: "a-1_b.c", Type: "wearable"}, true},
+		{"slash in id", Device{ID: "a/b", Type: "wearable"}, false},
+		{"wildcard in id", Device{ID: "a+", Type: "wearable"}, false},
+		{"empty id", Device{ID: "", Type: "wearable"}, false},
+		{"empty type", Device{ID: "a", Type: ""}, false},
+		{"upper type", Device{ID: "a", Type: "Thermo"}, false},
+		{"bad label", Device{ID: "a", Type: "t", Labels: map[string]string{"a b": "x"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.dev.Validate()
+			if tc.ok {
+				require.NoError(t, err)
+			} else {
+				var ve *ValidationError
+				require.ErrorAs(t, err, &ve)
+			}
+		})
+	}
+}

@@ -1,0 +1,147 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
+	"github.com/influxdata/influxdb-client-go/v2/api"
+	ihttp "github.com/influxdata/influxdb-client-go/v2/api/http"
+)
+
+// InfluxConfig says where readings are stored in InfluxDB. With InfluxDB 1.8
+// the token is "user:password" (or empty), the org is ignored and the bucket
+// is "database/retention-policy" or just "database".
+type InfluxConfig struct {
+	URL         string        `yaml:"url"`
+	Token       string        `yaml:"token"`
+	Org         string        `yaml:"org"`
+	Bucket      string        `yaml:"bucket"`
+	Measurement string        `yaml:"measurement"`
+	Timeout     time.Duration `yaml:"timeout"`
+}
+
+// Enabled reports whether InfluxDB is configured.
+func (c InfluxConfig) Enabled() bool { return c.URL != "" }
+
+// Validate checks the values.
+func (c InfluxConfig) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	if !strings.HasPrefix(c.URL, "http://") && !strings.HasPrefix(c.URL, "https://") {
+		return fmt.Errorf("influx.url %q must start with http:// or https://", c.URL)
+	}
+	if c.Bucket == "" {
+		return errors.New("influx.bucket is required when influx.url is set")
+	}
+	if c.Measurement == "" {
+		return errors.New("influx.measurement must not be empty")
+	}
+	return nil
+}
+
+// Influx writes readings to InfluxDB through its v2 write API. Each reading is
+// a point of the configured measurement (default "telemetry") with the tags
+// device_id and device_type, its fields as fields and the device's timestamp
+// in nanoseconds, so a replayed reading overwrites itself instead of
+// duplicating. Safe for concurrent use.
+type Influx struct {
+	client influxdb2.Client
+	write  api.WriteAPIBlocking
+	meas   string
+}
+
+var _ Sink = (*Influx)(nil)
+
+// NewInflux returns a sink for cfg.
+func NewInflux(cfg InfluxConfig) *Influx {
+	opts := influxdb2.DefaultOptions().SetHTTPRequestTimeout(uint(max(cfg.Timeout, time.Second) / time.Second)).
+		SetPrecision(time.Nanosecond).SetUseGZip(false)
+	client := influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, opts)
+	return &Influx{client: client, write: client.WriteAPIBlocking(cfg.Org, cfg.Bucket), meas: cfg.Measurement}
+}
+
+// Write sends the readings in one request. A 4xx answer other than 429 is a
+// *PermanentError; 429 and 503 with Retry-After are *RetryAfterError.
+func (s *Influx) Write(ctx context.Context, rs []Reading) error {
+	var sb strings.Builder
+	sb.Grow(len(rs) * 96)
+	buf := make([]byte, 0, 256)
+	for i, r := range rs {
+		if i > 0 {
+			sb.WriteByte('\n')
+		}
+		buf = AppendLine(buf[:0], s.meas, r)
+		sb.Write(buf)
+	}
+	err := s.write.WriteRecord(ctx, sb.String())
+	if err == nil {
+		return nil
+	}
+	var he *ihttp.Error
+	if errors.As(err, &he) {
+		switch {
+		case he.StatusCode == http.StatusTooManyRequests || he.StatusCode == http.StatusServiceUnavailable:
+			return &RetryAfterError{Err: fmt.Errorf("influx write: %w", err), After: time.Duration(he.RetryAfter) * time.Second}
+		case he.StatusCode >= 400 && he.StatusCode < 500 && he.StatusCode != http.StatusRequestTimeout:
+			return &PermanentError{Err: fmt.Errorf("influx write: status %d: %w", he.StatusCode, err)}
+		}
+	}
+	return fmt.Errorf("influx write: %w", err)
+}
+
+// Close releases the client's connections.
+func (s *Influx) Close() { s.client.Close() }
+
+// AppendLine appends the line protocol of a reading.
+func AppendLine(b []byte, measurement string, r Reading) []byte {
+	b = appendEscaped(b, measurement, ", ")
+	b = append(b, ",device_id="...)
+	b = appendEscaped(b, r.DeviceID, ", =")
+	if r.DeviceType != "" {
+		b = append(b, ",device_type="...)
+		b = appendEscaped(b, r.DeviceType, ", =")
+	}
+	for i, f := range r.Fields {
+		if i == 0 {
+			b = append(b, ' ')
+		} else {
+			b = append(b, ',')
+		}
+		b = appendEscaped(b, f.Name, ", =")
+		b = append(b, '=')
+		switch f.Value.Kind {
+		case KindNumber:
+			b = strconv.AppendFloat(b, f.Value.Num, 'g', -1, 64)
+		case KindBool:
+			b = strconv.AppendBool(b, f.Value.Bool)
+		default:
+			b = append(b, '"')
+			b = appendEscaped(b, f.Value.Str, `"\`)
+			b = append(b, '"')
+		}
+	}
+	b = append(b, ' ')
+	return strconv.AppendInt(b, r.Time.UnixNano(), 10)
+}
+
+func appendEscaped(b []byte, s, special string) []byte {
+	for i := range len(s) {
+		c := s[i]
+		switch {
+		case c == '\n':
+			b = append(b, `\n`...)
+			continue
+		case strings.IndexByte(special, c) >= 0:
+			b = append(b, '\\')
+		}
+		b = append(b, c)
+	}
+	return b
+}

@@ -1,0 +1,253 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/telehub/telehub/internal/live"
+	"github.com/telehub/telehub/internal/metrics"
+	"github.com/telehub/telehub/internal/wal"
+)
+
+// ErrBackpressure is returned by Ingest when the durable log is full: the
+// reading was not accepted and the device should retry later.
+var ErrBackpressure = errors.New("ingest: durable log full, try again later")
+
+// Log is the durable log the pipeline appends to.
+type Log interface {
+	Append(ctx context.Context, recs ...[]byte) (uint64, error)
+}
+
+// Publisher takes messages for the live stream; it must not block.
+type Publisher interface {
+	Publish(msgs ...live.Message)
+}
+
+// Device identifies the sender of a payload.
+type Device struct {
+	ID   string
+	Type string
+}
+
+// Metrics are the pipeline's counters.
+type Metrics struct {
+	Payloads     *metrics.Counter
+	Readings     *metrics.Counter
+	Rejected     *metrics.Counter
+	Backpressure *metrics.Counter
+	LogErrors    *metrics.Counter
+}
+
+// NewMetrics registers the pipeline's metrics.
+func NewMetrics(r *metrics.Registry) *Metrics {
+	return &Metrics{
+		Payloads:     r.Counter("telehub_ingest_payloads_total", "Telemetry payloads accepted into the durable log."),
+		Readings:     r.Counter("telehub_ingest_readings_total", "Readings accepted into the durable log."),
+		Rejected:     r.Counter(`telehub_ingest_rejected_total{reason="decode"}`, "Telemetry payloads refused, by reason."),
+		Backpressure: r.Counter(`telehub_ingest_rejected_total{reason="log_full"}`, "Telemetry payloads refused, by reason."),
+		LogErrors:    r.Counter(`telehub_ingest_rejected_total{reason="log_error"}`, "Telemetry payloads refused, by reason."),
+	}
+}
+
+// Pipeline turns a device's payload into durable readings and live messages.
+// Safe for concurrent use: each publishing client calls Ingest from its own
+// goroutine.
+type Pipeline struct {
+	log     Log
+	live    Publisher
+	limits  Limits
+	metrics *Metrics
+	logger  *slog.Logger
+	latest  *Latest
+	bufs    sync.Pool
+}
+
+// NewPipeline returns a pipeline appending to log and publishing to pub.
+func NewPipeline(log Log, pub Publisher, lim Limits, m *Metrics, latest *Latest, logger *slog.Logger) *Pipeline {
+	return &Pipeline{log: log, live: pub, limits: lim, metrics: m, latest: latest, logger: logger,
+		bufs: sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}}
+}
+
+// Ingest decodes a telemetry payload of dev and appends it to the durable log.
+// It returns once the readings are on disk, so the caller may acknowledge
+// them. A *DecodeError means the payload is bad; ErrBackpressure that the log
+// is full.
+func (p *Pipeline) Ingest(ctx context.Context, dev Device, payload []byte, f Format) (int, error) {
+	now := time.Now()
+	pts, err := Decode(payload, f, now, p.limits)
+	if err != nil {
+		p.metrics.Rejected.Inc()
+		p.logger.Warn("telemetry rejected", "device_id", dev.ID, "err", err)
+		return 0, err
+	}
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	*bp = AppendRecord((*bp)[:0], dev.ID, dev.Type, pts)
+	if _, err := p.log.Append(ctx, *bp); err != nil {
+		if errors.Is(err, wal.ErrFull) {
+			p.metrics.Backpressure.Inc()
+			return 0, ErrBackpressure
+		}
+		p.metrics.LogErrors.Inc()
+		p.logger.Error("telemetry not logged", "device_id", dev.ID, "err", err)
+		return 0, fmt.Errorf("ingest: append to log: %w", err)
+	}
+	p.metrics.Payloads.Inc()
+	p.metrics.Readings.Add(uint64(len(pts)))
+	msgs := make([]live.Message, len(pts))
+	for i, pt := range pts {
+		msgs[i] = live.Message{Kind: "reading", DeviceID: dev.ID, Body: readingBody(nil, dev, pt)}
+		p.latest.Update(dev.ID, pt)
+	}
+	p.live.Publish(msgs...)
+	return len(pts), nil
+}
+
+// readingBody encodes the live message of a reading:
+// {"kind":"reading","device_id":..,"device_type":..,"ts":..,"fields":{..}}.
+func readingBody(b []byte, dev Device, pt Point) []byte {
+	b = append(b, `{"kind":"reading","device_id":`...)
+	b = appendJSONString(b, dev.ID)
+	b = append(b, `,"device_type":`...)
+	b = appendJSONString(b, dev.Type)
+	b = append(b, `,"ts":"`...)
+	b = pt.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","fields":`...)
+	b = AppendFieldsJSON(b, pt.Fields)
+	return append(b, '}')
+}
+
+// AppendFieldsJSON appends fields as a JSON object.
+func AppendFieldsJSON(b []byte, fs []Field) []byte {
+	b = append(b, '{')
+	for i, f := range fs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, f.Name)
+		b = append(b, ':')
+		switch f.Value.Kind {
+		case KindNumber:
+			b = strconv.AppendFloat(b, f.Value.Num, 'g', -1, 64)
+		case KindBool:
+			b = strconv.AppendBool(b, f.Value.Bool)
+		default:
+			b = appendJSONString(b, f.Value.Str)
+		}
+	}
+	return append(b, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string, escaping what JSON requires and
+// the HTML-sensitive characters.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\r':
+				b = append(b, '\\', 'r')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			if r == utf8.RuneError {
+				b = append(b, `\ufffd`...)
+			} else {
+				b = append(b, `\u202`...)
+				b = append(b, hexDigits[r&0xf])
+			}
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// Latest keeps the most recent value of every field of every device, for
+// device listings. Safe for concurrent use.
+type Latest struct {
+	mu   sync.RWMutex
+	devs map[string]*latestDev
+}
+
+type latestDev struct {
+	ts     time.Time
+	fields map[string]Value
+}
+
+// NewLatest returns an empty cache.
+func NewLatest() *Latest { return &Latest{devs: map[string]*latestDev{}} }
+
+// Update merges a point into the device's latest values; older points only
+// fill fields not seen yet.
+func (l *Latest) Update(id string, pt Point) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.devs[id]
+	if d == nil {
+		d = &latestDev{fields: make(map[string]Value, len(pt.Fields))}
+		l.devs[id] = d
+	}
+	newer := !pt.Time.Before(d.ts)
+	if newer {
+		d.ts = pt.Time
+	}
+	for _, f := range pt.Fields {
+		if _, ok := d.fields[f.Name]; newer || !ok {
+			d.fields[f.Name] = f.Value
+		}
+	}
+}
+
+// Get returns the time of the newest reading and a copy of the latest fields.
+func (l *Latest) Get(id string) (time.Time, map[string]any) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	d := l.devs[id]
+	if d == nil {
+		return time.Time{}, nil
+	}
+	out := make(map[string]any, len(d.fields))
+	for k, v := range d.fields {
+		out[k] = v.Any()
+	}
+	return d.ts, out
+}
+
+// Forget drops a device's values.
+func (l *Latest) Forget(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.devs, id)
+}

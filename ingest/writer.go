@@ -1,0 +1,305 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/telehub/telehub/internal/metrics"
+	"github.com/telehub/telehub/internal/wal"
+)
+
+// Sink stores readings: InfluxDB or the embedded store.
+type Sink interface {
+	Write(ctx context.Context, rs []Reading) error
+}
+
+// PermanentError marks a write that will never succeed as it is (a 4xx from
+// InfluxDB other than 429). The writer isolates the readings that cause it and
+// moves them to the dead-letter file instead of retrying.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// RetryAfterError asks the writer to wait at least After before retrying.
+type RetryAfterError struct {
+	Err   error
+	After time.Duration
+}
+
+func (e *RetryAfterError) Error() string { return e.Err.Error() }
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// WriterConfig configures how readings move from the log to the sink.
+type WriterConfig struct {
+	// BatchSize is the most readings written in one request.
+	BatchSize int `yaml:"batch_size"`
+	// FlushInterval is how long a partial batch waits for more readings.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// RetryMin and RetryMax bound the exponential backoff between retries.
+	RetryMin time.Duration `yaml:"retry_min"`
+	RetryMax time.Duration `yaml:"retry_max"`
+	// DrainTimeout bounds the final flush on shutdown.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// DefaultWriterConfig returns the defaults: 5,000 readings or 1 s.
+func DefaultWriterConfig() WriterConfig {
+	return WriterConfig{BatchSize: 5000, FlushInterval: time.Second, RetryMin: 100 * time.Millisecond,
+		RetryMax: 30 * time.Second, DrainTimeout: 5 * time.Second}
+}
+
+// Validate checks the values.
+func (c WriterConfig) Validate() error {
+	switch {
+	case c.BatchSize < 1:
+		return errors.New("writer.batch_size must be at least 1")
+	case c.FlushInterval < 0:
+		return errors.New("writer.flush_interval must not be negative")
+	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
+		return errors.New("writer.retry_min must be positive and at most writer.retry_max")
+	}
+	return nil
+}
+
+// WriterMetrics are the writer's metrics.
+type WriterMetrics struct {
+	Written     *metrics.Counter
+	Batches     *metrics.Counter
+	Retries     *metrics.Counter
+	DeadLetters *metrics.Counter
+	BatchMillis *metrics.Gauge
+	LagMillis   *metrics.Gauge
+}
+
+// NewWriterMetrics registers the writer's metrics.
+func NewWriterMetrics(r *metrics.Registry) *WriterMetrics {
+	return &WriterMetrics{
+		Written:     r.Counter("telehub_store_readings_written_total", "Readings confirmed by the store."),
+		Batches:     r.Counter("telehub_store_batches_total", "Batches confirmed by the store."),
+		Retries:     r.Counter("telehub_store_retries_total", "Store writes retried after an error."),
+		DeadLetters: r.Counter("telehub_store_dead_letters_total", "Readings the store refused for good, moved to the dead-letter file."),
+		BatchMillis: r.Gauge("telehub_store_batch_latency_ms", "Duration of the last successful store write."),
+		LagMillis:   r.Gauge("telehub_store_lag_ms", "Age of the oldest reading in the last written batch, by its receive order."),
+	}
+}
+
+// Writer moves readings from the durable log to a sink in batches, in log
+// order, and advances the log's checkpoint only after the sink confirmed.
+type Writer struct {
+	log      *wal.Log
+	sink     Sink
+	cfg      WriterConfig
+	metrics  *WriterMetrics
+	logger   *slog.Logger
+	deadPath string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	drain  chan struct{}
+}
+
+// NewWriter returns a writer; deadLetterPath is the file (JSON lines) that
+// receives readings the sink refuses for good.
+func NewWriter(log *wal.Log, sink Sink, cfg WriterConfig, m *WriterMetrics, deadLetterPath string, logger *slog.Logger) *Writer {
+	return &Writer{log: log, sink: sink, cfg: cfg, metrics: m, logger: logger, deadPath: deadLetterPath, drain: make(chan struct{})}
+}
+
+// Start runs the writer until Stop.
+func (w *Writer) Start(ctx context.Context) {
+	ctx, w.cancel = context.WithCancel(ctx)
+	w.wg.Go(func() { w.run(ctx) })
+}
+
+// Stop writes what the log holds (bounded by DrainTimeout), then stops. Safe
+// to call twice.
+func (w *Writer) Stop() {
+	w.once.Do(func() {
+		close(w.drain)
+		if w.cancel == nil {
+			return
+		}
+		t := time.AfterFunc(w.cfg.DrainTimeout, w.cancel)
+		w.wg.Wait()
+		t.Stop()
+		w.cancel()
+	})
+}
+
+func (w *Writer) run(ctx context.Context) {
+	rd := w.log.NewReader()
+	defer rd.Close()
+	var batch []Reading
+	for {
+		draining := false
+		select {
+		case <-w.drain:
+			draining = true
+		default:
+		}
+		if !rd.Available() {
+			if draining {
+				return
+			}
+			ch := rd.Changed()
+			if !rd.Available() {
+				select {
+				case <-ch:
+				case <-w.drain:
+				case <-ctx.Done():
+					return
+				}
+			}
+			continue
+		}
+		var err error
+		batch, err = w.fill(ctx, rd, batch[:0])
+		if err != nil {
+			w.logger.Error("read durable log", "err", err)
+			return
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		start := time.Now()
+		if err := w.write(ctx, batch); err != nil {
+			return // ctx ended; the log keeps the batch for the next start
+		}
+		w.metrics.BatchMillis.Set(time.Since(start).Milliseconds())
+		w.metrics.LagMillis.Set(time.Since(batch[0].Time).Milliseconds())
+		w.metrics.Written.Add(uint64(len(batch)))
+		w.metrics.Batches.Inc()
+		if err := w.log.Checkpoint(rd.Next()); err != nil {
+			w.logger.Warn("write log checkpoint", "err", err)
+		}
+	}
+}
+
+// fill reads records into batch until BatchSize readings or until nothing new
+// arrived for FlushInterval.
+func (w *Writer) fill(ctx context.Context, rd *wal.Reader, batch []Reading) ([]Reading, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for len(batch) < w.cfg.BatchSize {
+		// Never split a record across batches: the checkpoint is per record.
+		recs, first, err := rd.Read(max(1, (w.cfg.BatchSize-len(batch))/8))
+		if err != nil {
+			return batch, err
+		}
+		for i, rec := range recs {
+			batch, err = DecodeRecord(batch, rec)
+			if err != nil {
+				w.logger.Error("skip corrupt log record", "offset", first+uint64(i), "err", err)
+			}
+		}
+		if len(recs) > 0 {
+			continue
+		}
+		if w.cfg.FlushInterval == 0 {
+			break
+		}
+		ch := rd.Changed()
+		if rd.Available() {
+			continue
+		}
+		if timer == nil {
+			timer = time.NewTimer(w.cfg.FlushInterval)
+		}
+		select {
+		case <-ch:
+			continue
+		case <-timer.C:
+		case <-w.drain:
+		case <-ctx.Done():
+		}
+		return batch, nil
+	}
+	return batch, nil
+}
+
+// write stores the batch, retrying transient errors with backoff until ctx
+// ends, and dead-lettering readings refused for good.
+func (w *Writer) write(ctx context.Context, batch []Reading) error {
+	backoff := w.cfg.RetryMin
+	for {
+		err := w.sink.Write(ctx, batch)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var perm *PermanentError
+		if errors.As(err, &perm) {
+			return w.isolate(ctx, batch, err)
+		}
+		w.metrics.Retries.Inc()
+		wait := backoff + rand.N(backoff/2+1)
+		var ra *RetryAfterError
+		if errors.As(err, &ra) && ra.After > wait {
+			wait = ra.After
+		}
+		w.logger.Warn("store write failed, retrying", "err", err, "readings", len(batch), "retry_in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, w.cfg.RetryMax)
+	}
+}
+
+// isolate halves a refused batch until the readings that cause the refusal
+// stand alone, writes the others and dead-letters those.
+func (w *Writer) isolate(ctx context.Context, batch []Reading, err error) error {
+	if len(batch) == 1 {
+		w.deadLetter(batch[0], err)
+		return nil
+	}
+	half := len(batch) / 2
+	for _, part := range [][]Reading{batch[:half], batch[half:]} {
+		if err := w.write(ctx, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type deadLetter struct {
+	Reason   string         `json:"reason"`
+	DeviceID string         `json:"device_id"`
+	Type     string         `json:"device_type"`
+	Time     time.Time      `json:"ts"`
+	Fields   map[string]any `json:"fields"`
+}
+
+func (w *Writer) deadLetter(r Reading, reason error) {
+	w.metrics.DeadLetters.Inc()
+	w.logger.Error("store refused reading, moved to dead letters", "device_id", r.DeviceID, "err", reason)
+	fields := make(map[string]any, len(r.Fields))
+	for _, f := range r.Fields {
+		fields[f.Name] = f.Value.Any()
+	}
+	line, _ := json.Marshal(deadLetter{Reason: reason.Error(), DeviceID: r.DeviceID, Type: r.DeviceType, Time: r.Time, Fields: fields})
+	f, err := os.OpenFile(w.deadPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		w.logger.Error("open dead-letter file", "err", err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		w.logger.Error("write dead-letter file", "err", fmt.Errorf("%s: %w", w.deadPath, err))
+	}
+}

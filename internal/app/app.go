@@ -1,0 +1,219 @@
+// Package app assembles the hub from its parts and runs it: sink first,
+// source last on start; source first, sink last on stop.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/telehub/telehub/broker"
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/internal/config"
+	"github.com/telehub/telehub/internal/live"
+	"github.com/telehub/telehub/internal/metrics"
+	"github.com/telehub/telehub/internal/store"
+	"github.com/telehub/telehub/internal/wal"
+	"github.com/telehub/telehub/web"
+)
+
+// App is a running hub.
+type App struct {
+	// AdminToken is the operator token with every right.
+	AdminToken string
+
+	log      *slog.Logger
+	registry *devices.Registry
+	wal      *wal.Log
+	store    *store.DB
+	influx   *ingest.Influx
+	writer   *ingest.Writer
+	broker   *broker.Broker
+	web      *web.Server
+	http     *http.Server
+	httpLn   net.Listener
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// Start opens the data directory and starts every part of the hub.
+func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, err error) {
+	a := &App{log: logger}
+	defer func() {
+		if err != nil {
+			a.Stop()
+		}
+	}()
+	ctx, a.cancel = context.WithCancel(ctx)
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if a.AdminToken, err = adminToken(filepath.Join(cfg.DataDir, "admin.token")); err != nil {
+		return nil, err
+	}
+	reg := metrics.NewRegistry()
+	if a.registry, err = devices.Open(filepath.Join(cfg.DataDir, "registry.db")); err != nil {
+		return nil, err
+	}
+	if a.wal, err = wal.Open(filepath.Join(cfg.DataDir, "log"), wal.Options{MaxBytes: cfg.Log.MaxBytes,
+		SegmentBytes: cfg.Log.SegmentBytes}, logger.With("component", "wal")); err != nil {
+		return nil, err
+	}
+	registerLogMetrics(reg, a.wal)
+
+	var sink ingest.Sink
+	if cfg.Influx.Enabled() {
+		a.influx = ingest.NewInflux(cfg.Influx)
+		sink = a.influx
+		logger.Info("storing readings in InfluxDB", "url", cfg.Influx.URL, "bucket", cfg.Influx.Bucket)
+	} else {
+		if a.store, err = store.Open(filepath.Join(cfg.DataDir, "history.db")); err != nil {
+			return nil, err
+		}
+		sink = a.store
+		logger.Info("storing readings in the embedded store", "path", filepath.Join(cfg.DataDir, "history.db"))
+	}
+	a.writer = ingest.NewWriter(a.wal, sink, cfg.Writer, ingest.NewWriterMetrics(reg),
+		filepath.Join(cfg.DataDir, "dead-letters.jsonl"), logger.With("component", "writer"))
+	a.writer.Start(ctx)
+
+	hub := live.New(cfg.Live.ReplayBuffer)
+	reg.GaugeFunc("telehub_live_last_seq", "Sequence number of the newest live stream message.", func() float64 { return float64(hub.Last()) })
+	latest := ingest.NewLatest()
+	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), ingest.NewMetrics(reg), latest, logger.With("component", "ingest"))
+
+	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Stream: hub, Metrics: reg,
+		AdminHash: devices.HashToken(a.AdminToken), Logger: logger.With("component", "web")})
+	if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP.Addr, err)
+	}
+	a.http = &http.Server{Handler: a.web, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	a.wg.Go(func() {
+		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server", "err", err)
+		}
+	})
+
+	if a.broker, err = broker.New(cfg.MQTT, a.registry, pipe, logger); err != nil {
+		return nil, err
+	}
+	if err := a.broker.Start(); err != nil {
+		return nil, err
+	}
+	a.web.SetReady(true)
+	logger.Info("telehub started", "mqtt", a.broker.Addr(), "http", a.httpLn.Addr().String(), "data_dir", cfg.DataDir)
+	return a, nil
+}
+
+func registerLogMetrics(reg *metrics.Registry, l *wal.Log) {
+	reg.GaugeFunc("telehub_log_bytes", "Bytes of the durable log on disk.", func() float64 { return float64(l.Stats().Bytes) })
+	reg.GaugeFunc("telehub_log_max_bytes", "Bound of the durable log.", func() float64 { return float64(l.Stats().MaxBytes) })
+	reg.GaugeFunc("telehub_log_pending_records", "Records in the durable log not yet confirmed by the store.", func() float64 {
+		s := l.Stats()
+		return float64(s.Committed - s.Consumed)
+	})
+	reg.GaugeFunc("telehub_log_full", "1 while the durable log is full and devices get backpressure.", func() float64 {
+		if l.Full() {
+			return 1
+		}
+		return 0
+	})
+}
+
+// MQTTAddr returns the bound MQTT address.
+func (a *App) MQTTAddr() string { return a.broker.Addr() }
+
+// HTTPAddr returns the bound HTTP address.
+func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// DashboardURL returns the URL of the dashboard with the admin token.
+func (a *App) DashboardURL() string {
+	host, port, _ := net.SplitHostPort(a.HTTPAddr())
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/?token=" + a.AdminToken
+}
+
+// Store returns the embedded store, nil when InfluxDB is configured.
+func (a *App) Store() *store.DB { return a.store }
+
+// Stop stops the hub: no new publishes, WebSockets closed, the log drained
+// to the store as far as it goes within the drain timeout. Safe to call twice.
+func (a *App) Stop() {
+	a.stopOnce.Do(func() {
+		if a.web != nil {
+			a.web.SetReady(false)
+		}
+		if a.broker != nil {
+			a.broker.Close()
+		}
+		if a.cancel != nil {
+			a.cancel() // ends WebSockets
+		}
+		if a.http != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			a.http.Shutdown(sctx)
+			cancel()
+		}
+		a.wg.Wait()
+		if a.writer != nil {
+			a.writer.Stop()
+		}
+		if a.wal != nil {
+			a.wal.Close()
+		}
+		if a.influx != nil {
+			a.influx.Close()
+		}
+		if a.store != nil {
+			a.store.Close()
+		}
+		if a.registry != nil {
+			a.registry.Close()
+		}
+	})
+}
+
+// Run starts the hub, prints the dashboard URL to out and runs until ctx ends.
+func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Writer) error {
+	a, err := Start(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Telehub is running.\n  Dashboard: %s\n  MQTT:      %s\n  Admin token in %s\n",
+		a.DashboardURL(), a.MQTTAddr(), filepath.Join(cfg.DataDir, "admin.token"))
+	<-ctx.Done()
+	logger.Info("telehub stopping")
+	a.Stop()
+	return nil
+}
+
+// adminToken reads the admin token file, creating it (mode 0600) on first start.
+func adminToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	t := devices.NewToken()
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return t, nil
+}

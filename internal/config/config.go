@@ -1,0 +1,194 @@
+// Package config loads the hub's settings: defaults, then a YAML file
+// (--config), then TELEHUB_* environment variables, then flags, each
+// overriding the one before. Unknown keys in the file are errors.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/telehub/telehub/broker"
+	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/web"
+)
+
+// Config is everything `telehub serve` needs.
+type Config struct {
+	// DataDir holds the durable log, the registry, the embedded store and
+	// the admin token.
+	DataDir string `yaml:"data_dir"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string              `yaml:"log_level"`
+	MQTT     broker.Config       `yaml:"mqtt"`
+	HTTP     web.Config          `yaml:"http"`
+	Influx   ingest.InfluxConfig `yaml:"influx"`
+	Writer   ingest.WriterConfig `yaml:"writer"`
+	Log      LogConfig           `yaml:"log"`
+	Live     LiveConfig          `yaml:"live"`
+}
+
+// LogConfig bounds the durable log.
+type LogConfig struct {
+	// MaxBytes bounds the log on disk; when full, devices get backpressure.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// SegmentBytes is the size of one segment file.
+	SegmentBytes int64 `yaml:"segment_bytes"`
+}
+
+// LiveConfig sizes the live stream.
+type LiveConfig struct {
+	// ReplayBuffer is how many recent messages a reconnecting client can
+	// catch up on with ?since=.
+	ReplayBuffer int `yaml:"replay_buffer"`
+}
+
+// Default returns the defaults.
+func Default() Config {
+	return Config{
+		DataDir:  "./data",
+		LogLevel: "info",
+		MQTT:     broker.DefaultConfig(),
+		HTTP:     web.DefaultConfig(),
+		Influx:   ingest.InfluxConfig{Org: "telehub", Bucket: "telehub", Measurement: "telemetry", Timeout: 10 * time.Second},
+		Writer:   ingest.DefaultWriterConfig(),
+		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20},
+		Live:     LiveConfig{ReplayBuffer: 65536},
+	}
+}
+
+// Validate checks every section without touching the disk or network.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir must not be empty"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q: use debug, info, warn or error", c.LogLevel))
+	}
+	if c.Log.MaxBytes < 64<<10 {
+		errs = append(errs, errors.New("log.max_bytes must be at least 65536"))
+	}
+	if c.Live.ReplayBuffer < 16 {
+		errs = append(errs, errors.New("live.replay_buffer must be at least 16"))
+	}
+	errs = append(errs, c.MQTT.Validate(), c.HTTP.Validate(), c.Influx.Validate(), c.Writer.Validate())
+	return errors.Join(errs...)
+}
+
+// setting is one value settable by flag and environment.
+type setting struct {
+	flag, help string
+	ptr        func(*Config) any
+}
+
+var settings = []setting{
+	{"data-dir", "directory for the durable log, registry and embedded store", func(c *Config) any { return &c.DataDir }},
+	{"log-level", "debug, info, warn or error", func(c *Config) any { return &c.LogLevel }},
+	{"mqtt-addr", "MQTT TCP listen address", func(c *Config) any { return &c.MQTT.Addr }},
+	{"http-addr", "HTTP listen address (API, live stream, dashboard)", func(c *Config) any { return &c.HTTP.Addr }},
+	{"influx-url", "InfluxDB URL; empty keeps history in the embedded store", func(c *Config) any { return &c.Influx.URL }},
+	{"influx-token", "InfluxDB token (1.8: user:password)", func(c *Config) any { return &c.Influx.Token }},
+	{"influx-org", "InfluxDB organisation (ignored by 1.8)", func(c *Config) any { return &c.Influx.Org }},
+	{"influx-bucket", "InfluxDB bucket (1.8: database or database/retention-policy)", func(c *Config) any { return &c.Influx.Bucket }},
+	{"log-max-bytes", "bound of the durable log in bytes", func(c *Config) any { return &c.Log.MaxBytes }},
+	{"batch-size", "readings per store write", func(c *Config) any { return &c.Writer.BatchSize }},
+	{"flush-interval", "how long a partial batch waits for more readings", func(c *Config) any { return &c.Writer.FlushInterval }},
+}
+
+// EnvName returns the environment variable of a flag: mqtt-addr -> TELEHUB_MQTT_ADDR.
+func EnvName(flag string) string {
+	return "TELEHUB_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// Load builds the configuration from args (without the program and command
+// names) and the environment.
+func Load(name string, args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", getenv("TELEHUB_CONFIG"), "YAML config file (env TELEHUB_CONFIG)")
+	vals := make(map[string]*string, len(settings))
+	for _, s := range settings {
+		vals[s.flag] = fs.String(s.flag, "", s.help+" (env "+EnvName(s.flag)+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	cfg := Default()
+	if *path != "" {
+		b, err := os.ReadFile(*path)
+		if err != nil {
+			return Config{}, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("config %s: %w", *path, err)
+		}
+	}
+	for _, s := range settings {
+		if v := getenv(EnvName(s.flag)); v != "" {
+			if err := set(s.ptr(&cfg), v); err != nil {
+				return Config{}, fmt.Errorf("%s: %w", EnvName(s.flag), err)
+			}
+		}
+	}
+	var ferr error
+	fs.Visit(func(f *flag.Flag) {
+		for _, s := range settings {
+			if s.flag == f.Name && ferr == nil {
+				if err := set(s.ptr(&cfg), *vals[s.flag]); err != nil {
+					ferr = fmt.Errorf("--%s: %w", s.flag, err)
+				}
+			}
+		}
+	})
+	if ferr != nil {
+		return Config{}, ferr
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("invalid config: %w", err)
+	}
+	return cfg, nil
+}
+
+func set(p any, v string) error {
+	switch p := p.(type) {
+	case *string:
+		*p = v
+	case *int:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*p = n
+	case *int64:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 500ms or 2s", v)
+		}
+		*p = d
+	default:
+		return fmt.Errorf("unsupported setting type %T", p)
+	}
+	return nil
+}

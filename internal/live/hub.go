@@ -1,0 +1,108 @@
+// Package live is the hub's live fan-out: a bounded ring of recent messages,
+// each with a sequence number, that any number of subscribers read at their
+// own pace. Publishing never waits for a subscriber; a subscriber that falls
+// further behind than the ring holds is told so and skips ahead.
+package live
+
+import "sync"
+
+// Message is one event of the live stream. Body is a JSON object without the
+// sequence number; Frame adds it.
+type Message struct {
+	Seq      uint64
+	Kind     string
+	DeviceID string
+	Body     []byte
+}
+
+// AppendFrame appends the JSON of m with its seq as the first member.
+func (m Message) AppendFrame(b []byte) []byte {
+	b = append(b, `{"seq":`...)
+	b = appendUint(b, m.Seq)
+	if len(m.Body) > 2 {
+		b = append(b, ',')
+		return append(b, m.Body[1:]...)
+	}
+	return append(b, '}')
+}
+
+func appendUint(b []byte, v uint64) []byte {
+	var tmp [20]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return append(b, tmp[i:]...)
+}
+
+// Hub holds the ring. Safe for concurrent use.
+type Hub struct {
+	mu     sync.RWMutex
+	ring   []Message
+	next   uint64 // seq of the next message; the first is 1
+	notify chan struct{}
+}
+
+// New returns a hub that keeps the last size messages for replay.
+func New(size int) *Hub {
+	size = max(size, 16)
+	return &Hub{ring: make([]Message, size), next: 1, notify: make(chan struct{})}
+}
+
+// Publish appends messages, assigning their sequence numbers, and wakes the
+// readers. It never blocks on a reader.
+func (h *Hub) Publish(msgs ...Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	h.mu.Lock()
+	for _, m := range msgs {
+		m.Seq = h.next
+		h.ring[h.next%uint64(len(h.ring))] = m
+		h.next++
+	}
+	ch := h.notify
+	h.notify = make(chan struct{})
+	h.mu.Unlock()
+	close(ch)
+}
+
+// Last returns the seq of the newest message, 0 if there is none.
+func (h *Hub) Last() uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.next - 1
+}
+
+// Changed returns a channel that is closed when a message is published.
+func (h *Hub) Changed() <-chan struct{} {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.notify
+}
+
+// Read appends to buf up to max messages with seq greater than after. When
+// messages after `after` have already left the ring, missed is the count
+// lost and reading resumes at the oldest message held.
+func (h *Hub) Read(after uint64, buf []Message, max int) (msgs []Message, missed uint64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	oldest := uint64(1)
+	if h.next > uint64(len(h.ring)) {
+		oldest = h.next - uint64(len(h.ring))
+	}
+	from := after + 1
+	if from < oldest {
+		missed = oldest - from
+		from = oldest
+	}
+	for s := from; s < h.next && len(buf) < max; s++ {
+		buf = append(buf, h.ring[s%uint64(len(h.ring))])
+	}
+	return buf, missed
+}

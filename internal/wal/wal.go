@@ -1,0 +1,521 @@
+// Package wal is the hub's durable local log: an append-only sequence of
+// records in segment files, made durable by group commit, read in order by one
+// consumer that records how far it got in a checkpoint.
+//
+// A record is durable (on disk, fsynced) when Append returns. Records are
+// numbered from 1 by their offset. Segments wholly below the checkpoint are
+// deleted. The log is bounded in bytes: when full, Append fails fast with
+// ErrFull so that the caller can push back on its producers instead of
+// dropping data.
+package wal
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrFull is returned by Append when the unconsumed part of the log has reached
+// its byte bound.
+var ErrFull = errors.New("wal: log is full")
+
+// ErrClosed is returned by operations on a closed log.
+var ErrClosed = errors.New("wal: log is closed")
+
+// MaxRecordBytes is the largest record the log accepts.
+const MaxRecordBytes = 16 << 20
+
+const (
+	headerLen   = 8 // length u32 + crc32c u32
+	segSuffix   = ".wal"
+	checkpoint  = "checkpoint"
+	maxGroupLen = 8 << 20 // bytes gathered into one commit at most
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Options configure a log.
+type Options struct {
+	// SegmentBytes is the size at which a segment is closed and a new one begun.
+	SegmentBytes int64
+	// MaxBytes bounds the bytes held in segments not yet consumed.
+	MaxBytes int64
+	// NoSync skips fsync. Only for benchmarks of the layers above.
+	NoSync bool
+}
+
+type segment struct {
+	first uint64 // offset of its first record
+	path  string
+	size  int64
+}
+
+type appendReq struct {
+	recs [][]byte
+	done chan appendRes
+}
+
+type appendRes struct {
+	last uint64
+	err  error
+}
+
+// Log is a durable, bounded, append-only log. Append is safe for concurrent
+// use; one Reader at a time consumes it.
+type Log struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+
+	reqs    chan appendReq
+	stop    chan struct{}
+	exited  chan struct{} // closed when the commit goroutine has returned
+	wg      sync.WaitGroup
+	closeMu sync.Once
+
+	mu       sync.Mutex
+	segs     []segment     // ordered by first; the last is active
+	size     int64         // bytes in segs
+	notify   chan struct{} // closed and replaced when committed advances
+	consumed uint64        // records before this offset are consumed
+
+	committed atomic.Uint64 // next offset to be committed (records < committed are durable)
+	closed    atomic.Bool
+
+	// owned by the committer goroutine
+	f    *os.File
+	bw   *bufio.Writer
+	next uint64
+}
+
+// Open opens or creates the log in dir, recovering from a torn tail left by a
+// crash. It starts the commit goroutine; Close stops it.
+func Open(dir string, opts Options, log *slog.Logger) (*Log, error) {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = 1 << 30
+	}
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = 64 << 20
+	}
+	opts.SegmentBytes = max(min(opts.SegmentBytes, opts.MaxBytes/4), 4096)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("wal: create dir: %w", err)
+	}
+	l := &Log{dir: dir, opts: opts, log: log, reqs: make(chan appendReq, 1024),
+		stop: make(chan struct{}), exited: make(chan struct{}), notify: make(chan struct{})}
+	if err := l.recover(); err != nil {
+		return nil, err
+	}
+	l.wg.Go(func() {
+		defer close(l.exited)
+		l.commitLoop()
+	})
+	return l, nil
+}
+
+// recover scans the segments, truncates a torn tail and opens the active one.
+func (l *Log) recover() error {
+	names, err := filepath.Glob(filepath.Join(l.dir, "*"+segSuffix))
+	if err != nil {
+		return fmt.Errorf("wal: list segments: %w", err)
+	}
+	for _, p := range names {
+		first, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), segSuffix), 10, 64)
+		if err != nil || first == 0 {
+			return fmt.Errorf("wal: unexpected file %s in log dir", p)
+		}
+		l.segs = append(l.segs, segment{first: first, path: p})
+	}
+	slices.SortFunc(l.segs, func(a, b segment) int { return cmpU64(a.first, b.first) })
+
+	l.consumed = l.readCheckpoint()
+	l.next = 1
+	if len(l.segs) > 0 {
+		l.next = l.segs[0].first
+	}
+	for i := range l.segs {
+		s := &l.segs[i]
+		if s.first != l.next {
+			l.log.Warn("wal: gap between segments, records lost from disk", "expected", l.next, "segment_first", s.first)
+			l.next = s.first
+		}
+		n, good, err := scanSegment(s.path)
+		if err != nil {
+			return err
+		}
+		if st, err := os.Stat(s.path); err == nil && st.Size() != good {
+			l.log.Warn("wal: truncating torn or corrupt tail", "segment", s.path, "valid_bytes", good, "file_bytes", st.Size())
+			if err := os.Truncate(s.path, good); err != nil {
+				return fmt.Errorf("wal: truncate torn tail: %w", err)
+			}
+		}
+		s.size = good
+		l.size += good
+		l.next += n
+	}
+	if l.consumed > l.next || (len(l.segs) > 0 && l.consumed < l.segs[0].first) {
+		if len(l.segs) > 0 {
+			l.consumed = l.segs[0].first
+		} else {
+			l.consumed = l.next
+		}
+	}
+	if l.consumed == 0 {
+		l.consumed = l.next
+	}
+	l.committed.Store(l.next)
+	if len(l.segs) == 0 {
+		return l.newSegment()
+	}
+	f, err := os.OpenFile(l.segs[len(l.segs)-1].path, os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("wal: open active segment: %w", err)
+	}
+	l.f, l.bw = f, bufio.NewWriterSize(f, 256<<10)
+	l.dropConsumed()
+	return nil
+}
+
+// scanSegment counts the valid records of a segment and the bytes they span.
+func scanSegment(path string) (n uint64, good int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("wal: open segment: %w", err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 256<<10)
+	var buf []byte
+	for {
+		var rec []byte
+		rec, buf, err = readRecord(br, buf)
+		if err != nil {
+			return n, good, nil // io.EOF, a torn or a corrupt record all end the segment
+		}
+		n++
+		good += int64(headerLen + len(rec))
+	}
+}
+
+// readRecord reads one framed record, reusing buf.
+func readRecord(br *bufio.Reader, buf []byte) (rec, nbuf []byte, err error) {
+	var h [headerLen]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		return nil, buf, err
+	}
+	n := binary.LittleEndian.Uint32(h[0:4])
+	if n > MaxRecordBytes {
+		return nil, buf, errors.New("wal: corrupt record length")
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return nil, buf, err
+	}
+	if crc32.Checksum(buf, crcTable) != binary.LittleEndian.Uint32(h[4:8]) {
+		return nil, buf, errors.New("wal: record checksum mismatch")
+	}
+	return buf, buf, nil
+}
+
+func (l *Log) newSegment() error {
+	p := filepath.Join(l.dir, fmt.Sprintf("%020d%s", l.next, segSuffix))
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("wal: create segment: %w", err)
+	}
+	if !l.opts.NoSync {
+		if err := syncDir(l.dir); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	l.mu.Lock()
+	l.segs = append(l.segs, segment{first: l.next, path: p})
+	l.mu.Unlock()
+	l.f, l.bw = f, bufio.NewWriterSize(f, 256<<10)
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("wal: open dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("wal: sync dir: %w", err)
+	}
+	return nil
+}
+
+// Append writes the records and returns once they are durable, with the offset
+// of the last one. It fails fast with ErrFull when the log is at its bound.
+// Safe for concurrent use; concurrent appends share one fsync.
+func (l *Log) Append(ctx context.Context, recs ...[]byte) (uint64, error) {
+	if l.closed.Load() {
+		return 0, ErrClosed
+	}
+	if l.Full() {
+		return 0, ErrFull
+	}
+	for _, r := range recs {
+		if len(r) > MaxRecordBytes {
+			return 0, fmt.Errorf("wal: record of %d bytes exceeds %d", len(r), MaxRecordBytes)
+		}
+	}
+	req := appendReq{recs: recs, done: make(chan appendRes, 1)}
+	select {
+	case l.reqs <- req:
+	case <-l.stop:
+		return 0, ErrClosed
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	// Once queued the append will complete; wait for it even if ctx ends so the
+	// caller learns the truth about durability.
+	select {
+	case res := <-req.done:
+		return res.last, res.err
+	case <-l.exited:
+		select {
+		case res := <-req.done:
+			return res.last, res.err
+		default:
+			return 0, ErrClosed
+		}
+	}
+}
+
+// Full reports whether the unconsumed log has reached its byte bound.
+func (l *Log) Full() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size >= l.opts.MaxBytes
+}
+
+// Stats describe the log for metrics.
+type Stats struct {
+	Bytes     int64  // bytes in segments on disk
+	MaxBytes  int64  // the bound
+	Committed uint64 // offset of the next record to be appended
+	Consumed  uint64 // records before this offset are consumed
+	Segments  int
+}
+
+// Stats returns the current size and positions. Safe for concurrent use.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Stats{Bytes: l.size, MaxBytes: l.opts.MaxBytes, Committed: l.committed.Load(),
+		Consumed: l.consumed, Segments: len(l.segs)}
+}
+
+func (l *Log) commitLoop() {
+	var batch []appendReq
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-l.reqs:
+			batch = append(batch, r)
+		case <-l.stop:
+			l.drainOnStop()
+			return
+		}
+		bytes := 0
+	gather:
+		for bytes < maxGroupLen {
+			select {
+			case r := <-l.reqs:
+				batch = append(batch, r)
+				for _, rec := range r.recs {
+					bytes += len(rec)
+				}
+			default:
+				break gather
+			}
+		}
+		l.commit(batch)
+	}
+}
+
+// drainOnStop fails appends still queued when the log closes.
+func (l *Log) drainOnStop() {
+	for {
+		select {
+		case r := <-l.reqs:
+			r.done <- appendRes{err: ErrClosed}
+		default:
+			return
+		}
+	}
+}
+
+// commit writes a group of appends, fsyncs once and answers each.
+func (l *Log) commit(batch []appendReq) {
+	var hdr [headerLen]byte
+	var written int64
+	err := func() error {
+		for _, r := range batch {
+			for _, rec := range r.recs {
+				binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(rec)))
+				binary.LittleEndian.PutUint32(hdr[4:8], crc32.Checksum(rec, crcTable))
+				if _, err := l.bw.Write(hdr[:]); err != nil {
+					return err
+				}
+				if _, err := l.bw.Write(rec); err != nil {
+					return err
+				}
+				written += int64(headerLen + len(rec))
+			}
+		}
+		if err := l.bw.Flush(); err != nil {
+			return err
+		}
+		if l.opts.NoSync {
+			return nil
+		}
+		return l.f.Sync()
+	}()
+	if err != nil {
+		// The tail of the active segment is now unknown: cut it back to the
+		// last committed size so readers and recovery never see it.
+		l.log.Error("wal: commit failed", "err", err)
+		l.mu.Lock()
+		good := l.segs[len(l.segs)-1].size
+		l.mu.Unlock()
+		l.bw.Reset(l.f)
+		if terr := l.f.Truncate(good); terr != nil {
+			l.log.Error("wal: truncate after failed commit", "err", terr)
+		}
+		for _, r := range batch {
+			r.done <- appendRes{err: fmt.Errorf("wal: commit: %w", err)}
+		}
+		return
+	}
+	for _, r := range batch {
+		l.next += uint64(len(r.recs))
+		r.done <- appendRes{last: l.next - 1}
+	}
+	l.mu.Lock()
+	l.segs[len(l.segs)-1].size += written
+	l.size += written
+	l.committed.Store(l.next)
+	close(l.notify)
+	l.notify = make(chan struct{})
+	rotate := l.segs[len(l.segs)-1].size >= l.opts.SegmentBytes
+	l.mu.Unlock()
+	if rotate {
+		if err := l.f.Close(); err != nil {
+			l.log.Error("wal: close segment", "err", err)
+		}
+		if err := l.newSegment(); err != nil {
+			l.log.Error("wal: rotate segment", "err", err)
+		}
+	}
+}
+
+// changed returns a channel closed when more records are committed.
+func (l *Log) changed() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.notify
+}
+
+// Consumed returns the offset before which records have been consumed.
+func (l *Log) Consumed() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.consumed
+}
+
+// Checkpoint records that every record before offset has been consumed,
+// deletes segments that are wholly consumed and persists the position. A lost
+// checkpoint write only causes records to be read again.
+func (l *Log) Checkpoint(offset uint64) error {
+	l.mu.Lock()
+	if offset <= l.consumed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.consumed = min(offset, l.committed.Load())
+	c := l.consumed
+	l.dropConsumed()
+	l.mu.Unlock()
+	return l.writeCheckpoint(c)
+}
+
+// dropConsumed deletes segments below consumed except the active one. It is
+// called with mu held (or before the log is shared).
+func (l *Log) dropConsumed() {
+	for len(l.segs) > 1 && l.segs[1].first <= l.consumed {
+		s := l.segs[0]
+		if err := os.Remove(s.path); err != nil {
+			l.log.Error("wal: remove consumed segment", "segment", s.path, "err", err)
+			return
+		}
+		l.size -= s.size
+		l.segs = l.segs[1:]
+	}
+}
+
+func (l *Log) writeCheckpoint(c uint64) error {
+	var b [12]byte
+	binary.LittleEndian.PutUint64(b[0:8], c)
+	binary.LittleEndian.PutUint32(b[8:12], crc32.Checksum(b[0:8], crcTable))
+	f, err := os.OpenFile(filepath.Join(l.dir, checkpoint), os.O_CREATE|os.O_WRONLY, 0o640)
+	if err != nil {
+		return fmt.Errorf("wal: open checkpoint: %w", err)
+	}
+	if _, err := f.WriteAt(b[:], 0); err != nil {
+		f.Close()
+		return fmt.Errorf("wal: write checkpoint: %w", err)
+	}
+	return f.Close()
+}
+
+func (l *Log) readCheckpoint() uint64 {
+	b, err := os.ReadFile(filepath.Join(l.dir, checkpoint))
+	if err != nil || len(b) < 12 || crc32.Checksum(b[0:8], crcTable) != binary.LittleEndian.Uint32(b[8:12]) {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(b[0:8])
+}
+
+// Close stops the commit goroutine and closes the active segment. Appends
+// waiting to be committed fail with ErrClosed. Safe to call twice.
+func (l *Log) Close() error {
+	var err error
+	l.closeMu.Do(func() {
+		l.closed.Store(true)
+		close(l.stop)
+		l.wg.Wait()
+		if l.f != nil {
+			err = l.f.Close()
+		}
+	})
+	return err
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

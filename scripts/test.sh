@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# make test: installs what the tests need, starts influxd, runs every test,
+# stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+tmp="$(mktemp -d)"
+cleanup() { scripts/influxd.sh stop "$tmp"; rm -rf "$tmp"; }
+trap cleanup EXIT
+while IFS='=' read -r k v; do export "$k=$v"; done < <(scripts/influxd.sh start "$tmp/influxd")
+echo "influxd for tests at $TELEHUB_TEST_INFLUX_URL" >&2
+go test -race -count=1 -p 2 -timeout 15m "$@" ./...

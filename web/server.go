@@ -1,0 +1,187 @@
+// Package web serves the HTTP API, the live WebSocket stream and the
+// dashboard page.
+package web
+
+import (
+	"context"
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/internal/live"
+	"github.com/telehub/telehub/internal/metrics"
+)
+
+//go:embed static
+var static embed.FS
+
+// Config configures the HTTP server.
+type Config struct {
+	// Addr is the listen address, e.g. ":8080".
+	Addr string `yaml:"addr"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{Addr: ":8080"} }
+
+// Validate checks the values.
+func (c Config) Validate() error {
+	if c.Addr == "" {
+		return errors.New("http.addr must not be empty")
+	}
+	return nil
+}
+
+// Registry is what the API needs of the device registry.
+type Registry interface {
+	Create(d devices.Device) (devices.Device, string, error)
+	RotateToken(id string) (devices.Device, string, error)
+	Get(id string) (devices.Device, bool)
+	List() []devices.Device
+}
+
+// Latest gives the most recent readings of a device.
+type Latest interface {
+	Get(id string) (time.Time, map[string]any)
+}
+
+// Stream is the live fan-out the WebSocket reads.
+type Stream interface {
+	Read(after uint64, buf []live.Message, max int) ([]live.Message, uint64)
+	Changed() <-chan struct{}
+	Last() uint64
+}
+
+// Deps are the parts of the hub the web server serves.
+type Deps struct {
+	Registry  Registry
+	Latest    Latest
+	Stream    Stream
+	Metrics   *metrics.Registry
+	AdminHash []byte // SHA-256 of the admin token
+	Logger    *slog.Logger
+}
+
+// Server is the HTTP side of the hub.
+type Server struct {
+	deps  Deps
+	ready atomic.Bool
+	mux   *http.ServeMux
+	ctx   context.Context // ends when the hub stops: closes WebSockets
+}
+
+// New returns the server; ctx ends its long-lived connections.
+func New(ctx context.Context, deps Deps) *Server {
+	s := &Server{deps: deps, mux: http.NewServeMux(), ctx: ctx}
+	s.routes()
+	return s
+}
+
+// SetReady marks the hub ready (or not) for /readyz.
+func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) routes() {
+	page, _ := fs.Sub(static, "static")
+	files := http.FileServerFS(page)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/api/"):
+			problem(w, http.StatusNotFound, "no such endpoint", r.Method+" "+r.URL.Path+" is not part of the API")
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
+			problem(w, http.StatusMethodNotAllowed, "method not allowed", r.Method+" is not allowed on "+r.URL.Path)
+		default:
+			files.ServeHTTP(w, r)
+		}
+	})
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("GET /metrics", s.metrics)
+	s.mux.Handle("GET /api/v1/devices", s.auth(s.listDevices))
+	s.mux.Handle("POST /api/v1/devices", s.auth(s.createDevice))
+	s.mux.Handle("GET /api/v1/devices/{id}", s.auth(s.getDevice))
+	s.mux.Handle("POST /api/v1/devices/{id}/token", s.auth(s.rotateToken))
+	s.mux.Handle("GET /api/v1/live", s.auth(s.live))
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if !s.ready.Load() {
+		problem(w, http.StatusServiceUnavailable, "not ready", "the hub is starting or stopping")
+		return
+	}
+	io.WriteString(w, "ready\n")
+}
+
+func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	if err := s.deps.Metrics.WriteText(w); err != nil {
+		s.deps.Logger.Debug("write metrics", "err", err)
+	}
+}
+
+// token returns the bearer token of a request: the Authorization header, or
+// the token query parameter (browsers cannot set headers on WebSockets).
+func token(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("token")
+}
+
+func (s *Server) auth(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := token(r)
+		if t == "" {
+			problem(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token>")
+			return
+		}
+		if subtle.ConstantTimeCompare(devices.HashToken(t), s.deps.AdminHash) != 1 {
+			problem(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
+			return
+		}
+		next(w, r)
+	})
+}
+
+// problem writes an RFC 9457 problem document.
+func problem(w http.ResponseWriter, status int, title, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": title, "status": status, "detail": detail})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// decodeBody reads a JSON body strictly: unknown fields and trailing data are
+// errors, and the size is bounded.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		problem(w, http.StatusBadRequest, "invalid JSON body", err.Error())
+		return false
+	}
+	if dec.More() {
+		problem(w, http.StatusBadRequest, "invalid JSON body", "unexpected data after the JSON object")
+		return false
+	}
+	return true
+}
