@@ -60,7 +60,7 @@ type Broker struct {
 func New(cfg Config, reg Registry, ing Ingester, logger *slog.Logger) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketBytes
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: logger.With("component", "mqtt")})
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(quietHandler{logger.Handler(), slog.LevelWarn}).With("component", "mqtt")})
 	ctx, cancel := context.WithCancel(context.Background())
 	for _, h := range []mqtt.Hook{
 		&authHook{reg: reg},
@@ -100,4 +100,23 @@ func (b *Broker) Close() error {
 	err := b.srv.Close()
 	b.cancel()
 	return err
+}
+
+// quietHandler drops mochi's records below min: its info lines (hooks added,
+// listener attached) are noise in the hub's log.
+type quietHandler struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietHandler{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h quietHandler) WithGroup(name string) slog.Handler {
+	return quietHandler{h.Handler.WithGroup(name), h.min}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -224,8 +225,16 @@ func (l *Latest) Update(id string, pt Point) {
 		d.ts = pt.Time
 	}
 	for _, f := range pt.Fields {
-		if _, ok := d.fields[f.Name]; newer || !ok {
-			d.fields[f.Name] = f.Value
+		// Decoded names and strings share the payload's buffer: copy what
+		// the cache keeps so that it does not pin whole payloads.
+		v := f.Value
+		if v.Kind == KindString {
+			v.Str = strings.Clone(v.Str)
+		}
+		if _, ok := d.fields[f.Name]; !ok {
+			d.fields[strings.Clone(f.Name)] = v
+		} else if newer {
+			d.fields[f.Name] = v
 		}
 	}
 }

@@ -1,0 +1,121 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/telehub/telehub/internal/metrics"
+	"github.com/telehub/telehub/internal/testenv"
+	"github.com/telehub/telehub/internal/wal"
+)
+
+// flakySink is a store that is down for its first calls and refuses, for
+// good, any batch containing a field named "poison" (as InfluxDB refuses a
+// field type conflict).
+type flakySink struct {
+	mu      sync.Mutex
+	down    int
+	written []float64
+}
+
+func (s *flakySink) Write(_ context.Context, rs []Reading) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down > 0 {
+		s.down--
+		return errors.New("connection refused")
+	}
+	for _, r := range rs {
+		if r.Fields[0].Name == "poison" {
+			return &PermanentError{Err: errors.New("field type conflict")}
+		}
+	}
+	for _, r := range rs {
+		s.written = append(s.written, r.Fields[0].Value.Num)
+	}
+	return nil
+}
+
+func (s *flakySink) values() []float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]float64(nil), s.written...)
+}
+
+func TestWriterRetriesIsolatesPoisonAndCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{}, logger)
+	require.NoError(t, err)
+	defer l.Close()
+
+	var want []float64
+	ts := time.Unix(1700000000, 0)
+	for i := range 50 {
+		name := "v"
+		if i == 17 || i == 33 {
+			name = "poison"
+		} else {
+			want = append(want, float64(i))
+		}
+		rec := AppendRecord(nil, "d1", "thermostat", []Point{{Time: ts.Add(time.Duration(i) * time.Second),
+			Fields: []Field{{Name: name, Value: Number(float64(i))}}}})
+		_, err := l.Append(context.Background(), rec)
+		require.NoError(t, err)
+	}
+
+	sink := &flakySink{down: 2}
+	cfg := DefaultWriterConfig()
+	cfg.BatchSize, cfg.FlushInterval, cfg.RetryMin = 8, 0, time.Millisecond
+	reg := metrics.NewRegistry()
+	m := NewWriterMetrics(reg)
+	dead := filepath.Join(dir, "dead.jsonl")
+	w := NewWriter(l, sink, cfg, m, dead, logger)
+	w.Start(context.Background())
+	defer w.Stop()
+
+	testenv.Eventually(t, 10*time.Second, "good readings written", func() bool { return len(sink.values()) >= len(want) })
+	require.Equal(t, want, sink.values(), "all good readings, in order, once")
+	require.Equal(t, uint64(2), m.DeadLetters.Value())
+	require.GreaterOrEqual(t, m.Retries.Value(), uint64(2))
+	b, err := os.ReadFile(dead)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	require.Len(t, lines, 2)
+	require.Contains(t, lines[0], `"reason":"permanent: field type conflict"`)
+	require.Contains(t, lines[0], `"poison":17`)
+	testenv.Eventually(t, 10*time.Second, "checkpoint advanced", func() bool { return l.Consumed() == 51 })
+	require.Equal(t, uint64(51), l.Consumed(), "checkpoint past every record")
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	pts := []Point{{Time: ts, Fields: []Field{{"a", Number(-1.25)}, {"b", Bool(true)}, {"c", String("x\"y")}}},
+		{Time: ts.Add(time.Second), Fields: []Field{{"a", Number(2)}}}}
+	rs, err := DecodeRecord(nil, AppendRecord(nil, "dev", "thermostat", pts))
+	require.NoError(t, err)
+	require.Equal(t, []Reading{{DeviceID: "dev", DeviceType: "thermostat", Time: ts, Fields: pts[0].Fields},
+		{DeviceID: "dev", DeviceType: "thermostat", Time: ts.Add(time.Second), Fields: pts[1].Fields}}, rs)
+	rec := AppendRecord(nil, "dev", "thermostat", pts)
+	for i := range rec {
+		_, err := DecodeRecord(nil, rec[:i])
+		require.Error(t, err, "truncated at %d", i)
+	}
+}
+
+func TestLineProtocolEscapes(t *testing.T) {
+	r := Reading{DeviceID: "a b,c", DeviceType: "thermostat", Time: time.Unix(0, 42), Fields: []Field{
+		{"on", Bool(true)}, {"t x", Number(21.5)}, {"msg", String(`say "hi" \ bye`)}}}
+	require.Equal(t, `telemetry,device_id=a\ b\,c,device_type=thermostat on=true,t\ x=21.5,msg="say \"hi\" \\ bye" 42`,
+		string(AppendLine(nil, "telemetry", r)))
+}
