@@ -110,7 +110,13 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if v5 && pk.FixedHeader.Qos > 0 {
 			return pk, packets.ErrQuotaExceeded
 		}
-		return pk, packets.ErrRejectPacket // no PUBACK: the device resends later
+		if pk.FixedHeader.Qos > 0 {
+			// MQTT 3 has no negative PUBACK and resends only on reconnect:
+			// close the connection so the device backs off and resends.
+			h.log.Warn("durable log full, disconnecting device to push back", "device_id", id)
+			cl.Stop(packets.ErrServerBusy)
+		}
+		return pk, packets.ErrRejectPacket
 	default:
 		if v5 && pk.FixedHeader.Qos > 0 {
 			return pk, packets.ErrUnspecifiedError
