@@ -55,6 +55,8 @@ type Influx struct {
 	client influxdb2.Client
 	write  api.WriteAPIBlocking
 	meas   string
+	org    string
+	bucket string
 }
 
 var _ Sink = (*Influx)(nil)
@@ -64,7 +66,8 @@ func NewInflux(cfg InfluxConfig) *Influx {
 	opts := influxdb2.DefaultOptions().SetHTTPRequestTimeout(uint(max(cfg.Timeout, time.Second) / time.Second)).
 		SetPrecision(time.Nanosecond).SetUseGZip(false)
 	client := influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, opts)
-	return &Influx{client: client, write: client.WriteAPIBlocking(cfg.Org, cfg.Bucket), meas: cfg.Measurement}
+	return &Influx{client: client, write: client.WriteAPIBlocking(cfg.Org, cfg.Bucket), meas: cfg.Measurement,
+		org: cfg.Org, bucket: cfg.Bucket}
 }
 
 // Write sends the readings in one request. A 4xx answer other than 429 is a

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
 )
@@ -66,6 +67,7 @@ type Deps struct {
 	Registry  Registry
 	Latest    Latest
 	Stream    Stream
+	History   ingest.History
 	Metrics   *metrics.Registry
 	AdminHash []byte // SHA-256 of the admin token
 	Logger    *slog.Logger
@@ -112,6 +114,7 @@ func (s *Server) routes() {
 	s.mux.Handle("POST /api/v1/devices", s.auth(s.createDevice))
 	s.mux.Handle("GET /api/v1/devices/{id}", s.auth(s.getDevice))
 	s.mux.Handle("POST /api/v1/devices/{id}/token", s.auth(s.rotateToken))
+	s.mux.Handle("GET /api/v1/devices/{id}/telemetry", s.auth(s.history))
 	s.mux.Handle("GET /api/v1/live", s.auth(s.live))
 }
 

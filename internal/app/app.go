@@ -73,15 +73,16 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	registerLogMetrics(reg, a.wal)
 
 	var sink ingest.Sink
+	var history ingest.History
 	if cfg.Influx.Enabled() {
 		a.influx = ingest.NewInflux(cfg.Influx)
-		sink = a.influx
+		sink, history = a.influx, a.influx
 		logger.Info("storing readings in InfluxDB", "url", cfg.Influx.URL, "bucket", cfg.Influx.Bucket)
 	} else {
 		if a.store, err = store.Open(filepath.Join(cfg.DataDir, "history.db")); err != nil {
 			return nil, err
 		}
-		sink = a.store
+		sink, history = a.store, a.store
 		logger.Info("storing readings in the embedded store", "path", filepath.Join(cfg.DataDir, "history.db"))
 	}
 	a.writer = ingest.NewWriter(a.wal, sink, cfg.Writer, ingest.NewWriterMetrics(reg),
@@ -93,7 +94,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	latest := ingest.NewLatest()
 	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), ingest.NewMetrics(reg), latest, logger.With("component", "ingest"))
 
-	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Stream: hub, Metrics: reg,
+	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Stream: hub, History: history, Metrics: reg,
 		AdminHash: devices.HashToken(a.AdminToken), Logger: logger.With("component", "web")})
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP.Addr, err)
