@@ -36,6 +36,7 @@ type App struct {
 	registry *devices.Registry
 	wal      *wal.Log
 	store    *store.DB
+	janitor  *store.Janitor
 	influx   *ingest.Influx
 	writer   *ingest.Writer
 	broker   *broker.Broker
@@ -83,6 +84,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 			return nil, err
 		}
 		sink, history = a.store, a.store
+		a.janitor = store.NewJanitor(a.store, cfg.Store.Retention, logger.With("component", "retention"))
+		a.janitor.Start(ctx)
 		logger.Info("storing readings in the embedded store", "path", filepath.Join(cfg.DataDir, "history.db"))
 	}
 	a.writer = ingest.NewWriter(a.wal, sink, cfg.Writer, ingest.NewWriterMetrics(reg),
@@ -178,6 +181,9 @@ func (a *App) Stop() {
 		}
 		if a.influx != nil {
 			a.influx.Close()
+		}
+		if a.janitor != nil {
+			a.janitor.Stop()
 		}
 		if a.store != nil {
 			a.store.Close()

@@ -34,6 +34,14 @@ type Config struct {
 	Writer   ingest.WriterConfig `yaml:"writer"`
 	Log      LogConfig           `yaml:"log"`
 	Live     LiveConfig          `yaml:"live"`
+	Store    StoreConfig         `yaml:"store"`
+}
+
+// StoreConfig configures the embedded store.
+type StoreConfig struct {
+	// Retention is how long the embedded store keeps samples; 0 keeps them
+	// forever.
+	Retention time.Duration `yaml:"retention"`
 }
 
 // LogConfig bounds the durable log.
@@ -62,6 +70,7 @@ func Default() Config {
 		Writer:   ingest.DefaultWriterConfig(),
 		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20},
 		Live:     LiveConfig{ReplayBuffer: 65536},
+		Store:    StoreConfig{Retention: 30 * 24 * time.Hour},
 	}
 }
 
@@ -78,6 +87,9 @@ func (c Config) Validate() error {
 	}
 	if c.Log.MaxBytes < 64<<10 {
 		errs = append(errs, errors.New("log.max_bytes must be at least 65536"))
+	}
+	if c.Store.Retention < 0 {
+		errs = append(errs, errors.New("store.retention must not be negative"))
 	}
 	if c.Live.ReplayBuffer < 16 {
 		errs = append(errs, errors.New("live.replay_buffer must be at least 16"))
@@ -102,6 +114,7 @@ var settings = []setting{
 	{"influx-org", "InfluxDB organisation (ignored by 1.8)", func(c *Config) any { return &c.Influx.Org }},
 	{"influx-bucket", "InfluxDB bucket (1.8: database or database/retention-policy)", func(c *Config) any { return &c.Influx.Bucket }},
 	{"log-max-bytes", "bound of the durable log in bytes", func(c *Config) any { return &c.Log.MaxBytes }},
+	{"retention", "how long the embedded store keeps history (0: forever)", func(c *Config) any { return &c.Store.Retention }},
 	{"batch-size", "readings per store write", func(c *Config) any { return &c.Writer.BatchSize }},
 	{"flush-interval", "how long a partial batch waits for more readings", func(c *Config) any { return &c.Writer.FlushInterval }},
 }

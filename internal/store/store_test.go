@@ -47,3 +47,29 @@ func TestWriteQueryKeepsTypesAndOverwritesReplays(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, got)
 }
+
+func TestDeleteBeforeKeepsNewerSamples(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "history.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var rs []ingest.Reading
+	for i := range 10 {
+		for _, dev := range []string{"a", "b"} {
+			rs = append(rs, ingest.Reading{DeviceID: dev, Time: t0.Add(time.Duration(i) * time.Hour), Fields: []ingest.Field{
+				{Name: "t", Value: ingest.Number(float64(i))}, {Name: "u", Value: ingest.Bool(true)}}})
+		}
+	}
+	require.NoError(t, db.Write(context.Background(), rs))
+	n, err := db.DeleteBefore(t0.Add(4 * time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 2*2*4, n)
+	for _, dev := range []string{"a", "b"} {
+		for _, f := range []string{"t", "u"} {
+			got, err := db.Query(dev, f, t0.Add(-time.Hour), t0.Add(24*time.Hour))
+			require.NoError(t, err)
+			require.Len(t, got, 6)
+			require.Equal(t, t0.Add(4*time.Hour), got[0].Time)
+		}
+	}
+}
