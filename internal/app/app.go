@@ -68,7 +68,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		return nil, err
 	}
 	if a.wal, err = wal.Open(filepath.Join(cfg.DataDir, "log"), wal.Options{MaxBytes: cfg.Log.MaxBytes,
-		SegmentBytes: cfg.Log.SegmentBytes}, logger.With("component", "wal")); err != nil {
+		SegmentBytes: cfg.Log.SegmentBytes, NoSync: !cfg.Log.Fsync}, logger.With("component", "wal")); err != nil {
 		return nil, err
 	}
 	registerLogMetrics(reg, a.wal)

@@ -50,6 +50,10 @@ type LogConfig struct {
 	MaxBytes int64 `yaml:"max_bytes"`
 	// SegmentBytes is the size of one segment file.
 	SegmentBytes int64 `yaml:"segment_bytes"`
+	// Fsync makes every commit reach the disk before devices are
+	// acknowledged. Off, an acknowledged reading survives a crash of the
+	// process but not a power cut or a kernel crash.
+	Fsync bool `yaml:"fsync"`
 }
 
 // LiveConfig sizes the live stream.
@@ -68,7 +72,7 @@ func Default() Config {
 		HTTP:     web.DefaultConfig(),
 		Influx:   ingest.InfluxConfig{Org: "telehub", Bucket: "telehub", Measurement: "telemetry", Timeout: 10 * time.Second},
 		Writer:   ingest.DefaultWriterConfig(),
-		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20},
+		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: true},
 		Live:     LiveConfig{ReplayBuffer: 65536},
 		Store:    StoreConfig{Retention: 30 * 24 * time.Hour},
 	}
@@ -115,6 +119,7 @@ var settings = []setting{
 	{"influx-bucket", "InfluxDB bucket (1.8: database or database/retention-policy)", func(c *Config) any { return &c.Influx.Bucket }},
 	{"log-max-bytes", "bound of the durable log in bytes", func(c *Config) any { return &c.Log.MaxBytes }},
 	{"retention", "how long the embedded store keeps history (0: forever)", func(c *Config) any { return &c.Store.Retention }},
+	{"fsync", "fsync the durable log before acknowledging (false: a power cut may lose acknowledged readings)", func(c *Config) any { return &c.Log.Fsync }},
 	{"batch-size", "readings per store write", func(c *Config) any { return &c.Writer.BatchSize }},
 	{"flush-interval", "how long a partial batch waits for more readings", func(c *Config) any { return &c.Writer.FlushInterval }},
 }
@@ -194,6 +199,12 @@ func set(p any, v string) error {
 			return fmt.Errorf("%q is not a whole number", v)
 		}
 		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*p = b
 	case *time.Duration:
 		d, err := time.ParseDuration(v)
 		if err != nil {
