@@ -83,14 +83,10 @@ type Registry struct {
 	devs map[string]*stored
 }
 
-// Open opens (or creates) the registry in the bbolt file at path and loads it.
-func Open(path string) (*Registry, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open registry: %w", err)
-	}
+// New loads the registry from its bucket in db, the hub's state database.
+func New(db *bolt.DB) (*Registry, error) {
 	r := &Registry{db: db, devs: map[string]*stored{}}
-	err = db.Update(func(tx *bolt.Tx) error {
+	err := db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
 			return err
@@ -105,14 +101,10 @@ func Open(path string) (*Registry, error) {
 		})
 	})
 	if err != nil {
-		db.Close()
 		return nil, fmt.Errorf("load registry: %w", err)
 	}
 	return r, nil
 }
-
-// Close closes the store.
-func (r *Registry) Close() error { return r.db.Close() }
 
 // NewToken returns a random token of 192 bits, URL-safe.
 func NewToken() string {

@@ -5,11 +5,14 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestRegistryCreateAuthenticateRotatePersist(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "registry.db")
-	r, err := Open(path)
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	r, err := New(db)
 	require.NoError(t, err)
 
 	d, tok, err := r.Create(Device{ID: "thermo-1", Type: "thermostat", Labels: map[string]string{"room": "kitchen"}})
@@ -31,11 +34,13 @@ func TestRegistryCreateAuthenticateRotatePersist(t *testing.T) {
 	require.NoError(t, err)
 	_, ok = r.Authenticate("thermo-1", tok)
 	require.False(t, ok, "old token must stop working")
-	require.NoError(t, r.Close())
+	require.NoError(t, db.Close())
 
-	r, err = Open(path)
+	db, err = bolt.Open(path, 0o600, nil)
 	require.NoError(t, err)
-	defer r.Close()
+	defer db.Close()
+	r, err = New(db)
+	require.NoError(t, err)
 	got, ok := r.Authenticate("thermo-1", tok2)
 	require.True(t, ok, "registry must survive a restart")
 	require.Equal(t, "kitchen", got.Labels["room"])

@@ -16,8 +16,11 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
 )
@@ -26,12 +29,17 @@ const adminToken = "test-admin-token"
 
 func newServer(t *testing.T, hub *live.Hub) *httptest.Server {
 	t.Helper()
-	reg, err := devices.Open(filepath.Join(t.TempDir(), "registry.db"))
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	require.NoError(t, err)
-	t.Cleanup(func() { reg.Close() })
+	t.Cleanup(func() { db.Close() })
+	reg, err := devices.New(db)
+	require.NoError(t, err)
+	tokens, err := auth.New(db)
+	require.NoError(t, err)
+	require.NoError(t, tokens.EnsureAdmin(adminToken))
 	ctx, cancel := context.WithCancel(context.Background())
 	s := New(ctx, Deps{Registry: reg, Latest: ingest.NewLatest(), Stream: hub, Metrics: metrics.NewRegistry(),
-		AdminHash: devices.HashToken(adminToken), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Tokens: tokens, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() { cancel(); srv.Close() })
 	return srv

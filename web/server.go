@@ -4,7 +4,6 @@ package web
 
 import (
 	"context"
-	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
 )
@@ -62,15 +62,23 @@ type Stream interface {
 	Last() uint64
 }
 
+// Tokens authenticates and manages operator tokens.
+type Tokens interface {
+	Authenticate(secret string) (auth.Token, bool)
+	Create(name string, role auth.Role, by string) (auth.Token, string, error)
+	List() []auth.Token
+	Delete(id string) error
+}
+
 // Deps are the parts of the hub the web server serves.
 type Deps struct {
-	Registry  Registry
-	Latest    Latest
-	Stream    Stream
-	History   ingest.History
-	Metrics   *metrics.Registry
-	AdminHash []byte // SHA-256 of the admin token
-	Logger    *slog.Logger
+	Registry Registry
+	Latest   Latest
+	Stream   Stream
+	History  ingest.History
+	Metrics  *metrics.Registry
+	Tokens   Tokens
+	Logger   *slog.Logger
 }
 
 // Server is the HTTP side of the hub.
@@ -110,12 +118,15 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /metrics", s.metrics)
-	s.mux.Handle("GET /api/v1/devices", s.auth(s.listDevices))
-	s.mux.Handle("POST /api/v1/devices", s.auth(s.createDevice))
-	s.mux.Handle("GET /api/v1/devices/{id}", s.auth(s.getDevice))
-	s.mux.Handle("POST /api/v1/devices/{id}/token", s.auth(s.rotateToken))
-	s.mux.Handle("GET /api/v1/devices/{id}/telemetry", s.auth(s.history))
-	s.mux.Handle("GET /api/v1/live", s.auth(s.live))
+	s.mux.Handle("GET /api/v1/devices", s.auth(auth.Viewer, s.listDevices))
+	s.mux.Handle("POST /api/v1/devices", s.auth(auth.Admin, s.createDevice))
+	s.mux.Handle("GET /api/v1/devices/{id}", s.auth(auth.Viewer, s.getDevice))
+	s.mux.Handle("POST /api/v1/devices/{id}/token", s.auth(auth.Admin, s.rotateToken))
+	s.mux.Handle("GET /api/v1/devices/{id}/telemetry", s.auth(auth.Viewer, s.history))
+	s.mux.Handle("GET /api/v1/live", s.auth(auth.Viewer, s.live))
+	s.mux.Handle("GET /api/v1/tokens", s.auth(auth.Admin, s.listTokens))
+	s.mux.Handle("POST /api/v1/tokens", s.auth(auth.Admin, s.createToken))
+	s.mux.Handle("DELETE /api/v1/tokens/{id}", s.auth(auth.Admin, s.deleteToken))
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -145,18 +156,40 @@ func token(r *http.Request) string {
 	return r.URL.Query().Get("token")
 }
 
-func (s *Server) auth(next http.HandlerFunc) http.Handler {
+type principalKey struct{}
+
+// Principal returns the token a request was authenticated with.
+func Principal(ctx context.Context) auth.Token {
+	t, _ := ctx.Value(principalKey{}).(auth.Token)
+	return t
+}
+
+// Who names the principal for records such as "sent by": the token's name
+// and ID.
+func Who(ctx context.Context) string {
+	t := Principal(ctx)
+	return t.Name + " (" + t.ID + ")"
+}
+
+// auth admits requests whose token has at least role: 401 without a valid
+// token, 403 with a weaker role.
+func (s *Server) auth(role auth.Role, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t := token(r)
-		if t == "" {
+		secret := token(r)
+		if secret == "" {
 			problem(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token>")
 			return
 		}
-		if subtle.ConstantTimeCompare(devices.HashToken(t), s.deps.AdminHash) != 1 {
+		t, ok := s.deps.Tokens.Authenticate(secret)
+		if !ok {
 			problem(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
 			return
 		}
-		next(w, r)
+		if t.Role < role {
+			problem(w, http.StatusForbidden, "forbidden", "this needs the "+role.String()+" role; the token has "+t.Role.String())
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, t)))
 	})
 }
 

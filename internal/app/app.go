@@ -16,9 +16,12 @@ import (
 	"sync"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/telehub/telehub/broker"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
@@ -33,7 +36,9 @@ type App struct {
 	AdminToken string
 
 	log      *slog.Logger
+	state    *bolt.DB
 	registry *devices.Registry
+	tokens   *auth.Store
 	wal      *wal.Log
 	store    *store.DB
 	janitor  *store.Janitor
@@ -64,7 +69,16 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		return nil, err
 	}
 	reg := metrics.NewRegistry()
-	if a.registry, err = devices.Open(filepath.Join(cfg.DataDir, "registry.db")); err != nil {
+	if a.state, err = bolt.Open(filepath.Join(cfg.DataDir, "state.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
+		return nil, fmt.Errorf("open state database: %w", err)
+	}
+	if a.registry, err = devices.New(a.state); err != nil {
+		return nil, err
+	}
+	if a.tokens, err = auth.New(a.state); err != nil {
+		return nil, err
+	}
+	if err := a.tokens.EnsureAdmin(a.AdminToken); err != nil {
 		return nil, err
 	}
 	if a.wal, err = wal.Open(filepath.Join(cfg.DataDir, "log"), wal.Options{MaxBytes: cfg.Log.MaxBytes,
@@ -98,7 +112,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), ingest.NewMetrics(reg), latest, logger.With("component", "ingest"))
 
 	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Stream: hub, History: history, Metrics: reg,
-		AdminHash: devices.HashToken(a.AdminToken), Logger: logger.With("component", "web")})
+		Tokens: a.tokens, Logger: logger.With("component", "web")})
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP.Addr, err)
 	}
@@ -188,8 +202,8 @@ func (a *App) Stop() {
 		if a.store != nil {
 			a.store.Close()
 		}
-		if a.registry != nil {
-			a.registry.Close()
+		if a.state != nil {
+			a.state.Close()
 		}
 	})
 }

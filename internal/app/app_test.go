@@ -231,8 +231,8 @@ func createDevice(t *testing.T, a *App, id, typ string) string {
 
 func connect(t *testing.T, a *App, user, pass string) (paho.Client, error) {
 	t.Helper()
-	opts := paho.NewClientOptions().AddBroker("tcp://"+a.MQTTAddr()).SetClientID(user+"-test").
-		SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5*time.Second)
+	opts := paho.NewClientOptions().AddBroker("tcp://" + a.MQTTAddr()).SetClientID(user + "-test").
+		SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
 	c := paho.NewClient(opts)
 	tok := c.Connect()
 	if !tok.WaitTimeout(10 * time.Second) {
@@ -405,4 +405,53 @@ func TestAdminTokenFileAndAPIAuth(t *testing.T) {
 	}
 	apiGet(t, b2, "/api/v1/devices", &list)
 	require.Len(t, list.Devices, 1)
+}
+
+func TestRolesGateTheAPI(t *testing.T) {
+	a := startHub(t, nil)
+	base := "http://" + a.HTTPAddr()
+	call := func(method, path, token, body string) (int, map[string]any) {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	secrets := map[string]string{}
+	ids := map[string]string{}
+	for _, role := range []string{"viewer", "operator", "admin"} {
+		status, out := call("POST", "/api/v1/tokens", a.AdminToken, `{"name":"`+role+` token","role":"`+role+`"}`)
+		require.Equal(t, http.StatusCreated, status)
+		secrets[role] = out["secret"].(string)
+		ids[role] = out["token"].(map[string]any)["id"].(string)
+	}
+	status, _ := call("POST", "/api/v1/tokens", a.AdminToken, `{"name":"x","role":"root"}`)
+	require.Equal(t, http.StatusBadRequest, status)
+
+	for _, tc := range []struct {
+		role         string
+		list, create int
+	}{
+		{"viewer", 200, 403},
+		{"operator", 200, 403},
+		{"admin", 200, 201},
+	} {
+		t.Run(tc.role, func(t *testing.T) {
+			status, _ := call("GET", "/api/v1/devices", secrets[tc.role], "")
+			require.Equal(t, tc.list, status)
+			status, out := call("POST", "/api/v1/devices", secrets[tc.role], `{"id":"by-`+tc.role+`","type":"thermostat"}`)
+			require.Equal(t, tc.create, status, out)
+			status, _ = call("GET", "/api/v1/tokens", secrets[tc.role], "")
+			require.Equal(t, map[bool]int{true: 200, false: 403}[tc.role == "admin"], status)
+		})
+	}
+	status, _ = call("DELETE", "/api/v1/tokens/"+ids["viewer"], a.AdminToken, "")
+	require.Equal(t, http.StatusNoContent, status)
+	status, _ = call("GET", "/api/v1/devices", secrets["viewer"], "")
+	require.Equal(t, http.StatusUnauthorized, status, "a revoked token stops working")
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -57,4 +58,11 @@ func TestChangedWakesEveryReader(t *testing.T) {
 	for _, s := range got {
 		require.Equal(t, uint64(1), s)
 	}
+}
+
+func TestEventCarriesPayloadUnderItsKind(t *testing.T) {
+	m, err := Event(KindAlert, "t1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), map[string]any{"state": "firing"})
+	require.NoError(t, err)
+	m.Seq = 7
+	require.JSONEq(t, `{"seq":7,"kind":"alert","device_id":"t1","ts":"2026-01-01T00:00:00Z","alert":{"state":"firing"}}`, string(m.AppendFrame(nil)))
 }

@@ -1,0 +1,210 @@
+// Package auth keeps the operator tokens of the HTTP API and their roles:
+// viewer (read, live stream), operator (also commands and alert
+// acknowledgement), admin (also devices, rules, webhooks and tokens).
+// Tokens are random, shown once, stored as SHA-256 hashes and cached in
+// memory, so checking one costs a hash and a map lookup.
+package auth
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Role is what a token may do. Higher roles include the lower ones.
+type Role int
+
+// Roles, in increasing power.
+const (
+	Viewer Role = iota + 1
+	Operator
+	Admin
+)
+
+var roleNames = map[Role]string{Viewer: "viewer", Operator: "operator", Admin: "admin"}
+
+// String returns the role's name.
+func (r Role) String() string { return roleNames[r] }
+
+// ParseRole reads viewer, operator or admin.
+func ParseRole(s string) (Role, error) {
+	for r, n := range roleNames {
+		if n == s {
+			return r, nil
+		}
+	}
+	return 0, fmt.Errorf("role %q: use viewer, operator or admin", s)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (r Role) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (r *Role) UnmarshalText(b []byte) error {
+	v, err := ParseRole(string(b))
+	*r = v
+	return err
+}
+
+// ErrNotFound is returned for an unknown token ID.
+var ErrNotFound = errors.New("token not found")
+
+// Token describes an operator token; the secret itself is never stored.
+type Token struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      Role      `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	Hash      string    `json:"-"`
+}
+
+type stored struct {
+	Token
+	Hash string `json:"hash"`
+}
+
+var bucket = []byte("tokens")
+
+// Store holds the tokens. Safe for concurrent use.
+type Store struct {
+	db     *bolt.DB
+	mu     sync.RWMutex
+	byID   map[string]*Token
+	byHash map[string]*Token
+}
+
+// New loads the tokens from their bucket in db.
+func New(db *bolt.DB) (*Store, error) {
+	s := &Store{db: db, byID: map[string]*Token{}, byHash: map[string]*Token{}}
+	err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucket)
+		if err != nil {
+			return err
+		}
+		return b.ForEach(func(_, v []byte) error {
+			var st stored
+			if err := json.Unmarshal(v, &st); err != nil {
+				return err
+			}
+			t := st.Token
+			t.Hash = st.Hash
+			s.byID[t.ID], s.byHash[t.Hash] = &t, &t
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load tokens: %w", err)
+	}
+	return s, nil
+}
+
+// NewSecret returns a random token secret of 192 bits.
+func NewSecret() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return "thk_" + hex.EncodeToString(b)
+}
+
+func hash(secret string) string {
+	h := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(h[:])
+}
+
+// Create issues a token and returns it with its secret, which cannot be
+// shown again.
+func (s *Store) Create(name string, role Role, by string) (Token, string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" || len(name) > 128 {
+		return Token{}, "", errors.New("name: 1 to 128 characters")
+	}
+	if _, ok := roleNames[role]; !ok {
+		return Token{}, "", errors.New("role: use viewer, operator or admin")
+	}
+	secret := NewSecret()
+	return s.add(name, role, by, secret)
+}
+
+func (s *Store) add(name string, role Role, by, secret string) (Token, string, error) {
+	id := make([]byte, 6)
+	rand.Read(id)
+	t := Token{ID: hex.EncodeToString(id), Name: name, Role: role, CreatedAt: time.Now().UTC().Truncate(time.Millisecond),
+		CreatedBy: by, Hash: hash(secret)}
+	v, err := json.Marshal(stored{Token: t, Hash: t.Hash})
+	if err != nil {
+		return Token{}, "", err
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(t.ID), v) }); err != nil {
+		return Token{}, "", fmt.Errorf("store token: %w", err)
+	}
+	s.mu.Lock()
+	s.byID[t.ID], s.byHash[t.Hash] = &t, &t
+	s.mu.Unlock()
+	return t, secret, nil
+}
+
+// EnsureAdmin registers secret as the bootstrap admin token unless it is
+// registered already.
+func (s *Store) EnsureAdmin(secret string) error {
+	s.mu.RLock()
+	_, ok := s.byHash[hash(secret)]
+	s.mu.RUnlock()
+	if ok {
+		return nil
+	}
+	_, _, err := s.add("admin (bootstrap)", Admin, "", secret)
+	return err
+}
+
+// Authenticate returns the token whose secret this is. The lookup is by
+// hash, so no secret is ever compared byte by byte.
+func (s *Store) Authenticate(secret string) (Token, bool) {
+	if secret == "" {
+		return Token{}, false
+	}
+	h := hash(secret)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t, ok := s.byHash[h]
+	if !ok {
+		return Token{}, false
+	}
+	return *t, true
+}
+
+// List returns the tokens ordered by creation.
+func (s *Store) List() []Token {
+	s.mu.RLock()
+	out := make([]Token, 0, len(s.byID))
+	for _, t := range s.byID {
+		out = append(out, *t)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Token) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}
+
+// Delete revokes a token.
+func (s *Store) Delete(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.byID[id]
+	if !ok {
+		return ErrNotFound
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(id)) }); err != nil {
+		return fmt.Errorf("delete token: %w", err)
+	}
+	delete(s.byID, id)
+	delete(s.byHash, t.Hash)
+	return nil
+}

@@ -1,0 +1,61 @@
+package auth
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+)
+
+func TestTokensRolesRevokePersist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	s, err := New(db)
+	require.NoError(t, err)
+	require.NoError(t, s.EnsureAdmin("boot"))
+	require.NoError(t, s.EnsureAdmin("boot"), "idempotent")
+	require.Len(t, s.List(), 1)
+
+	tok, secret, err := s.Create("ops dashboard", Operator, "admin")
+	require.NoError(t, err)
+	got, ok := s.Authenticate(secret)
+	require.True(t, ok)
+	require.Equal(t, Operator, got.Role)
+	require.Equal(t, tok.ID, got.ID)
+	_, ok = s.Authenticate(secret + "x")
+	require.False(t, ok)
+	_, ok = s.Authenticate("")
+	require.False(t, ok)
+
+	_, _, err = s.Create("", Viewer, "")
+	require.Error(t, err)
+	_, _, err = s.Create("x", Role(9), "")
+	require.Error(t, err)
+
+	require.NoError(t, db.Close())
+	db, err = bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	s, err = New(db)
+	require.NoError(t, err)
+	got, ok = s.Authenticate("boot")
+	require.True(t, ok, "survives restart")
+	require.Equal(t, Admin, got.Role)
+	require.NoError(t, s.Delete(tok.ID))
+	_, ok = s.Authenticate(secret)
+	require.False(t, ok, "revoked")
+	require.ErrorIs(t, s.Delete(tok.ID), ErrNotFound)
+}
+
+func TestParseRole(t *testing.T) {
+	for _, n := range []string{"viewer", "operator", "admin"} {
+		r, err := ParseRole(n)
+		require.NoError(t, err)
+		require.Equal(t, n, r.String())
+	}
+	_, err := ParseRole("root")
+	require.Error(t, err)
+	require.True(t, Admin > Operator && Operator > Viewer)
+}
