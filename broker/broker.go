@@ -57,7 +57,7 @@ type Broker struct {
 }
 
 // New builds the broker with its hooks; Start opens the listener.
-func New(cfg Config, reg Registry, ing Ingester, logger *slog.Logger) (*Broker, error) {
+func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog.Logger) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketBytes
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(quietHandler{logger.Handler(), slog.LevelWarn}).With("component", "mqtt")})
@@ -65,7 +65,8 @@ func New(cfg Config, reg Registry, ing Ingester, logger *slog.Logger) (*Broker, 
 	for _, h := range []mqtt.Hook{
 		&authHook{reg: reg},
 		&aclHook{},
-		&ingestHook{ctx: ctx, reg: reg, ing: ing, log: logger},
+		&presenceHook{srv: srv, presence: presence},
+		&ingestHook{ctx: ctx, reg: reg, ing: ing, presence: presence, log: logger},
 	} {
 		if err := srv.AddHook(h, nil); err != nil {
 			cancel()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -62,10 +63,11 @@ func DeviceOwns(id, topic string) bool {
 // the PUBACK mochi sends afterwards means "on disk".
 type ingestHook struct {
 	mqtt.HookBase
-	ctx context.Context
-	reg Registry
-	ing Ingester
-	log *slog.Logger
+	ctx      context.Context
+	reg      Registry
+	ing      Ingester
+	presence Presence
+	log      *slog.Logger
 }
 
 var _ mqtt.Hook = (*ingestHook)(nil)
@@ -81,7 +83,11 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, nil
 	}
 	id, rest, ok := SplitDeviceTopic(pk.TopicName)
-	if !ok || rest != "telemetry" || id != string(cl.Properties.Username) {
+	if !ok || id != string(cl.Properties.Username) {
+		return pk, nil
+	}
+	h.presence.Seen(id, time.Now())
+	if rest != "telemetry" {
 		return pk, nil
 	}
 	dev, ok := h.reg.Get(id)

@@ -10,14 +10,15 @@ import (
 
 type deviceView struct {
 	devices.Device
-	LastSeen *time.Time     `json:"last_seen,omitempty"`
+	devices.Status
+	LatestTS *time.Time     `json:"latest_ts,omitempty"`
 	Latest   map[string]any `json:"latest,omitempty"`
 }
 
 func (s *Server) view(d devices.Device) deviceView {
-	v := deviceView{Device: d}
+	v := deviceView{Device: d, Status: s.deps.Presence.Get(d.ID)}
 	if ts, fields := s.deps.Latest.Get(d.ID); fields != nil {
-		v.LastSeen, v.Latest = &ts, fields
+		v.LatestTS, v.Latest = &ts, fields
 	}
 	return v
 }

@@ -38,7 +38,7 @@ func newServer(t *testing.T, hub *live.Hub) *httptest.Server {
 	require.NoError(t, err)
 	require.NoError(t, tokens.EnsureAdmin(adminToken))
 	ctx, cancel := context.WithCancel(context.Background())
-	s := New(ctx, Deps{Registry: reg, Latest: ingest.NewLatest(), Stream: hub, Metrics: metrics.NewRegistry(),
+	s := New(ctx, Deps{Registry: reg, Latest: ingest.NewLatest(), Presence: devices.NewPresence(), Stream: hub, Metrics: metrics.NewRegistry(),
 		Tokens: tokens, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() { cancel(); srv.Close() })

@@ -55,6 +55,11 @@ type Latest interface {
 	Get(id string) (time.Time, map[string]any)
 }
 
+// Presence tells whether devices are connected.
+type Presence interface {
+	Get(id string) devices.Status
+}
+
 // Stream is the live fan-out the WebSocket reads.
 type Stream interface {
 	Read(after uint64, buf []live.Message, max int) ([]live.Message, uint64)
@@ -74,6 +79,7 @@ type Tokens interface {
 type Deps struct {
 	Registry Registry
 	Latest   Latest
+	Presence Presence
 	Stream   Stream
 	History  ingest.History
 	Metrics  *metrics.Registry

@@ -109,9 +109,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	hub := live.New(cfg.Live.ReplayBuffer)
 	reg.GaugeFunc("telehub_live_last_seq", "Sequence number of the newest live stream message.", func() float64 { return float64(hub.Last()) })
 	latest := ingest.NewLatest()
+	presence := devices.NewPresence()
 	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), ingest.NewMetrics(reg), latest, logger.With("component", "ingest"))
 
-	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Stream: hub, History: history, Metrics: reg,
+	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Presence: presence, Stream: hub, History: history, Metrics: reg,
 		Tokens: a.tokens, Logger: logger.With("component", "web")})
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP.Addr, err)
@@ -124,7 +125,12 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		}
 	})
 
-	if a.broker, err = broker.New(cfg.MQTT, a.registry, pipe, logger); err != nil {
+	presence.OnChange(func(ev devices.PresenceEvent) {
+		if m, err := live.Event(live.KindPresence, ev.DeviceID, ev.At, ev); err == nil {
+			hub.Publish(m)
+		}
+	})
+	if a.broker, err = broker.New(cfg.MQTT, a.registry, pipe, presence, logger); err != nil {
 		return nil, err
 	}
 	if err := a.broker.Start(); err != nil {

@@ -455,3 +455,71 @@ func TestRolesGateTheAPI(t *testing.T) {
 	status, _ = call("GET", "/api/v1/devices", secrets["viewer"], "")
 	require.Equal(t, http.StatusUnauthorized, status, "a revoked token stops working")
 }
+
+func TestPresenceAndTakeover(t *testing.T) {
+	a := startHub(t, nil)
+	tok := createDevice(t, a, "pres-1", "wearable")
+	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+a.HTTPAddr()+"/api/v1/live?token="+a.AdminToken, nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	defer conn.Close()
+
+	type status struct {
+		Online     bool `json:"online"`
+		Connection *struct {
+			ClientID string `json:"client_id"`
+			Protocol string `json:"protocol"`
+		} `json:"connection"`
+	}
+	get := func() status {
+		var s status
+		apiGet(t, a, "/api/v1/devices/pres-1", &s)
+		return s
+	}
+	require.False(t, get().Online)
+
+	lost := make(chan struct{})
+	opts := paho.NewClientOptions().AddBroker("tcp://" + a.MQTTAddr()).SetClientID("first").
+		SetUsername("pres-1").SetPassword(tok).SetAutoReconnect(false).
+		SetConnectionLostHandler(func(paho.Client, error) { close(lost) })
+	first := paho.NewClient(opts)
+	require.True(t, first.Connect().WaitTimeout(5*time.Second))
+	s := get()
+	require.True(t, s.Online)
+	require.Equal(t, "first", s.Connection.ClientID)
+	require.Equal(t, "3.1.1", s.Connection.Protocol)
+
+	second, err := connect(t, a, "pres-1", tok) // client ID pres-1-test
+	require.NoError(t, err)
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the older connection of the device was not closed")
+	}
+	s = get()
+	require.True(t, s.Online, "the takeover leaves the device online")
+	require.Equal(t, "pres-1-test", s.Connection.ClientID)
+
+	second.Disconnect(100)
+	testenv.Eventually(t, 5*time.Second, "offline after disconnect", func() bool { return !get().Online })
+
+	// The stream said so: online, online (takeover), offline.
+	var events []bool
+	for len(events) < 3 {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, b, err := conn.ReadMessage()
+		require.NoError(t, err)
+		var m struct {
+			Kind     string `json:"kind"`
+			DeviceID string `json:"device_id"`
+			Presence struct {
+				Online bool `json:"online"`
+			} `json:"presence"`
+		}
+		require.NoError(t, json.Unmarshal(b, &m))
+		if m.Kind == "presence" && m.DeviceID == "pres-1" {
+			events = append(events, m.Presence.Online)
+		}
+	}
+	require.Equal(t, []bool{true, true, false}, events)
+}
