@@ -123,6 +123,17 @@ func (p *Presence) Get(id string) Status {
 	return s
 }
 
+// Session returns the broker's handle of the device's open connection, nil
+// when it is offline.
+func (p *Presence) Session(id string) any {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if d := p.devs[id]; d != nil && d.online {
+		return d.session
+	}
+	return nil
+}
+
 // Online reports whether the device is connected.
 func (p *Presence) Online(id string) bool { return p.Get(id).Online }
 

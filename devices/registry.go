@@ -40,8 +40,11 @@ var (
 type Device struct {
 	ID        string            `json:"id"`
 	Type      string            `json:"type"`
+	Name      string            `json:"name,omitempty"`
 	Labels    map[string]string `json:"labels"`
+	Metadata  map[string]any    `json:"metadata,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
 }
 
 // stored is the persisted form: the device and the hash of its token.
@@ -58,6 +61,15 @@ func (d Device) Validate() error {
 	}
 	if !typePattern.MatchString(d.Type) {
 		return &ValidationError{fmt.Sprintf("type %q: use 1-64 lower-case letters, digits, '_' or '-', starting with a letter", d.Type)}
+	}
+	if len(d.Name) > 256 {
+		return &ValidationError{"name: at most 256 bytes"}
+	}
+	if len(d.Metadata) > 64 {
+		return &ValidationError{"metadata: at most 64 keys"}
+	}
+	if b, err := json.Marshal(d.Metadata); err != nil || len(b) > 16<<10 {
+		return &ValidationError{"metadata: at most 16 KiB of JSON"}
 	}
 	if len(d.Labels) > 64 {
 		return &ValidationError{"labels: at most 64"}
@@ -79,8 +91,39 @@ var bucket = []byte("devices")
 type Registry struct {
 	db *bolt.DB
 
-	mu   sync.RWMutex
-	devs map[string]*stored
+	mu        sync.RWMutex
+	devs      map[string]*stored
+	listeners []func(Change)
+}
+
+// Change kinds reported to OnChange listeners.
+const (
+	Deleted      = "deleted"
+	TokenRotated = "token_rotated"
+)
+
+// Change is a registry change that other parts must act on: a deleted
+// device or a rotated token ends the device's live session.
+type Change struct {
+	Kind     string
+	DeviceID string
+}
+
+// OnChange registers fn, called synchronously after each deletion or token
+// rotation; fn must not block. Register at start-up.
+func (r *Registry) OnChange(fn func(Change)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.listeners = append(r.listeners, fn)
+}
+
+func (r *Registry) emit(c Change) {
+	r.mu.RLock()
+	ls := r.listeners
+	r.mu.RUnlock()
+	for _, fn := range ls {
+		fn(c)
+	}
 }
 
 // New loads the registry from its bucket in db, the hub's state database.
@@ -140,6 +183,7 @@ func (r *Registry) Create(d Device) (Device, string, error) {
 		d.Labels = map[string]string{}
 	}
 	d.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
+	d.UpdatedAt = d.CreatedAt
 	token := NewToken()
 	s := &stored{Device: d, TokenHash: HashToken(token)}
 	r.mu.Lock()
@@ -157,19 +201,84 @@ func (r *Registry) Create(d Device) (Device, string, error) {
 // RotateToken issues a new token for the device; the old one stops working.
 func (r *Registry) RotateToken(id string) (Device, string, error) {
 	token := NewToken()
+	d, err := func() (Device, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		s, ok := r.devs[id]
+		if !ok {
+			return Device{}, ErrNotFound
+		}
+		ns := *s
+		ns.TokenHash = HashToken(token)
+		if err := r.put(&ns); err != nil {
+			return Device{}, fmt.Errorf("store device: %w", err)
+		}
+		r.devs[id] = &ns
+		return ns.Device, nil
+	}()
+	if err != nil {
+		return Device{}, "", err
+	}
+	r.emit(Change{Kind: TokenRotated, DeviceID: id})
+	return d, token, nil
+}
+
+// Patch changes a device's name, labels and metadata; nil leaves a part as
+// it is. The ID and type cannot change.
+type Patch struct {
+	Name     *string            `json:"name"`
+	Labels   *map[string]string `json:"labels"`
+	Metadata *map[string]any    `json:"metadata"`
+}
+
+// Update applies a patch and returns the device.
+func (r *Registry) Update(id string, p Patch) (Device, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, ok := r.devs[id]
 	if !ok {
-		return Device{}, "", ErrNotFound
+		return Device{}, ErrNotFound
 	}
 	ns := *s
-	ns.TokenHash = HashToken(token)
+	if p.Name != nil {
+		ns.Name = *p.Name
+	}
+	if p.Labels != nil {
+		ns.Labels = *p.Labels
+		if ns.Labels == nil {
+			ns.Labels = map[string]string{}
+		}
+	}
+	if p.Metadata != nil {
+		ns.Metadata = *p.Metadata
+	}
+	if err := ns.Validate(); err != nil {
+		return Device{}, err
+	}
+	ns.UpdatedAt = time.Now().UTC().Truncate(time.Millisecond)
 	if err := r.put(&ns); err != nil {
-		return Device{}, "", fmt.Errorf("store device: %w", err)
+		return Device{}, fmt.Errorf("store device: %w", err)
 	}
 	r.devs[id] = &ns
-	return ns.Device, token, nil
+	return ns.Device, nil
+}
+
+// Delete removes a device; its token stops working at once.
+func (r *Registry) Delete(id string) error {
+	r.mu.Lock()
+	if _, ok := r.devs[id]; !ok {
+		r.mu.Unlock()
+		return ErrNotFound
+	}
+	err := r.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(id)) })
+	if err != nil {
+		r.mu.Unlock()
+		return fmt.Errorf("delete device: %w", err)
+	}
+	delete(r.devs, id)
+	r.mu.Unlock()
+	r.emit(Change{Kind: Deleted, DeviceID: id})
+	return nil
 }
 
 // Get returns a device.

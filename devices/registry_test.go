@@ -72,3 +72,61 @@ func TestDeviceValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestSelector(t *testing.T) {
+	labels := map[string]string{"room": "kitchen", "floor": "1"}
+	for _, tc := range []struct {
+		sel   string
+		match bool
+	}{
+		{"", true},
+		{"room=kitchen", true},
+		{"room=kitchen,floor=1", true},
+		{"room=hall", false},
+		{"room!=hall", true},
+		{"room!=kitchen", false},
+		{"floor", true},
+		{"!floor", false},
+		{"!zone", true},
+		{"zone", false},
+	} {
+		t.Run(tc.sel, func(t *testing.T) {
+			s, err := ParseSelector(tc.sel)
+			require.NoError(t, err)
+			require.Equal(t, tc.match, s.Matches(labels))
+		})
+	}
+	_, err := ParseSelector("a b=c")
+	require.Error(t, err)
+}
+
+func TestUpdateDeleteAndChanges(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	r, err := New(db)
+	require.NoError(t, err)
+	var changes []Change
+	r.OnChange(func(c Change) { changes = append(changes, c) })
+	_, _, err = r.Create(Device{ID: "d", Type: "thermostat"})
+	require.NoError(t, err)
+	name := "Kitchen"
+	labels := map[string]string{"room": "kitchen"}
+	d, err := r.Update("d", Patch{Name: &name, Labels: &labels})
+	require.NoError(t, err)
+	require.Equal(t, "Kitchen", d.Name)
+	require.Equal(t, "kitchen", d.Labels["room"])
+	bad := map[string]string{"a b": "x"}
+	_, err = r.Update("d", Patch{Labels: &bad})
+	var ve *ValidationError
+	require.ErrorAs(t, err, &ve)
+	_, err = r.Update("ghost", Patch{Name: &name})
+	require.ErrorIs(t, err, ErrNotFound)
+	_, _, err = r.RotateToken("d")
+	require.NoError(t, err)
+	require.NoError(t, r.Delete("d"))
+	require.ErrorIs(t, r.Delete("d"), ErrNotFound)
+	_, ok := r.Get("d")
+	require.False(t, ok)
+	require.Equal(t, []Change{{TokenRotated, "d"}, {Deleted, "d"}}, changes)
+}

@@ -46,6 +46,8 @@ func (c Config) Validate() error {
 type Registry interface {
 	Create(d devices.Device) (devices.Device, string, error)
 	RotateToken(id string) (devices.Device, string, error)
+	Update(id string, p devices.Patch) (devices.Device, error)
+	Delete(id string) error
 	Get(id string) (devices.Device, bool)
 	List() []devices.Device
 }
@@ -126,7 +128,10 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /metrics", s.metrics)
 	s.mux.Handle("GET /api/v1/devices", s.auth(auth.Viewer, s.listDevices))
 	s.mux.Handle("POST /api/v1/devices", s.auth(auth.Admin, s.createDevice))
+	s.mux.Handle("POST /api/v1/devices/bulk", s.auth(auth.Admin, s.createDevices))
 	s.mux.Handle("GET /api/v1/devices/{id}", s.auth(auth.Viewer, s.getDevice))
+	s.mux.Handle("PATCH /api/v1/devices/{id}", s.auth(auth.Admin, s.updateDevice))
+	s.mux.Handle("DELETE /api/v1/devices/{id}", s.auth(auth.Admin, s.deleteDevice))
 	s.mux.Handle("POST /api/v1/devices/{id}/token", s.auth(auth.Admin, s.rotateToken))
 	s.mux.Handle("GET /api/v1/devices/{id}/telemetry", s.auth(auth.Viewer, s.history))
 	s.mux.Handle("GET /api/v1/live", s.auth(auth.Viewer, s.live))

@@ -133,6 +133,12 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	if a.broker, err = broker.New(cfg.MQTT, a.registry, pipe, presence, logger); err != nil {
 		return nil, err
 	}
+	a.registry.OnChange(func(c devices.Change) {
+		a.broker.DisconnectDevice(presence, c.DeviceID)
+		if c.Kind == devices.Deleted {
+			latest.Forget(c.DeviceID)
+		}
+	})
 	if err := a.broker.Start(); err != nil {
 		return nil, err
 	}
