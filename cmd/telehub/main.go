@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/telehub/telehub/internal/app"
+	"github.com/telehub/telehub/internal/cli"
 	"github.com/telehub/telehub/internal/config"
 )
 
@@ -22,7 +25,13 @@ const usage = `usage: telehub <command> [flags]
 
 commands:
   serve     run the hub (telehub serve -h for its flags)
+  device    manage devices of a running hub: add, list, show, rm, token
+  token     manage API tokens of a running hub: create, list, rm
   version   print the version
+
+Commands that talk to a running hub take --url (env TELEHUB_URL, default
+http://localhost:8080), --token (env TELEHUB_TOKEN) or --token-file
+(default ./data/admin.token), and --json.
 `
 
 func main() {
@@ -33,6 +42,10 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		os.Exit(serve(os.Args[2:]))
+	case "device":
+		os.Exit(runCLI(cli.Device, os.Args[2:]))
+	case "token":
+		os.Exit(runCLI(cli.Token, os.Args[2:]))
 	case "version":
 		v := version
 		if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" {
@@ -44,6 +57,25 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "telehub: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
+	}
+}
+
+// runCLI runs a client command against a running hub.
+func runCLI(cmd func(context.Context, []string, cli.Env) error, args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := cmd(ctx, args, cli.Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, cli.ErrUsage):
+		fmt.Fprintln(os.Stderr, "telehub:", err)
+		return 2
+	default:
+		fmt.Fprintln(os.Stderr, "telehub:", err)
+		return 1
 	}
 }
 
