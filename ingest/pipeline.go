@@ -103,11 +103,18 @@ func (p *Pipeline) Ingest(ctx context.Context, dev Device, payload []byte, f For
 	p.metrics.Readings.Add(uint64(len(pts)))
 	msgs := make([]live.Message, len(pts))
 	for i, pt := range pts {
-		msgs[i] = live.Message{Kind: "reading", DeviceID: dev.ID, Body: readingBody(nil, dev, pt)}
+		msgs[i] = live.Message{Kind: live.KindReading, DeviceID: dev.ID, Body: readingBody(nil, dev, pt),
+			Data: Reading{DeviceID: dev.ID, DeviceType: dev.Type, Time: pt.Time, Fields: pt.Fields}}
 		p.latest.Update(dev.ID, pt)
 	}
 	p.live.Publish(msgs...)
 	return len(pts), nil
+}
+
+// ReadingBody encodes the live message of a reading, as the live stream
+// sends it.
+func ReadingBody(b []byte, r Reading) []byte {
+	return readingBody(b, Device{ID: r.DeviceID, Type: r.DeviceType}, Point{Time: r.Time, Fields: r.Fields})
 }
 
 // readingBody encodes the live message of a reading:

@@ -29,6 +29,14 @@ const adminToken = "test-admin-token"
 
 func newServer(t *testing.T, hub *live.Hub) *httptest.Server {
 	t.Helper()
+	srv, _ := newServerWith(t, hub, StreamConfig{})
+	return srv
+}
+
+// newServerWith returns the server and its registry, with the stream sized
+// by sc.
+func newServerWith(t *testing.T, hub *live.Hub, sc StreamConfig) (*httptest.Server, *devices.Registry) {
+	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
@@ -39,10 +47,10 @@ func newServer(t *testing.T, hub *live.Hub) *httptest.Server {
 	require.NoError(t, tokens.EnsureAdmin(adminToken))
 	ctx, cancel := context.WithCancel(context.Background())
 	s := New(ctx, Deps{Registry: reg, Latest: ingest.NewLatest(), Presence: devices.NewPresence(), Stream: hub, Metrics: metrics.NewRegistry(),
-		Tokens: tokens, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Tokens: tokens, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Live: sc})
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() { cancel(); srv.Close() })
-	return srv
+	return srv, reg
 }
 
 func dial(t *testing.T, srv *httptest.Server, query string) *websocket.Conn {
@@ -55,19 +63,19 @@ func dial(t *testing.T, srv *httptest.Server, query string) *websocket.Conn {
 	return c
 }
 
-type frame struct {
+type wsFrame struct {
 	Seq    uint64 `json:"seq"`
 	Kind   string `json:"kind"`
 	Missed uint64 `json:"missed"`
 	N      int    `json:"n"`
 }
 
-func next(t *testing.T, c *websocket.Conn) frame {
+func next(t *testing.T, c *websocket.Conn) wsFrame {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, b, err := c.ReadMessage()
 	require.NoError(t, err)
-	var f frame
+	var f wsFrame
 	require.NoError(t, json.Unmarshal(b, &f), string(b))
 	return f
 }
@@ -135,4 +143,8 @@ func TestLiveRefusesBadRequests(t *testing.T) {
 			require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
 		})
 	}
+}
+
+func wsDial(srv *httptest.Server, path string) (*websocket.Conn, *http.Response, error) {
+	return websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+path, nil)
 }

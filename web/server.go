@@ -87,19 +87,29 @@ type Deps struct {
 	Metrics  *metrics.Registry
 	Tokens   Tokens
 	Logger   *slog.Logger
+	// Live sizes the live stream; zero members take defaults.
+	Live StreamConfig
 }
 
 // Server is the HTTP side of the hub.
 type Server struct {
-	deps  Deps
-	ready atomic.Bool
-	mux   *http.ServeMux
-	ctx   context.Context // ends when the hub stops: closes WebSockets
+	deps    Deps
+	stream  StreamConfig
+	tickets tickets
+	ready   atomic.Bool
+	mux     *http.ServeMux
+	ctx     context.Context // ends when the hub stops: closes WebSockets
 }
 
 // New returns the server; ctx ends its long-lived connections.
 func New(ctx context.Context, deps Deps) *Server {
-	s := &Server{deps: deps, mux: http.NewServeMux(), ctx: ctx}
+	s := &Server{deps: deps, stream: deps.Live, mux: http.NewServeMux(), ctx: ctx, tickets: tickets{m: map[string]ticket{}}}
+	if s.stream.ConflateAbove == 0 {
+		s.stream.ConflateAbove = 4096
+	}
+	if s.stream.PollWait == 0 {
+		s.stream.PollWait = 25 * time.Second
+	}
 	s.routes()
 	return s
 }
@@ -135,6 +145,9 @@ func (s *Server) routes() {
 	s.mux.Handle("POST /api/v1/devices/{id}/token", s.auth(auth.Admin, s.rotateToken))
 	s.mux.Handle("GET /api/v1/devices/{id}/telemetry", s.auth(auth.Viewer, s.history))
 	s.mux.Handle("GET /api/v1/live", s.auth(auth.Viewer, s.live))
+	s.mux.Handle("GET /api/v1/events", s.auth(auth.Viewer, s.events))
+	s.mux.Handle("GET /api/v1/events/poll", s.auth(auth.Viewer, s.poll))
+	s.mux.Handle("POST /api/v1/live/ticket", s.auth(auth.Viewer, s.newTicket))
 	s.mux.Handle("GET /api/v1/tokens", s.auth(auth.Admin, s.listTokens))
 	s.mux.Handle("POST /api/v1/tokens", s.auth(auth.Admin, s.createToken))
 	s.mux.Handle("DELETE /api/v1/tokens/{id}", s.auth(auth.Admin, s.deleteToken))
@@ -186,6 +199,19 @@ func Who(ctx context.Context) string {
 // token, 403 with a weaker role.
 func (s *Server) auth(role auth.Role, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tk := r.URL.Query().Get("ticket"); tk != "" {
+			t, ok := s.tickets.redeem(tk)
+			if !ok {
+				problem(w, http.StatusUnauthorized, "unauthorized", "the ticket is unknown, used or expired")
+				return
+			}
+			if t.Role < role {
+				problem(w, http.StatusForbidden, "forbidden", "this needs the "+role.String()+" role; the ticket has "+t.Role.String())
+				return
+			}
+			next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, t)))
+			return
+		}
 		secret := token(r)
 		if secret == "" {
 			problem(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token>")

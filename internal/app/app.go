@@ -113,6 +113,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), ingest.NewMetrics(reg), latest, logger.With("component", "ingest"))
 
 	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Presence: presence, Stream: hub, History: history, Metrics: reg,
+		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait},
 		Tokens: a.tokens, Logger: logger.With("component", "web")})
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP.Addr, err)

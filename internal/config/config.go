@@ -61,6 +61,11 @@ type LiveConfig struct {
 	// ReplayBuffer is how many recent messages a reconnecting client can
 	// catch up on with ?since=.
 	ReplayBuffer int `yaml:"replay_buffer"`
+	// ConflateAbove is how many messages a client may lag before its
+	// readings are conflated to the latest value per device and field.
+	ConflateAbove uint64 `yaml:"conflate_above"`
+	// PollWait is how long a long poll waits for a message.
+	PollWait time.Duration `yaml:"poll_wait"`
 }
 
 // Default returns the defaults.
@@ -73,7 +78,7 @@ func Default() Config {
 		Influx:   ingest.InfluxConfig{Org: "telehub", Bucket: "telehub", Measurement: "telemetry", Timeout: 10 * time.Second},
 		Writer:   ingest.DefaultWriterConfig(),
 		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: true},
-		Live:     LiveConfig{ReplayBuffer: 65536},
+		Live:     LiveConfig{ReplayBuffer: 65536, ConflateAbove: 4096, PollWait: 25 * time.Second},
 		Store:    StoreConfig{Retention: 30 * 24 * time.Hour},
 	}
 }
@@ -97,6 +102,9 @@ func (c Config) Validate() error {
 	}
 	if c.Live.ReplayBuffer < 16 {
 		errs = append(errs, errors.New("live.replay_buffer must be at least 16"))
+	}
+	if c.Live.ConflateAbove < 1 || c.Live.PollWait < time.Second || c.Live.PollWait > 5*time.Minute {
+		errs = append(errs, errors.New("live.conflate_above must be at least 1 and live.poll_wait between 1s and 5m"))
 	}
 	errs = append(errs, c.MQTT.Validate(), c.HTTP.Validate(), c.Influx.Validate(), c.Writer.Validate())
 	return errors.Join(errs...)

@@ -13,6 +13,9 @@ type Message struct {
 	Kind     string
 	DeviceID string
 	Body     []byte
+	// Data is the message in structured form, for consumers that filter or
+	// merge it (for readings, an ingest.Reading); it may be nil.
+	Data any
 }
 
 // AppendFrame appends the JSON of m with its seq as the first member.
