@@ -12,6 +12,7 @@ import (
 // a log has one consumer.
 type Reader struct {
 	l    *Log
+	name string
 	next uint64 // offset of the next record to return
 	seg  uint64 // first offset of the open segment
 	f    *os.File
@@ -20,10 +21,20 @@ type Reader struct {
 	bufs [][]byte
 }
 
-// NewReader returns a reader positioned at the consumed checkpoint.
-func (l *Log) NewReader() *Reader {
-	return &Reader{l: l, next: l.Consumed()}
+// NewReader returns the default consumer's reader; see Consumer.
+func (l *Log) NewReader() *Reader { return l.Consumer(DefaultConsumer) }
+
+// Consumer registers a named consumer and returns its reader, positioned at
+// its checkpoint. Segments are deleted only when every consumer is past
+// them, and the log's bound counts what the slowest one has not consumed, so
+// a stalled consumer (an uplink that is down) pushes back on devices instead
+// of losing data. Register every consumer before the first Checkpoint.
+func (l *Log) Consumer(name string) *Reader {
+	return &Reader{l: l, name: name, next: l.register(name)}
 }
+
+// Commit records that the consumer has consumed every record before offset.
+func (r *Reader) Commit(offset uint64) error { return r.l.commit1(r.name, offset) }
 
 // Next returns the offset of the next record the reader will return.
 func (r *Reader) Next() uint64 { return r.next }

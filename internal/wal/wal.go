@@ -89,7 +89,8 @@ type Log struct {
 	segs     []segment     // ordered by first; the last is active
 	size     int64         // bytes in segs
 	notify   chan struct{} // closed and replaced when committed advances
-	consumed uint64        // records before this offset are consumed
+	consumed  uint64            // records before this offset are consumed by every consumer
+	consumers map[string]uint64 // each consumer's position
 
 	committed atomic.Uint64 // next offset to be committed (records < committed are durable)
 	closed    atomic.Bool
@@ -114,7 +115,8 @@ func Open(dir string, opts Options, log *slog.Logger) (*Log, error) {
 		return nil, fmt.Errorf("wal: create dir: %w", err)
 	}
 	l := &Log{dir: dir, opts: opts, log: log, reqs: make(chan appendReq, 1024),
-		stop: make(chan struct{}), exited: make(chan struct{}), notify: make(chan struct{})}
+		stop: make(chan struct{}), exited: make(chan struct{}), notify: make(chan struct{}),
+		consumers: map[string]uint64{}}
 	if err := l.recover(); err != nil {
 		return nil, err
 	}
@@ -140,7 +142,6 @@ func (l *Log) recover() error {
 	}
 	slices.SortFunc(l.segs, func(a, b segment) int { return cmpU64(a.first, b.first) })
 
-	l.consumed = l.readCheckpoint()
 	l.next = 1
 	if len(l.segs) > 0 {
 		l.next = l.segs[0].first
@@ -165,15 +166,10 @@ func (l *Log) recover() error {
 		l.size += good
 		l.next += n
 	}
-	if l.consumed > l.next || (len(l.segs) > 0 && l.consumed < l.segs[0].first) {
-		if len(l.segs) > 0 {
-			l.consumed = l.segs[0].first
-		} else {
-			l.consumed = l.next
-		}
-	}
-	if l.consumed == 0 {
-		l.consumed = l.next
+	// Nothing is consumed until consumers register with their checkpoints.
+	l.consumed = l.next
+	if len(l.segs) > 0 {
+		l.consumed = l.segs[0].first
 	}
 	l.committed.Store(l.next)
 	if len(l.segs) == 0 {
@@ -184,7 +180,6 @@ func (l *Log) recover() error {
 		return fmt.Errorf("wal: open active segment: %w", err)
 	}
 	l.f, l.bw = f, bufio.NewWriterSize(f, 256<<10)
-	l.dropConsumed()
 	return nil
 }
 
@@ -406,9 +401,12 @@ func (l *Log) commit(batch []appendReq) {
 		}
 		return
 	}
-	for _, r := range batch {
+	// Publish the new end before answering, so that a record is readable
+	// by the time its Append returns.
+	lasts := make([]uint64, len(batch))
+	for i, r := range batch {
 		l.next += uint64(len(r.recs))
-		r.done <- appendRes{last: l.next - 1}
+		lasts[i] = l.next - 1
 	}
 	l.mu.Lock()
 	l.segs[len(l.segs)-1].size += written
@@ -418,6 +416,9 @@ func (l *Log) commit(batch []appendReq) {
 	l.notify = make(chan struct{})
 	rotate := l.segs[len(l.segs)-1].size >= l.opts.SegmentBytes
 	l.mu.Unlock()
+	for i, r := range batch {
+		r.done <- appendRes{last: lasts[i]}
+	}
 	if rotate {
 		if err := l.f.Close(); err != nil {
 			l.log.Error("wal: close segment", "err", err)
@@ -435,27 +436,67 @@ func (l *Log) changed() <-chan struct{} {
 	return l.notify
 }
 
-// Consumed returns the offset before which records have been consumed.
+// Consumed returns the offset before which every consumer has consumed the
+// records.
 func (l *Log) Consumed() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.consumed
 }
 
-// Checkpoint records that every record before offset has been consumed,
-// deletes segments that are wholly consumed and persists the position. A lost
-// checkpoint write only causes records to be read again.
-func (l *Log) Checkpoint(offset uint64) error {
+// DefaultConsumer is the consumer of NewReader and Checkpoint: the store
+// writer.
+const DefaultConsumer = "store"
+
+// register adds a consumer at its persisted checkpoint (or, for a new one,
+// at the oldest record on disk) and returns its position.
+func (l *Log) register(name string) uint64 {
+	c := l.readCheckpoint(name)
 	l.mu.Lock()
-	if offset <= l.consumed {
+	defer l.mu.Unlock()
+	first := l.next
+	if len(l.segs) > 0 {
+		first = l.segs[0].first
+	}
+	if c < first || c > l.committed.Load() {
+		c = first
+	}
+	l.consumers[name] = c
+	l.recompute()
+	return c
+}
+
+// recompute sets consumed to the slowest consumer's position. Called with
+// mu held.
+func (l *Log) recompute() {
+	first := true
+	for _, c := range l.consumers {
+		if first || c < l.consumed {
+			l.consumed, first = c, false
+		}
+	}
+}
+
+// Checkpoint records that the default consumer has consumed every record
+// before offset; see Reader.Commit.
+func (l *Log) Checkpoint(offset uint64) error { return l.commit1(DefaultConsumer, offset) }
+
+// commit1 advances a consumer, deletes segments every consumer is done with
+// and persists the position. A lost checkpoint write only causes records to
+// be read again.
+func (l *Log) commit1(name string, offset uint64) error {
+	l.mu.Lock()
+	cur, ok := l.consumers[name]
+	if !ok || offset <= cur {
 		l.mu.Unlock()
 		return nil
 	}
-	l.consumed = min(offset, l.committed.Load())
-	c := l.consumed
+	c := min(offset, l.committed.Load())
+	l.consumers[name] = c
+	l.recompute()
 	l.dropConsumed()
 	l.mu.Unlock()
-	return l.writeCheckpoint(c)
+	return l.writeCheckpoint(name, c)
 }
 
 // dropConsumed deletes segments below consumed except the active one. It is
@@ -472,11 +513,18 @@ func (l *Log) dropConsumed() {
 	}
 }
 
-func (l *Log) writeCheckpoint(c uint64) error {
+func checkpointFile(name string) string {
+	if name == DefaultConsumer {
+		return checkpoint
+	}
+	return checkpoint + "." + name
+}
+
+func (l *Log) writeCheckpoint(name string, c uint64) error {
 	var b [12]byte
 	binary.LittleEndian.PutUint64(b[0:8], c)
 	binary.LittleEndian.PutUint32(b[8:12], crc32.Checksum(b[0:8], crcTable))
-	f, err := os.OpenFile(filepath.Join(l.dir, checkpoint), os.O_CREATE|os.O_WRONLY, 0o640)
+	f, err := os.OpenFile(filepath.Join(l.dir, checkpointFile(name)), os.O_CREATE|os.O_WRONLY, 0o640)
 	if err != nil {
 		return fmt.Errorf("wal: open checkpoint: %w", err)
 	}
@@ -487,8 +535,8 @@ func (l *Log) writeCheckpoint(c uint64) error {
 	return f.Close()
 }
 
-func (l *Log) readCheckpoint() uint64 {
-	b, err := os.ReadFile(filepath.Join(l.dir, checkpoint))
+func (l *Log) readCheckpoint(name string) uint64 {
+	b, err := os.ReadFile(filepath.Join(l.dir, checkpointFile(name)))
 	if err != nil || len(b) < 12 || crc32.Checksum(b[0:8], crcTable) != binary.LittleEndian.Uint32(b[8:12]) {
 		return 0
 	}

@@ -158,3 +158,51 @@ func BenchmarkAppendParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestConsumersKeepSegmentsUntilTheSlowestIsDone(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{SegmentBytes: 4096, MaxBytes: 64 << 10}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	store, fwd := l.NewReader(), l.Consumer("forward")
+	rec := make([]byte, 500)
+	for range 40 {
+		_, err := l.Append(context.Background(), rec)
+		require.NoError(t, err)
+	}
+	drain := func(r *Reader) {
+		for r.Available() {
+			_, _, err := r.Read(100)
+			require.NoError(t, err)
+		}
+		require.NoError(t, r.Commit(r.Next()))
+	}
+	drain(store)
+	segs := l.Stats().Segments
+	require.Greater(t, segs, 2)
+	require.Equal(t, uint64(1), l.Consumed(), "the forwarder has read nothing")
+	drain(fwd)
+	require.Equal(t, uint64(41), l.Consumed())
+	require.Less(t, l.Stats().Segments, segs, "segments go once both consumers are past")
+
+	// A stalled consumer fills the log: backpressure, not loss.
+	for {
+		if _, err = l.Append(context.Background(), rec); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, ErrFull)
+	drain(store)
+	require.True(t, l.Full(), "the forwarder still holds the log")
+	store.Close()
+	fwd.Close()
+	require.NoError(t, l.Close())
+
+	// Each consumer resumes at its own checkpoint after a restart.
+	l2 := open(t, dir, Options{SegmentBytes: 4096, MaxBytes: 64 << 10})
+	s2, f2 := l2.NewReader(), l2.Consumer("forward")
+	defer s2.Close()
+	defer f2.Close()
+	require.False(t, s2.Available(), "the store consumed everything")
+	require.Equal(t, uint64(41), f2.Next())
+	require.True(t, f2.Available())
+}
