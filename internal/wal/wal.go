@@ -85,10 +85,10 @@ type Log struct {
 	wg      sync.WaitGroup
 	closeMu sync.Once
 
-	mu       sync.Mutex
-	segs     []segment     // ordered by first; the last is active
-	size     int64         // bytes in segs
-	notify   chan struct{} // closed and replaced when committed advances
+	mu        sync.Mutex
+	segs      []segment         // ordered by first; the last is active
+	size      int64             // bytes in segs
+	notify    chan struct{}     // closed and replaced when committed advances
 	consumed  uint64            // records before this offset are consumed by every consumer
 	consumers map[string]uint64 // each consumer's position
 
