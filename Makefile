@@ -9,11 +9,15 @@ DATA      ?= ./data
 THERMOSTATS ?= 5
 WEARABLES ?= 5
 
-.PHONY: all build run test lint fuzz clean
+.PHONY: all build run test lint fuzz clean web-assets
 
 all: build
 
-build:
+# The dashboard's chart library, from npm into web/static/vendor/ (embedded).
+web-assets:
+	scripts/web-assets.sh
+
+build: web-assets
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/telehub ./cmd/telehub
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetsim ./cmd/fleetsim
 
@@ -25,7 +29,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-test: lint
+test: web-assets lint
 	scripts/test.sh
 
 fuzz:

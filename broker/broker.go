@@ -8,12 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/internal/metrics"
 )
 
 // Config configures the broker.
@@ -22,10 +23,19 @@ type Config struct {
 	Addr string `yaml:"addr"`
 	// MaxPacketBytes bounds one MQTT packet; larger ones are refused.
 	MaxPacketBytes uint32 `yaml:"max_packet_bytes"`
+	// AllowAnonymous admits clients that send no credentials, confined to
+	// topics outside devices/ and $SYS (see access.go).
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// Transport adds TLS, mutual TLS and WebSocket listeners (listeners.go).
+	Transport `yaml:",inline"`
+	// Limits bounds what one client may do (limits.go).
+	Limits `yaml:",inline"`
 }
 
 // DefaultConfig returns the defaults.
-func DefaultConfig() Config { return Config{Addr: ":1883", MaxPacketBytes: 256 << 10} }
+func DefaultConfig() Config {
+	return Config{Addr: ":1883", MaxPacketBytes: 256 << 10, Limits: DefaultLimits()}
+}
 
 // Validate checks the values.
 func (c Config) Validate() error {
@@ -35,7 +45,7 @@ func (c Config) Validate() error {
 	if c.MaxPacketBytes < 1024 {
 		return errors.New("mqtt.max_packet_bytes must be at least 1024")
 	}
-	return nil
+	return errors.Join(c.Transport.validate(), c.Limits.validate())
 }
 
 // Registry is what the broker needs of the device registry.
@@ -52,33 +62,57 @@ type Ingester interface {
 // Broker is the embedded MQTT broker.
 type Broker struct {
 	srv    *mqtt.Server
-	tcp    *listeners.TCP
+	lns    *transports
+	access *accessHook
 	cancel context.CancelFunc
 }
 
-// New builds the broker with its hooks; Start opens the listener.
-func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog.Logger) (*Broker, error) {
+// New builds the broker with its hooks and opens its listeners; Start
+// begins accepting connections.
+func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog.Logger, opts ...Option) (*Broker, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.metrics == nil {
+		o.metrics = metrics.NewRegistry()
+	}
+	lns, err := newTransports(cfg)
+	if err != nil {
+		return nil, err
+	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketBytes
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(quietHandler{logger.Handler(), slog.LevelWarn}).With("component", "mqtt")})
 	ctx, cancel := context.WithCancel(context.Background())
+	ss := &sessions{}
+	m := newBrokerMetrics(o.metrics)
+	warn := newWarnLog(logger)
+	access := &accessHook{srv: srv, reg: reg, ints: o.integrations, anonymous: cfg.AllowAnonymous, limits: cfg.Limits,
+		connects: newTokenBucket(cfg.ConnectRate, cfg.ConnectBurst, time.Now()), sessions: ss, m: m, warn: warn}
 	for _, h := range []mqtt.Hook{
-		&authHook{reg: reg},
-		&aclHook{},
-		&presenceHook{srv: srv, presence: presence},
-		&ingestHook{ctx: ctx, reg: reg, ing: ing, presence: presence, log: logger},
+		&limitsHook{srv: srv, cfg: cfg.Limits, sessions: ss, m: m, warn: warn}, // before ingest: refused means not stored
+		&presenceHook{srv: srv, presence: presence, sessions: ss},
+		&ingestHook{ctx: ctx, reg: reg, ing: ing, presence: presence, sessions: ss, log: logger},
+		access, // last: the hooks above still know who disconnects
 	} {
 		if err := srv.AddHook(h, nil); err != nil {
 			cancel()
 			return nil, fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
 		}
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})
-	if err := srv.AddListener(tcp); err != nil {
-		cancel()
-		return nil, fmt.Errorf("broker: listen on %s: %w", cfg.Addr, err)
+	b := &Broker{srv: srv, lns: lns, access: access, cancel: cancel}
+	for _, l := range lns.all() {
+		if err := srv.AddListener(l); err != nil {
+			b.closeListeners()
+			cancel()
+			return nil, fmt.Errorf("broker: %w", err)
+		}
 	}
-	return &Broker{srv: srv, tcp: tcp, cancel: cancel}, nil
+	if o.integrations != nil {
+		o.integrations.OnDelete(func(id string) { access.disconnectIdentity(identity{KindIntegration, id}) })
+	}
+	return b, nil
 }
 
 // Start begins accepting connections.
@@ -90,7 +124,7 @@ func (b *Broker) Start() error {
 }
 
 // Addr returns the bound TCP address.
-func (b *Broker) Addr() string { return b.tcp.Address() }
+func (b *Broker) Addr() string { return b.lns.tcp.Address() }
 
 // Server returns the mochi server, for server-side publishing.
 func (b *Broker) Server() *mqtt.Server { return b.srv }

@@ -14,41 +14,9 @@ import (
 	"github.com/telehub/telehub/ingest"
 )
 
-// authHook accepts a CONNECT only with username = device ID and password =
-// that device's token.
-type authHook struct {
-	mqtt.HookBase
-	reg Registry
-}
-
-var _ mqtt.Hook = (*authHook)(nil)
-
-func (h *authHook) ID() string { return "telehub-auth" }
-
-func (h *authHook) Provides(b byte) bool { return b == mqtt.OnConnectAuthenticate }
-
-func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	_, ok := h.reg.Authenticate(string(pk.Connect.Username), string(pk.Connect.Password))
-	if !ok {
-		h.Log.Warn("mqtt connect refused: bad credentials", "device_id", string(pk.Connect.Username), "remote", cl.Net.Remote)
-	}
-	return ok
-}
-
-// aclHook confines a device to topics under devices/{its id}/.
-type aclHook struct {
-	mqtt.HookBase
-}
-
-var _ mqtt.Hook = (*aclHook)(nil)
-
-func (h *aclHook) ID() string { return "telehub-acl" }
-
-func (h *aclHook) Provides(b byte) bool { return b == mqtt.OnACLCheck }
-
-func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	return DeviceOwns(string(cl.Properties.Username), topic)
-}
+// Authentication (device ID + token, client certificates, integrations,
+// anonymous clients) and the ACL that confines a device to devices/{its
+// id}/ are in access.go.
 
 // DeviceOwns reports whether a topic or filter lies under devices/{id}/.
 // Device IDs cannot contain wildcards, so a literal prefix test is enough.
@@ -67,6 +35,7 @@ type ingestHook struct {
 	reg      Registry
 	ing      Ingester
 	presence Presence
+	sessions *sessions
 	log      *slog.Logger
 }
 
@@ -83,7 +52,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, nil
 	}
 	id, rest, ok := SplitDeviceTopic(pk.TopicName)
-	if !ok || id != string(cl.Properties.Username) {
+	if dev, isDevice := h.sessions.device(cl); !ok || !isDevice || id != dev {
 		return pk, nil
 	}
 	h.presence.Seen(id, time.Now())

@@ -26,6 +26,7 @@ type presenceHook struct {
 	mqtt.HookBase
 	srv      *mqtt.Server
 	presence Presence
+	sessions *sessions // only devices have presence
 }
 
 var _ mqtt.Hook = (*presenceHook)(nil)
@@ -47,7 +48,10 @@ func (h *presenceHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	case 3:
 		proto = "3.1"
 	}
-	id := string(cl.Properties.Username)
+	id, ok := h.sessions.device(cl)
+	if !ok {
+		return
+	}
 	old := h.presence.Connected(id, cl, devices.Connection{ClientID: cl.ID, Remote: cl.Net.Remote, Protocol: proto, ConnectedAt: time.Now().UTC()})
 	if prev, ok := old.(*mqtt.Client); ok && prev != cl && !prev.Closed() {
 		h.Log.Info("device connected again, closing its older connection", "device_id", id, "old_client_id", prev.ID, "client_id", cl.ID)
@@ -56,10 +60,11 @@ func (h *presenceHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 }
 
 func (h *presenceHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
-	if cl.Net.Inline {
+	id, ok := h.sessions.device(cl)
+	if cl.Net.Inline || !ok {
 		return
 	}
-	h.presence.Disconnected(string(cl.Properties.Username), cl, disconnectReason(cl, err), time.Now().UTC())
+	h.presence.Disconnected(id, cl, disconnectReason(cl, err), time.Now().UTC())
 }
 
 func disconnectReason(cl *mqtt.Client, err error) string {

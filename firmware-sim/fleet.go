@@ -88,6 +88,10 @@ type Config struct {
 	// ReconnectInterval is the longest wait between two MQTT connection
 	// attempts of one device.
 	ReconnectInterval time.Duration `yaml:"reconnect_interval"`
+	// TimeScale runs the simulated physics this many times faster than
+	// real time (a thermostat's room warms in seconds at 600); 0 or 1 is
+	// real time. Timestamps and publish intervals stay real.
+	TimeScale float64 `yaml:"time_scale"`
 }
 
 // DefaultConfig returns the defaults: a hub on localhost, 5 thermostats and
@@ -160,6 +164,9 @@ func (c Config) Validate() error {
 	if c.ReconnectInterval <= 0 {
 		errs = append(errs, errors.New("reconnect interval must be positive"))
 	}
+	if c.TimeScale < 0 {
+		errs = append(errs, errors.New("time scale must not be negative"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid fleet config: %w", err)
 	}
@@ -224,6 +231,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 		return nil
 	}
 
+	f.declareSchemas(ctx, devs)
 	f.connectAll(ctx, devs)
 	runCtx, cancel := ctx, context.CancelFunc(func() {})
 	if f.cfg.Duration > 0 {
@@ -418,6 +426,9 @@ func newMQTTClient(id, token string, cfg Config, d *simDevice) paho.Client {
 		SetWriteTimeout(mqttWriteTimeout).
 		SetOrderMatters(false).
 		SetOnConnectHandler(func(paho.Client) { d.onConnect() }).
+		// Commands may arrive on a resumed session before the subscription
+		// callback is registered again.
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { d.deliver(m) }).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { d.onConnectionLost(err) }).
 		SetConnectionNotificationHandler(func(_ paho.Client, n paho.ConnectionNotification) {
 			// Failed covers both unreachable brokers and refused CONNECTs

@@ -42,6 +42,8 @@ type simDevice struct {
 	clock   tsClock
 	failing bool // the last reading failed; logs only state changes
 
+	ctl deviceControl // commands and desired state (commands.go); run goroutine
+
 	sent, acked, errs atomic.Int64
 	connFailing       atomic.Bool
 }
@@ -55,6 +57,7 @@ func newSimDevice(p plannedDevice, token string, cfg Config, log *slog.Logger) *
 		jitter: p.jitter,
 		log:    log.With("device_id", p.spec.ID),
 	}
+	d.initControl(cfg)
 	d.client = newMQTTClient(p.spec.ID, token, cfg, d)
 	return d
 }
@@ -84,11 +87,15 @@ func (d *simDevice) run(ctx context.Context, rc runConfig) {
 			d.drain(pending, rc.drainTimeout)
 			return
 		case <-start.C:
-			ticker = time.NewTicker(rc.interval)
+			ticker = time.NewTicker(d.publishInterval(rc.interval))
 			tick = ticker.C
 			pending = d.publish(pending, rc)
 		case <-tick:
 			pending = d.publish(pending, rc)
+		case in := <-d.ctl.inbox:
+			if iv := d.handleInbound(in); iv > 0 && ticker != nil {
+				ticker.Reset(iv)
+			}
 		case <-head:
 			d.settle(pending[0])
 			pending[0] = nil
@@ -101,7 +108,7 @@ func (d *simDevice) run(ctx context.Context, rc runConfig) {
 // pending acknowledgements with the new one appended.
 func (d *simDevice) publish(pending []paho.Token, rc runConfig) []paho.Token {
 	now := time.Now()
-	reading := d.model.Step(now)
+	reading := d.model.Step(d.simTime(now))
 	reading[FieldTS] = d.clock.next(now)
 	d.sent.Add(1)
 
@@ -171,6 +178,7 @@ func (d *simDevice) drain(pending []paho.Token, timeout time.Duration) {
 func (d *simDevice) onConnect() {
 	d.connFailing.Store(false)
 	d.log.Debug("mqtt connected")
+	d.subscribe()
 }
 
 func (d *simDevice) onConnectionLost(err error) {

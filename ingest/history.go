@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strconv"
@@ -208,4 +210,27 @@ func alignEpoch(t time.Time, every time.Duration) time.Time {
 		r += e
 	}
 	return time.Unix(0, ns-r).UTC()
+}
+
+// FallbackHistory answers from Primary (InfluxDB) and, when it fails, from
+// Local (the embedded store's recent window) for queries that lie within the
+// window, so that charts keep working while the uplink is down.
+type FallbackHistory struct {
+	Primary, Local History
+	Window         time.Duration
+	Logger         *slog.Logger
+}
+
+// History implements History.
+func (f FallbackHistory) History(ctx context.Context, q HistoryQuery) ([]Series, error) {
+	s, err := f.Primary.History(ctx, q)
+	if err == nil {
+		return s, nil
+	}
+	var qe *QueryError
+	if errors.As(err, &qe) || q.From.Before(time.Now().Add(-f.Window)) && q.To.Before(time.Now().Add(-f.Window)) {
+		return nil, err
+	}
+	f.Logger.Warn("history from InfluxDB failed, answering from the local window", "device_id", q.DeviceID, "err", err)
+	return f.Local.History(ctx, q)
 }

@@ -70,8 +70,14 @@ func NewInflux(cfg InfluxConfig) *Influx {
 		org: cfg.Org, bucket: cfg.Bucket}
 }
 
-// Write sends the readings in one request. A 4xx answer other than 429 is a
-// *PermanentError; 429 and 503 with Retry-After are *RetryAfterError.
+// Write sends the readings in one request. An answer that refuses the
+// request's content (400: unparsable line protocol, a field type conflict, a
+// point outside the retention policy; 413: too large; 422) is a
+// *PermanentError, so the writer isolates the readings at fault; 429 and 503
+// are *RetryAfterError. Every other failure is a plain error, retried: a
+// network error, a 5xx, and also 401, 403 and 404 (a bad token, a database or
+// bucket that does not exist yet), which are faults of the store and not of
+// the readings, and must not send every reading to the dead letters.
 func (s *Influx) Write(ctx context.Context, rs []Reading) error {
 	var sb strings.Builder
 	sb.Grow(len(rs) * 96)
@@ -89,11 +95,14 @@ func (s *Influx) Write(ctx context.Context, rs []Reading) error {
 	}
 	var he *ihttp.Error
 	if errors.As(err, &he) {
-		switch {
-		case he.StatusCode == http.StatusTooManyRequests || he.StatusCode == http.StatusServiceUnavailable:
+		switch he.StatusCode {
+		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 			return &RetryAfterError{Err: fmt.Errorf("influx write: %w", err), After: time.Duration(he.RetryAfter) * time.Second}
-		case he.StatusCode >= 400 && he.StatusCode < 500 && he.StatusCode != http.StatusRequestTimeout:
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
 			return &PermanentError{Err: fmt.Errorf("influx write: status %d: %w", he.StatusCode, err)}
+		}
+		if he.StatusCode != 0 {
+			return fmt.Errorf("influx write: status %d: %w", he.StatusCode, err)
 		}
 	}
 	return fmt.Errorf("influx write: %w", err)

@@ -30,6 +30,14 @@ type Publisher interface {
 	Publish(msgs ...live.Message)
 }
 
+// Observer is told of a device's readings once they are durable (the alert
+// rule engine). It runs on the publishing client's goroutine, so it must do
+// bounded work and never block; it must not keep pts, whose strings share
+// the payload's buffer.
+type Observer interface {
+	Observe(dev Device, pts []Point)
+}
+
 // Device identifies the sender of a payload.
 type Device struct {
 	ID   string
@@ -67,7 +75,12 @@ type Pipeline struct {
 	logger  *slog.Logger
 	latest  *Latest
 	bufs    sync.Pool
+	observe Observer // nil: none
 }
+
+// SetObserver registers o to see every durable reading. Call it before the
+// broker starts.
+func (p *Pipeline) SetObserver(o Observer) { p.observe = o }
 
 // NewPipeline returns a pipeline appending to log and publishing to pub.
 func NewPipeline(log Log, pub Publisher, lim Limits, m *Metrics, latest *Latest, logger *slog.Logger) *Pipeline {
@@ -108,6 +121,9 @@ func (p *Pipeline) Ingest(ctx context.Context, dev Device, payload []byte, f For
 		p.latest.Update(dev.ID, pt)
 	}
 	p.live.Publish(msgs...)
+	if p.observe != nil {
+		p.observe.Observe(dev, pts)
+	}
 	return len(pts), nil
 }
 

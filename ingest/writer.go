@@ -20,9 +20,11 @@ type Sink interface {
 	Write(ctx context.Context, rs []Reading) error
 }
 
-// PermanentError marks a write that will never succeed as it is (a 4xx from
-// InfluxDB other than 429). The writer isolates the readings that cause it and
-// moves them to the dead-letter file instead of retrying.
+// PermanentError marks a write that will never succeed as it is because of
+// its content (InfluxDB answering 400, 413 or 422). The writer isolates the
+// readings that cause it and moves them to the dead-letter file instead of
+// retrying. A sink must not return it for faults of the store itself (a
+// missing database, a bad token): those are retried.
 type PermanentError struct{ Err error }
 
 func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
@@ -81,13 +83,19 @@ type WriterMetrics struct {
 
 // NewWriterMetrics registers the writer's metrics.
 func NewWriterMetrics(r *metrics.Registry) *WriterMetrics {
+	return NewWriterMetricsNamed(r, "telehub_store")
+}
+
+// NewWriterMetricsNamed registers a writer's metrics under a name prefix,
+// for a second writer such as the local window (telehub_local_store).
+func NewWriterMetricsNamed(r *metrics.Registry, prefix string) *WriterMetrics {
 	return &WriterMetrics{
-		Written:     r.Counter("telehub_store_readings_written_total", "Readings confirmed by the store."),
-		Batches:     r.Counter("telehub_store_batches_total", "Batches confirmed by the store."),
-		Retries:     r.Counter("telehub_store_retries_total", "Store writes retried after an error."),
-		DeadLetters: r.Counter("telehub_store_dead_letters_total", "Readings the store refused for good, moved to the dead-letter file."),
-		BatchMillis: r.Gauge("telehub_store_batch_latency_ms", "Duration of the last successful store write."),
-		LagMillis:   r.Gauge("telehub_store_lag_ms", "Age of the oldest reading in the last written batch, by its receive order."),
+		Written:     r.Counter(prefix+"_readings_written_total", "Readings confirmed by the store."),
+		Batches:     r.Counter(prefix+"_batches_total", "Batches confirmed by the store."),
+		Retries:     r.Counter(prefix+"_retries_total", "Store writes retried after an error."),
+		DeadLetters: r.Counter(prefix+"_dead_letters_total", "Readings the store refused for good, moved to the dead-letter file."),
+		BatchMillis: r.Gauge(prefix+"_batch_latency_ms", "Duration of the last successful store write."),
+		LagMillis:   r.Gauge(prefix+"_lag_ms", "Age of the oldest reading in the last written batch, by its receive order."),
 	}
 }
 
@@ -100,6 +108,7 @@ type Writer struct {
 	metrics  *WriterMetrics
 	logger   *slog.Logger
 	deadPath string
+	consumer string
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -110,7 +119,14 @@ type Writer struct {
 // NewWriter returns a writer; deadLetterPath is the file (JSON lines) that
 // receives readings the sink refuses for good.
 func NewWriter(log *wal.Log, sink Sink, cfg WriterConfig, m *WriterMetrics, deadLetterPath string, logger *slog.Logger) *Writer {
-	return &Writer{log: log, sink: sink, cfg: cfg, metrics: m, logger: logger, deadPath: deadLetterPath, drain: make(chan struct{})}
+	return &Writer{consumer: wal.DefaultConsumer, log: log, sink: sink, cfg: cfg, metrics: m, logger: logger, deadPath: deadLetterPath, drain: make(chan struct{})}
+}
+
+// As makes the writer read the log as the named consumer (default "store"),
+// with its own checkpoint; call before Start.
+func (w *Writer) As(consumer string) *Writer {
+	w.consumer = consumer
+	return w
 }
 
 // Start runs the writer until Stop.
@@ -135,7 +151,7 @@ func (w *Writer) Stop() {
 }
 
 func (w *Writer) run(ctx context.Context) {
-	rd := w.log.NewReader()
+	rd := w.log.Consumer(w.consumer)
 	defer rd.Close()
 	var batch []Reading
 	for {
@@ -177,7 +193,7 @@ func (w *Writer) run(ctx context.Context) {
 		w.metrics.LagMillis.Set(time.Since(batch[0].Time).Milliseconds())
 		w.metrics.Written.Add(uint64(len(batch)))
 		w.metrics.Batches.Inc()
-		if err := w.log.Checkpoint(rd.Next()); err != nil {
+		if err := rd.Commit(rd.Next()); err != nil {
 			w.logger.Warn("write log checkpoint", "err", err)
 		}
 	}

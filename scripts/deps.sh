@@ -5,6 +5,8 @@ set -euo pipefail
 need=()
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v curl >/dev/null || need+=(curl)
+command -v npm >/dev/null || need+=(nodejs npm)
+[[ -x /usr/bin/chromium ]] || need+=(chromium) # the dashboard's browser tests
 if ((${#need[@]})); then
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
+scripts/web-assets.sh # again, now that deps.sh has installed npm
 tmp="$(mktemp -d)"
 cleanup() { scripts/influxd.sh stop "$tmp"; rm -rf "$tmp"; }
 trap cleanup EXIT

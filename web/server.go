@@ -29,6 +29,11 @@ var static embed.FS
 type Config struct {
 	// Addr is the listen address, e.g. ":8080".
 	Addr string `yaml:"addr"`
+	// TLSCert and TLSKey are PEM files; when set, the API, the live stream
+	// and the dashboard are served over HTTPS only. They are re-read when
+	// they change.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 }
 
 // DefaultConfig returns the defaults.
@@ -38,6 +43,9 @@ func DefaultConfig() Config { return Config{Addr: ":8080"} }
 func (c Config) Validate() error {
 	if c.Addr == "" {
 		return errors.New("http.addr must not be empty")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("http.tls_cert and http.tls_key go together")
 	}
 	return nil
 }
@@ -89,6 +97,13 @@ type Deps struct {
 	Logger   *slog.Logger
 	// Live sizes the live stream; zero members take defaults.
 	Live StreamConfig
+	// Integrations manages integration clients of the broker.
+	Integrations Integrations
+	// Commands, Schemas and States serve device control; nil leaves their
+	// endpoints out.
+	Commands Commands
+	Schemas  Schemas
+	States   States
 }
 
 // Server is the HTTP side of the hub.
@@ -148,9 +163,14 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /api/v1/events", s.auth(auth.Viewer, s.events))
 	s.mux.Handle("GET /api/v1/events/poll", s.auth(auth.Viewer, s.poll))
 	s.mux.Handle("POST /api/v1/live/ticket", s.auth(auth.Viewer, s.newTicket))
+	s.mux.Handle("GET /api/v1/integrations", s.auth(auth.Admin, s.listIntegrations))
+	s.mux.Handle("POST /api/v1/integrations", s.auth(auth.Admin, s.createIntegration))
+	s.mux.Handle("GET /api/v1/integrations/{id}", s.auth(auth.Admin, s.getIntegration))
+	s.mux.Handle("DELETE /api/v1/integrations/{id}", s.auth(auth.Admin, s.deleteIntegration))
 	s.mux.Handle("GET /api/v1/tokens", s.auth(auth.Admin, s.listTokens))
 	s.mux.Handle("POST /api/v1/tokens", s.auth(auth.Admin, s.createToken))
 	s.mux.Handle("DELETE /api/v1/tokens/{id}", s.auth(auth.Admin, s.deleteToken))
+	s.controlRoutes()
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {

@@ -27,6 +27,7 @@ commands:
   serve     run the hub (telehub serve -h for its flags)
   device    manage devices of a running hub: add, list, show, rm, token
   token     manage API tokens of a running hub: create, list, rm
+  command   send commands to devices and follow them: send, show, list
   version   print the version
 
 Commands that talk to a running hub take --url (env TELEHUB_URL, default
@@ -46,6 +47,8 @@ func main() {
 		os.Exit(runCLI(cli.Device, os.Args[2:]))
 	case "token":
 		os.Exit(runCLI(cli.Token, os.Args[2:]))
+	case "command":
+		os.Exit(runCLI(cli.Command, os.Args[2:]))
 	case "version":
 		v := version
 		if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" {

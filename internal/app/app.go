@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -44,13 +45,21 @@ type App struct {
 	janitor  *store.Janitor
 	influx   *ingest.Influx
 	writer   *ingest.Writer
-	broker   *broker.Broker
-	web      *web.Server
-	http     *http.Server
-	httpLn   net.Listener
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	// localWriter keeps the local window when InfluxDB is the store.
+	localWriter *ingest.Writer
+	broker      *broker.Broker
+	web         *web.Server
+	http        *http.Server
+	httpLn      net.Listener
+	https       bool // httpLn serves TLS
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	stopOnce    sync.Once
+
+	// integrations are the MQTT clients that are not devices.
+	integrations *devices.Integrations
+	// control is commands, their schemas and device state.
+	control *control
 }
 
 // Start opens the data directory and starts every part of the hub.
@@ -75,31 +84,53 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	if a.registry, err = devices.New(a.state); err != nil {
 		return nil, err
 	}
+	if a.integrations, err = devices.NewIntegrations(a.state); err != nil {
+		return nil, err
+	}
 	if a.tokens, err = auth.New(a.state); err != nil {
 		return nil, err
 	}
 	if err := a.tokens.EnsureAdmin(a.AdminToken); err != nil {
 		return nil, err
 	}
+	consumers := []string{wal.DefaultConsumer}
+	localWindow := cfg.Influx.Enabled() && cfg.Store.LocalWindow > 0
+	if localWindow {
+		consumers = append(consumers, "local")
+	}
 	if a.wal, err = wal.Open(filepath.Join(cfg.DataDir, "log"), wal.Options{MaxBytes: cfg.Log.MaxBytes,
-		SegmentBytes: cfg.Log.SegmentBytes, NoSync: !cfg.Log.Fsync}, logger.With("component", "wal")); err != nil {
+		SegmentBytes: cfg.Log.SegmentBytes, NoSync: !cfg.Log.Fsync, Consumers: consumers}, logger.With("component", "wal")); err != nil {
 		return nil, err
 	}
 	registerLogMetrics(reg, a.wal)
 
 	var sink ingest.Sink
 	var history ingest.History
-	if cfg.Influx.Enabled() {
-		a.influx = ingest.NewInflux(cfg.Influx)
-		sink, history = a.influx, a.influx
-		logger.Info("storing readings in InfluxDB", "url", cfg.Influx.URL, "bucket", cfg.Influx.Bucket)
-	} else {
+	if !cfg.Influx.Enabled() || localWindow {
 		if a.store, err = store.Open(filepath.Join(cfg.DataDir, "history.db")); err != nil {
 			return nil, err
 		}
-		sink, history = a.store, a.store
-		a.janitor = store.NewJanitor(a.store, cfg.Store.Retention, logger.With("component", "retention"))
+		retention := cfg.Store.Retention
+		if localWindow {
+			retention = cfg.Store.LocalWindow
+		}
+		a.janitor = store.NewJanitor(a.store, retention, logger.With("component", "retention"))
 		a.janitor.Start(ctx)
+		sink, history = a.store, a.store
+	}
+	if cfg.Influx.Enabled() {
+		a.influx = ingest.NewInflux(cfg.Influx)
+		sink = a.influx
+		history = ingest.History(a.influx)
+		logger.Info("storing readings in InfluxDB", "url", cfg.Influx.URL, "bucket", cfg.Influx.Bucket)
+		if localWindow {
+			history = ingest.FallbackHistory{Primary: a.influx, Local: a.store, Window: cfg.Store.LocalWindow, Logger: logger}
+			a.localWriter = ingest.NewWriter(a.wal, a.store, cfg.Writer, ingest.NewWriterMetricsNamed(reg, "telehub_local_store"),
+				filepath.Join(cfg.DataDir, "dead-letters-local.jsonl"), logger.With("component", "local-writer")).As("local")
+			a.localWriter.Start(ctx)
+			logger.Info("keeping a local window of history", "window", cfg.Store.LocalWindow)
+		}
+	} else {
 		logger.Info("storing readings in the embedded store", "path", filepath.Join(cfg.DataDir, "history.db"))
 	}
 	a.writer = ingest.NewWriter(a.wal, sink, cfg.Writer, ingest.NewWriterMetrics(reg),
@@ -111,12 +142,25 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	latest := ingest.NewLatest()
 	presence := devices.NewPresence()
 	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), ingest.NewMetrics(reg), latest, logger.With("component", "ingest"))
+	if a.control, err = newControl(cfg, a.state, a.registry, hub, reg, logger); err != nil {
+		return nil, err
+	}
 
 	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Presence: presence, Stream: hub, History: history, Metrics: reg,
 		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait},
-		Tokens: a.tokens, Logger: logger.With("component", "web")})
+		States: a.control.states, Commands: a.control.commands, Schemas: a.control.schemas,
+		Tokens: a.tokens, Integrations: a.integrations, Logger: logger.With("component", "web")})
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP.Addr, err)
+	}
+	if cfg.HTTP.TLSCert != "" {
+		tlsConfig, err := broker.ServerTLS(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, "")
+		if err != nil {
+			a.httpLn.Close()
+			return nil, fmt.Errorf("https: %w", err)
+		}
+		a.httpLn = tls.NewListener(a.httpLn, tlsConfig)
+		a.https = true
 	}
 	a.http = &http.Server{Handler: a.web, ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
@@ -131,7 +175,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 			hub.Publish(m)
 		}
 	})
-	if a.broker, err = broker.New(cfg.MQTT, a.registry, pipe, presence, logger); err != nil {
+	if a.broker, err = broker.New(cfg.MQTT, a.registry, pipe, presence, logger,
+		broker.WithIntegrations(a.integrations), broker.WithMetrics(reg)); err != nil {
 		return nil, err
 	}
 	a.registry.OnChange(func(c devices.Change) {
@@ -140,9 +185,13 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 			latest.Forget(c.DeviceID)
 		}
 	})
+	if err := a.control.attach(a.broker, presence); err != nil {
+		return nil, err
+	}
 	if err := a.broker.Start(); err != nil {
 		return nil, err
 	}
+	a.control.start(ctx)
 	a.web.SetReady(true)
 	logger.Info("telehub started", "mqtt", a.broker.Addr(), "http", a.httpLn.Addr().String(), "data_dir", cfg.DataDir)
 	return a, nil
@@ -175,7 +224,11 @@ func (a *App) DashboardURL() string {
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "localhost"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/?token=" + a.AdminToken
+	scheme := "http://"
+	if a.https {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, port) + "/?token=" + a.AdminToken
 }
 
 // Store returns the embedded store, nil when InfluxDB is configured.
@@ -200,8 +253,12 @@ func (a *App) Stop() {
 			cancel()
 		}
 		a.wg.Wait()
+		a.control.stop()
 		if a.writer != nil {
 			a.writer.Stop()
+		}
+		if a.localWriter != nil {
+			a.localWriter.Stop()
 		}
 		if a.wal != nil {
 			a.wal.Close()

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/telehub/telehub/broker"
+	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/web"
 )
@@ -35,6 +36,9 @@ type Config struct {
 	Log      LogConfig           `yaml:"log"`
 	Live     LiveConfig          `yaml:"live"`
 	Store    StoreConfig         `yaml:"store"`
+	// Commands and State configure device control.
+	Commands devices.CommandConfig `yaml:"commands"`
+	State    devices.StateConfig   `yaml:"state"`
 }
 
 // StoreConfig configures the embedded store.
@@ -42,6 +46,11 @@ type StoreConfig struct {
 	// Retention is how long the embedded store keeps samples; 0 keeps them
 	// forever.
 	Retention time.Duration `yaml:"retention"`
+	// LocalWindow, when InfluxDB is configured, also keeps this much recent
+	// history in the embedded store, so that the dashboard's charts keep
+	// working while InfluxDB is unreachable (an edge hub with its uplink
+	// down). 0 turns it off.
+	LocalWindow time.Duration `yaml:"local_window"`
 }
 
 // LogConfig bounds the durable log.
@@ -80,6 +89,8 @@ func Default() Config {
 		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: true},
 		Live:     LiveConfig{ReplayBuffer: 65536, ConflateAbove: 4096, PollWait: 25 * time.Second},
 		Store:    StoreConfig{Retention: 30 * 24 * time.Hour},
+		Commands: devices.DefaultCommandConfig(),
+		State:    devices.DefaultStateConfig(),
 	}
 }
 
@@ -97,6 +108,9 @@ func (c Config) Validate() error {
 	if c.Log.MaxBytes < 64<<10 {
 		errs = append(errs, errors.New("log.max_bytes must be at least 65536"))
 	}
+	if c.Store.LocalWindow < 0 {
+		errs = append(errs, errors.New("store.local_window must not be negative"))
+	}
 	if c.Store.Retention < 0 {
 		errs = append(errs, errors.New("store.retention must not be negative"))
 	}
@@ -107,6 +121,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("live.conflate_above must be at least 1 and live.poll_wait between 1s and 5m"))
 	}
 	errs = append(errs, c.MQTT.Validate(), c.HTTP.Validate(), c.Influx.Validate(), c.Writer.Validate())
+	errs = append(errs, c.Commands.Validate(), c.State.Validate())
 	return errors.Join(errs...)
 }
 
@@ -121,6 +136,15 @@ var settings = []setting{
 	{"log-level", "debug, info, warn or error", func(c *Config) any { return &c.LogLevel }},
 	{"mqtt-addr", "MQTT TCP listen address", func(c *Config) any { return &c.MQTT.Addr }},
 	{"http-addr", "HTTP listen address (API, live stream, dashboard)", func(c *Config) any { return &c.HTTP.Addr }},
+	{"allow-anonymous", "admit MQTT clients without credentials, confined to topics outside devices/", func(c *Config) any { return &c.MQTT.AllowAnonymous }},
+	{"mqtt-tls-addr", "MQTT over TLS listen address, e.g. :8883 (needs --mqtt-tls-cert and --mqtt-tls-key)", func(c *Config) any { return &c.MQTT.TLSAddr }},
+	{"mqtt-tls-cert", "PEM certificate of the MQTT TLS and secure WebSocket listeners", func(c *Config) any { return &c.MQTT.TLSCert }},
+	{"mqtt-tls-key", "PEM key of the MQTT TLS and secure WebSocket listeners", func(c *Config) any { return &c.MQTT.TLSKey }},
+	{"mqtt-client-ca", "PEM CA bundle: the MQTT TLS listener then requires client certificates, whose common name is the device ID", func(c *Config) any { return &c.MQTT.ClientCA }},
+	{"mqtt-ws-addr", "MQTT over WebSocket listen address, e.g. :8083", func(c *Config) any { return &c.MQTT.WSAddr }},
+	{"mqtt-wss-addr", "MQTT over secure WebSocket listen address, e.g. :8084", func(c *Config) any { return &c.MQTT.WSSAddr }},
+	{"http-tls-cert", "PEM certificate: serve the API and dashboard over HTTPS", func(c *Config) any { return &c.HTTP.TLSCert }},
+	{"http-tls-key", "PEM key for --http-tls-cert", func(c *Config) any { return &c.HTTP.TLSKey }},
 	{"influx-url", "InfluxDB URL; empty keeps history in the embedded store", func(c *Config) any { return &c.Influx.URL }},
 	{"influx-token", "InfluxDB token (1.8: user:password)", func(c *Config) any { return &c.Influx.Token }},
 	{"influx-org", "InfluxDB organisation (ignored by 1.8)", func(c *Config) any { return &c.Influx.Org }},
@@ -128,6 +152,7 @@ var settings = []setting{
 	{"log-max-bytes", "bound of the durable log in bytes", func(c *Config) any { return &c.Log.MaxBytes }},
 	{"retention", "how long the embedded store keeps history (0: forever)", func(c *Config) any { return &c.Store.Retention }},
 	{"fsync", "fsync the durable log before acknowledging (false: a power cut may lose acknowledged readings)", func(c *Config) any { return &c.Log.Fsync }},
+	{"local-window", "with InfluxDB, also keep this much recent history locally (0: off)", func(c *Config) any { return &c.Store.LocalWindow }},
 	{"batch-size", "readings per store write", func(c *Config) any { return &c.Writer.BatchSize }},
 	{"flush-interval", "how long a partial batch waits for more readings", func(c *Config) any { return &c.Writer.FlushInterval }},
 }

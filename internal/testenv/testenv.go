@@ -42,14 +42,20 @@ func NewInflux(t testing.TB) Influx {
 	if u == "" {
 		Missing(t, "influxd (TELEHUB_TEST_INFLUX_URL)")
 	}
+	db := createDatabase(t, u)
+	t.Cleanup(func() { db.InfluxQL("DROP DATABASE " + db.Database) })
+	return db
+}
+
+// createDatabase creates a database with a random name on the influxd at u.
+func createDatabase(t testing.TB, u string) Influx {
+	t.Helper()
 	b := make([]byte, 6)
 	rand.Read(b)
 	db := Influx{URL: u, Database: "t_" + hex.EncodeToString(b)}
-	_, err := db.InfluxQL("CREATE DATABASE " + db.Database)
-	if err != nil {
+	if _, err := db.InfluxQL("CREATE DATABASE " + db.Database); err != nil {
 		t.Fatalf("create influx database: %v", err)
 	}
-	t.Cleanup(func() { db.InfluxQL("DROP DATABASE " + db.Database) })
 	return db
 }
 

@@ -24,11 +24,11 @@ type Reader struct {
 // NewReader returns the default consumer's reader; see Consumer.
 func (l *Log) NewReader() *Reader { return l.Consumer(DefaultConsumer) }
 
-// Consumer registers a named consumer and returns its reader, positioned at
-// its checkpoint. Segments are deleted only when every consumer is past
-// them, and the log's bound counts what the slowest one has not consumed, so
-// a stalled consumer (an uplink that is down) pushes back on devices instead
-// of losing data. Register every consumer before the first Checkpoint.
+// Consumer returns the reader of a consumer named in Options.Consumers,
+// positioned at its checkpoint. Segments are deleted only when every
+// consumer is past them, and the log's bound counts what the slowest one has
+// not consumed, so a stalled consumer (an uplink that is down) pushes back
+// on devices instead of losing data.
 func (l *Log) Consumer(name string) *Reader {
 	return &Reader{l: l, name: name, next: l.register(name)}
 }

@@ -54,6 +54,11 @@ type Options struct {
 	MaxBytes int64
 	// NoSync skips fsync. Only for benchmarks of the layers above.
 	NoSync bool
+	// Consumers names every consumer of the log (default: just "store").
+	// Their checkpoints protect segments from the moment the log opens;
+	// checkpoints of consumers no longer named are removed, so a consumer
+	// that was turned off cannot pin the log.
+	Consumers []string
 }
 
 type segment struct {
@@ -166,11 +171,7 @@ func (l *Log) recover() error {
 		l.size += good
 		l.next += n
 	}
-	// Nothing is consumed until consumers register with their checkpoints.
-	l.consumed = l.next
-	if len(l.segs) > 0 {
-		l.consumed = l.segs[0].first
-	}
+	l.loadConsumers()
 	l.committed.Store(l.next)
 	if len(l.segs) == 0 {
 		return l.newSegment()
@@ -448,21 +449,48 @@ func (l *Log) Consumed() uint64 {
 // writer.
 const DefaultConsumer = "store"
 
-// register adds a consumer at its persisted checkpoint (or, for a new one,
-// at the oldest record on disk) and returns its position.
-func (l *Log) register(name string) uint64 {
-	c := l.readCheckpoint(name)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// loadConsumers reads the checkpoint of every named consumer (a new one
+// starts at the oldest record on disk) and removes stale checkpoints.
+func (l *Log) loadConsumers() {
+	names := l.opts.Consumers
+	if len(names) == 0 {
+		names = []string{DefaultConsumer}
+	}
 	first := l.next
 	if len(l.segs) > 0 {
 		first = l.segs[0].first
 	}
-	if c < first || c > l.committed.Load() {
-		c = first
+	for _, name := range names {
+		c := l.readCheckpoint(name)
+		if c < first || c > l.next {
+			c = first
+		}
+		l.consumers[name] = c
 	}
-	l.consumers[name] = c
+	l.consumed = first
 	l.recompute()
+	l.dropConsumed()
+	files, _ := filepath.Glob(filepath.Join(l.dir, checkpoint+"*"))
+	for _, f := range files {
+		known := false
+		for _, name := range names {
+			known = known || filepath.Base(f) == checkpointFile(name)
+		}
+		if !known {
+			l.log.Info("wal: removing the checkpoint of a consumer no longer configured", "file", f)
+			os.Remove(f)
+		}
+	}
+}
+
+// register returns a configured consumer's position.
+func (l *Log) register(name string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.consumers[name]
+	if !ok {
+		panic("wal: consumer " + name + " is not in Options.Consumers")
+	}
 	return c
 }
 

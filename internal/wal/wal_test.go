@@ -161,7 +161,8 @@ func BenchmarkAppendParallel(b *testing.B) {
 
 func TestConsumersKeepSegmentsUntilTheSlowestIsDone(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir, Options{SegmentBytes: 4096, MaxBytes: 64 << 10}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	opts := Options{SegmentBytes: 4096, MaxBytes: 64 << 10, Consumers: []string{"store", "forward"}}
+	l, err := Open(dir, opts, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	store, fwd := l.NewReader(), l.Consumer("forward")
 	rec := make([]byte, 500)
@@ -198,11 +199,17 @@ func TestConsumersKeepSegmentsUntilTheSlowestIsDone(t *testing.T) {
 	require.NoError(t, l.Close())
 
 	// Each consumer resumes at its own checkpoint after a restart.
-	l2 := open(t, dir, Options{SegmentBytes: 4096, MaxBytes: 64 << 10})
+	l2 := open(t, dir, opts)
 	s2, f2 := l2.NewReader(), l2.Consumer("forward")
-	defer s2.Close()
-	defer f2.Close()
 	require.False(t, s2.Available(), "the store consumed everything")
 	require.Equal(t, uint64(41), f2.Next())
 	require.True(t, f2.Available())
+	s2.Close()
+	f2.Close()
+	require.NoError(t, l2.Close())
+
+	// Turning the forwarder off frees the log it held.
+	l3 := open(t, dir, Options{SegmentBytes: 4096, MaxBytes: 64 << 10})
+	require.False(t, l3.Full())
+	require.NoFileExists(t, filepath.Join(dir, "checkpoint.forward"))
 }

@@ -1,0 +1,361 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// CommandEvents receives what the broker sees of commands: deliveries
+// (PUBACKs, or publishes dropped before one), device answers, and
+// subscriptions that may make queued commands deliverable.
+type CommandEvents interface {
+	Delivered(deviceID, commandID string, delivered bool)
+	Result(deviceID, commandID string, r devices.CommandResult) error
+	Subscribed(deviceID string)
+}
+
+// StateEvents receives devices' reported state and the expiry of retained
+// desired state.
+type StateEvents interface {
+	Reported(deviceID string, payload []byte, at time.Time) error
+	RetainedExpired(deviceID string)
+}
+
+// Topic suffixes under devices/{id}/.
+const (
+	commandsPrefix  = "commands/"
+	resultSuffix    = "/result"
+	stateTopic      = "state"
+	desiredTopic    = "state/desired"
+	responsesTopic  = "responses"
+	controlClientID = "telehub-control"
+)
+
+// ResponseTopic returns the MQTT 5 response topic of a device's commands.
+// The command ID travels as correlation data.
+func ResponseTopic(deviceID string) string { return "devices/" + deviceID + "/" + responsesTopic }
+
+// DesiredTopic returns the topic a device's desired state is retained on.
+func DesiredTopic(deviceID string) string { return "devices/" + deviceID + "/" + desiredTopic }
+
+// flight names a command publish waiting for its PUBACK: packet IDs are per
+// client connection.
+type flightKey struct {
+	client string
+	id     uint16
+}
+
+type flight struct{ deviceID, commandID string }
+
+// Control is the broker side of commands and state: it publishes commands
+// and desired state through its own inline client, and its hook follows
+// command deliveries and takes device answers and state reports. Safe for
+// concurrent use.
+type Control struct {
+	srv      *mqtt.Server
+	cl       *mqtt.Client
+	commands CommandEvents
+	states   StateEvents
+	log      *slog.Logger
+
+	sendMu  sync.Mutex // one command publish at a time, so capture is unambiguous
+	mu      sync.Mutex
+	flights map[flightKey]flight
+	capture *sendCapture
+}
+
+// sendCapture records what happened to one command publish while it runs
+// (mochi delivers inline publishes synchronously).
+type sendCapture struct {
+	topic   string
+	tracked bool // went out QoS 1: a PUBACK will tell delivery
+	dropped bool // the client's write queue was full
+}
+
+// NewControl attaches the control hook to b; call it before b.Start.
+func NewControl(b *Broker, commands CommandEvents, states StateEvents, logger *slog.Logger) (*Control, error) {
+	c := &Control{srv: b.srv, commands: commands, states: states, log: logger,
+		flights: map[flightKey]flight{}}
+	c.cl = b.srv.NewClient(nil, "local", controlClientID, true)
+	if err := b.srv.AddHook(&controlHook{c: c}, nil); err != nil {
+		return nil, fmt.Errorf("broker: add control hook: %w", err)
+	}
+	return c, nil
+}
+
+// SendCommand publishes a command QoS 1 on devices/{id}/commands/{cid},
+// with the MQTT 5 response topic, correlation data (the command ID),
+// content type and message expiry (the time left before the command
+// expires). It returns devices.ErrUnreachable unless the device is
+// connected and subscribed to the topic and the broker took the publish.
+func (c *Control) SendCommand(cmd devices.Command) error {
+	topic := cmd.Topic()
+	if !DeviceOwns(cmd.DeviceID, topic) { // inline publishes bypass the ACL
+		return fmt.Errorf("command topic %q is not the device's", topic)
+	}
+	left := time.Until(cmd.ExpiresAt)
+	if left <= 0 {
+		return devices.ErrUnreachable
+	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if !c.reachable(cmd.DeviceID, topic) {
+		return devices.ErrUnreachable
+	}
+	capt := &sendCapture{topic: topic}
+	c.mu.Lock()
+	c.capture = capt
+	c.mu.Unlock()
+	err := c.srv.InjectPacket(c.cl, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   topic,
+		Payload:     cmd.Message(),
+		PacketID:    1, // inbound packet ID of the inline client; never acknowledged
+		Properties: packets.Properties{
+			ContentType:           "application/json",
+			ResponseTopic:         ResponseTopic(cmd.DeviceID),
+			CorrelationData:       []byte(cmd.ID),
+			MessageExpiryInterval: uint32(max(1, (left+time.Second-1)/time.Second)),
+		},
+	})
+	c.mu.Lock()
+	c.capture = nil
+	c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("publish command: %w", err)
+	}
+	if capt.dropped {
+		return devices.ErrUnreachable
+	}
+	if !capt.tracked {
+		c.log.Debug("command sent QoS 0 (the device subscribed QoS 0): no delivery confirmation", "device_id", cmd.DeviceID, "command_id", cmd.ID)
+	}
+	return nil
+}
+
+// reachable reports whether a connected client of the device subscribes to
+// topic. A persistent session of a disconnected device does not count: the
+// hub keeps the command (durably) until the device is back.
+func (c *Control) reachable(deviceID, topic string) bool {
+	subs := c.srv.Topics.Subscribers(topic)
+	for clientID := range subs.Subscriptions {
+		cl, ok := c.srv.Clients.Get(clientID)
+		if ok && !cl.Net.Inline && string(cl.Properties.Username) == deviceID && !cl.Closed() {
+			return true
+		}
+	}
+	return false
+}
+
+// PublishDesired publishes a device's desired state retained, QoS 1.
+func (c *Control) PublishDesired(deviceID string, payload []byte) error {
+	topic := DesiredTopic(deviceID)
+	if !DeviceOwns(deviceID, topic) {
+		return fmt.Errorf("desired state topic %q is not the device's", topic)
+	}
+	return c.srv.InjectPacket(c.cl, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
+		TopicName:   topic,
+		Payload:     payload,
+		PacketID:    1,
+		Properties:  packets.Properties{ContentType: "application/json"},
+	})
+}
+
+// controlHook is the Control's view of the broker. It runs on the clients'
+// goroutines and does bounded work: map lookups and hand-offs.
+type controlHook struct {
+	mqtt.HookBase
+	c *Control
+}
+
+var _ mqtt.Hook = (*controlHook)(nil)
+
+func (h *controlHook) ID() string { return "telehub-control" }
+
+func (h *controlHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnQosPublish, mqtt.OnQosDropped,
+		mqtt.OnPublishDropped, mqtt.OnSubscribed, mqtt.OnRetainedExpired:
+		return true
+	}
+	return false
+}
+
+// OnQosPublish records a command publish going out QoS 1/2 to a device
+// (first send, or resend when a persistent session resumes).
+func (h *controlHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	if cl.Net.Inline || pk.FixedHeader.Type != packets.Publish {
+		return
+	}
+	devID, cmdID, ok := commandOf(pk.TopicName)
+	if !ok || devID != string(cl.Properties.Username) {
+		return
+	}
+	h.c.mu.Lock()
+	h.c.flights[flightKey{cl.ID, pk.PacketID}] = flight{devID, cmdID}
+	if h.c.capture != nil && h.c.capture.topic == pk.TopicName {
+		h.c.capture.tracked = true
+	}
+	h.c.mu.Unlock()
+}
+
+// OnPacketRead catches the device's PUBACKs. mochi shares one inflight map
+// between both directions of a connection, so its OnQosComplete also fires
+// for the broker's own PUBACKs to device publishes; a PUBACK read from the
+// device is unambiguous: it acknowledges a publish of ours.
+func (h *controlHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Puback {
+		return pk, nil
+	}
+	key := flightKey{cl.ID, pk.PacketID}
+	h.c.mu.Lock()
+	f, ok := h.c.flights[key]
+	delete(h.c.flights, key)
+	h.c.mu.Unlock()
+	switch {
+	case !ok:
+	case pk.ReasonCode >= packets.ErrUnspecifiedError.Code:
+		// An MQTT 5 device refused the message: resending would be refused
+		// again, so the command fails with the device's reason.
+		h.answer(f.deviceID, f.commandID, devices.CommandResult{
+			Error: fmt.Sprintf("the device refused the command message: PUBACK reason 0x%02x", pk.ReasonCode)})
+	default:
+		h.c.commands.Delivered(f.deviceID, f.commandID, true)
+	}
+	return pk, nil
+}
+
+// OnQosDropped: the broker gave up a publish (clean session ended, session
+// taken over cleanly, inflight expired); the command goes back to queued.
+func (h *controlHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.dropped(cl, pk.PacketID)
+}
+
+// OnPublishDropped: the client's write queue was full.
+func (h *controlHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	if devID, _, ok := commandOf(pk.TopicName); ok && devID == string(cl.Properties.Username) {
+		h.c.mu.Lock()
+		if h.c.capture != nil && h.c.capture.topic == pk.TopicName {
+			h.c.capture.dropped, h.c.capture.tracked = true, false
+		}
+		h.c.mu.Unlock()
+	}
+	// mochi rolls back the inflight entry without OnQosDropped; the packet
+	// ID it had assigned is not known here, so drop by topic.
+	h.c.mu.Lock()
+	for k, f := range h.c.flights {
+		if k.client == cl.ID && "devices/"+f.deviceID+"/commands/"+f.commandID == pk.TopicName {
+			delete(h.c.flights, k)
+		}
+	}
+	h.c.mu.Unlock()
+}
+
+func (h *controlHook) dropped(cl *mqtt.Client, id uint16) {
+	key := flightKey{cl.ID, id}
+	h.c.mu.Lock()
+	f, ok := h.c.flights[key]
+	delete(h.c.flights, key)
+	h.c.mu.Unlock()
+	if ok {
+		h.c.commands.Delivered(f.deviceID, f.commandID, false)
+	}
+}
+
+// OnSubscribed: a device that subscribes may now receive queued commands.
+func (h *controlHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
+	if !cl.Net.Inline {
+		h.c.commands.Subscribed(string(cl.Properties.Username))
+	}
+}
+
+// OnRetainedExpired: mochi drops retained messages after its maximum
+// message expiry; a desired state must stay, so it is published again.
+func (h *controlHook) OnRetainedExpired(filter string) {
+	if id, rest, ok := SplitDeviceTopic(filter); ok && rest == desiredTopic {
+		h.c.states.RetainedExpired(id)
+	}
+}
+
+// OnPublish takes command results, MQTT 5 responses and state reports, and
+// refuses device publishes on the topics only the hub may publish on (a
+// device's command topics and its desired state).
+func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	id, rest, ok := SplitDeviceTopic(pk.TopicName)
+	if !ok || id != string(cl.Properties.Username) {
+		return pk, nil
+	}
+	switch {
+	case rest == stateTopic:
+		if err := h.c.states.Reported(id, pk.Payload, time.Now()); err != nil {
+			h.c.log.Warn("reported state refused", "device_id", id, "err", err)
+			return pk, refuse(cl, pk, packets.ErrPayloadFormatInvalid)
+		}
+	case rest == responsesTopic:
+		cmdID := string(pk.Properties.CorrelationData)
+		if cmdID == "" {
+			h.c.log.Warn("command response without correlation data", "device_id", id)
+			return pk, refuse(cl, pk, packets.ErrProtocolViolation)
+		}
+		h.answer(id, cmdID, devices.ParseResponse(pk.Payload))
+	case strings.HasPrefix(rest, commandsPrefix) && strings.HasSuffix(rest, resultSuffix):
+		cmdID := strings.TrimSuffix(strings.TrimPrefix(rest, commandsPrefix), resultSuffix)
+		if strings.Contains(cmdID, "/") || cmdID == "" {
+			return pk, nil
+		}
+		r, err := devices.ParseResult(pk.Payload)
+		if err != nil {
+			h.c.log.Warn("command result refused", "device_id", id, "command_id", cmdID, "err", err)
+			return pk, refuse(cl, pk, packets.ErrPayloadFormatInvalid)
+		}
+		h.answer(id, cmdID, r)
+	case rest == desiredTopic || strings.HasPrefix(rest, commandsPrefix):
+		h.c.log.Warn("device published on a hub topic", "device_id", id, "topic", pk.TopicName)
+		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
+			cl.Stop(packets.ErrNotAuthorized) // as mochi does for an ACL refusal
+		}
+		return pk, refuse(cl, pk, packets.ErrNotAuthorized)
+	}
+	return pk, nil
+}
+
+func (h *controlHook) answer(deviceID, cmdID string, r devices.CommandResult) {
+	if err := h.c.commands.Result(deviceID, cmdID, r); err != nil {
+		h.c.log.Info("command answer ignored", "device_id", deviceID, "command_id", cmdID, "err", err)
+	}
+}
+
+// refuse returns the error that makes mochi answer an MQTT 5 QoS 1/2
+// publish with code and drop the message. Others are acknowledged (MQTT 3
+// has no negative PUBACK, and a resend would fail again) and dropped.
+func refuse(cl *mqtt.Client, pk packets.Packet, code packets.Code) error {
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		return code
+	}
+	return packets.CodeSuccessIgnore
+}
+
+// commandOf splits devices/{id}/commands/{cid}.
+func commandOf(topic string) (deviceID, commandID string, ok bool) {
+	id, rest, ok := SplitDeviceTopic(topic)
+	if !ok {
+		return "", "", false
+	}
+	cid, found := strings.CutPrefix(rest, commandsPrefix)
+	if !found || cid == "" || strings.Contains(cid, "/") {
+		return "", "", false
+	}
+	return id, cid, true
+}

@@ -1,0 +1,102 @@
+package broker
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/telehub/telehub/internal/metrics"
+)
+
+// Names of the limits, as they appear in telehub_mqtt_limit_hits_total.
+const (
+	limitConnectRate    = "connect_rate"
+	limitMaxConnections = "max_connections"
+	limitMessageRate    = "message_rate"
+	limitPacketSize     = "packet_size"
+	limitTopicLevels    = "topic_levels"
+	limitTopicBytes     = "topic_bytes"
+)
+
+// brokerMetrics counts what happens at the broker's door.
+type brokerMetrics struct {
+	connects     *metrics.Counter
+	authFailures *metrics.Counter
+	limitHits    map[string]*metrics.Counter
+	aclDenied    map[string]*metrics.Counter // publish, subscribe, will
+
+	open      [KindAnonymous + 1]atomic.Int64 // connected clients by kind
+	connected sync.Map                        // *mqtt.Client -> Kind, while connected
+}
+
+func newBrokerMetrics(reg *metrics.Registry) *brokerMetrics {
+	m := &brokerMetrics{
+		connects:     reg.Counter("telehub_mqtt_connects_total", "MQTT connections accepted (CONNACK success)."),
+		authFailures: reg.Counter("telehub_mqtt_auth_failures_total", "MQTT connections refused for bad or missing credentials."),
+		limitHits:    map[string]*metrics.Counter{},
+		aclDenied:    map[string]*metrics.Counter{},
+	}
+	for _, k := range []Kind{KindDevice, KindIntegration, KindAnonymous} {
+		reg.GaugeFunc(`telehub_mqtt_connections{kind="`+k.String()+`"}`, "MQTT clients connected now, by kind.",
+			func() float64 { return float64(m.open[k].Load()) })
+	}
+	for _, l := range []string{limitConnectRate, limitMaxConnections, limitMessageRate, limitPacketSize, limitTopicLevels, limitTopicBytes} {
+		m.limitHits[l] = reg.Counter(`telehub_mqtt_limit_hits_total{limit="`+l+`"}`,
+			"MQTT connections or packets refused by a limit (see the limit label).")
+	}
+	for _, a := range []string{"publish", "subscribe", "will"} {
+		m.aclDenied[a] = reg.Counter(`telehub_mqtt_acl_denied_total{action="`+a+`"}`,
+			"MQTT publishes, subscriptions and will messages refused because the client may not use the topic.")
+	}
+	return m
+}
+
+// openConnections is the number of clients connected now.
+func (m *brokerMetrics) openConnections() int64 {
+	var n int64
+	for i := range m.open {
+		n += m.open[i].Load()
+	}
+	return n
+}
+
+func (m *brokerMetrics) up(cl *mqtt.Client, k Kind) {
+	if _, loaded := m.connected.LoadOrStore(cl, k); !loaded {
+		m.open[k].Add(1)
+		m.connects.Inc()
+	}
+}
+
+func (m *brokerMetrics) down(cl *mqtt.Client) {
+	if k, ok := m.connected.LoadAndDelete(cl); ok {
+		m.open[k.(Kind)].Add(-1)
+	}
+}
+
+// warnLog writes warnings about refused clients and packets at a bounded
+// rate, so that a flood of bad packets cannot flood the log or slow the hub;
+// the next line that gets through says how many were left out.
+type warnLog struct {
+	log        *slog.Logger
+	bucket     *tokenBucket
+	suppressed atomic.Int64
+}
+
+func newWarnLog(log *slog.Logger) *warnLog {
+	return &warnLog{log: log, bucket: newTokenBucket(20, 100, time.Now())}
+}
+
+// Warn logs msg unless too many lines were logged recently.
+func (w *warnLog) Warn(msg string, args ...any) {
+	if !w.bucket.allow(time.Now()) {
+		w.suppressed.Add(1)
+		return
+	}
+	if n := w.suppressed.Swap(0); n > 0 {
+		args = append(args, "similar_lines_suppressed", n)
+	}
+	w.log.Warn(msg, args...)
+}

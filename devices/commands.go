@@ -1,0 +1,1049 @@
+package devices
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/telehub/telehub/internal/live"
+	"github.com/telehub/telehub/internal/metrics"
+)
+
+// CommandStatus is where a command is in its lifecycle.
+type CommandStatus string
+
+// Command statuses. queued, sent and delivered are pending; succeeded,
+// failed and expired are final.
+const (
+	// StatusQueued: stored, waiting for the device to be connected and
+	// subscribed (or to be sent again after a dropped delivery).
+	StatusQueued CommandStatus = "queued"
+	// StatusSent: published QoS 1 on the device's command topic.
+	StatusSent CommandStatus = "sent"
+	// StatusDelivered: the device acknowledged the publish (PUBACK).
+	StatusDelivered CommandStatus = "delivered"
+	// StatusSucceeded: the device answered with status "ok".
+	StatusSucceeded CommandStatus = "succeeded"
+	// StatusFailed: the device answered with status "error".
+	StatusFailed CommandStatus = "failed"
+	// StatusExpired: no answer came before the command's expiry.
+	StatusExpired CommandStatus = "expired"
+)
+
+// Final reports whether no further change can happen.
+func (s CommandStatus) Final() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusExpired
+}
+
+// ParseCommandStatus reads a status name.
+func ParseCommandStatus(s string) (CommandStatus, error) {
+	switch st := CommandStatus(s); st {
+	case StatusQueued, StatusSent, StatusDelivered, StatusSucceeded, StatusFailed, StatusExpired:
+		return st, nil
+	}
+	return "", fmt.Errorf("status %q: use queued, sent, delivered, succeeded, failed or expired", s)
+}
+
+// Transition is one step of a command's history.
+type Transition struct {
+	Status CommandStatus `json:"status"`
+	At     time.Time     `json:"at"`
+	Detail string        `json:"detail,omitempty"`
+}
+
+// maxHistory bounds a command's history; resends after dropped deliveries
+// could otherwise grow it without end. The final transition is always kept.
+const maxHistory = 32
+
+// Command is a control command addressed to one device, with everything
+// known about what happened to it.
+type Command struct {
+	ID             string          `json:"id"`
+	DeviceID       string          `json:"device_id"`
+	Name           string          `json:"name"`
+	Params         json.RawMessage `json:"params"`
+	Status         CommandStatus   `json:"status"`
+	Revision       uint64          `json:"revision"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	CreatedBy      string          `json:"created_by"`
+	CreatedAt      time.Time       `json:"created_at"`
+	UpdatedAt      time.Time       `json:"updated_at"`
+	ExpiresAt      time.Time       `json:"expires_at"`
+	SentAt         *time.Time      `json:"sent_at,omitempty"`
+	DeliveredAt    *time.Time      `json:"delivered_at,omitempty"`
+	CompletedAt    *time.Time      `json:"completed_at,omitempty"`
+	Attempts       int             `json:"attempts"`
+	Result         json.RawMessage `json:"result,omitempty"`
+	Error          string          `json:"error,omitempty"`
+	ResultVia      string          `json:"result_via,omitempty"`
+	History        []Transition    `json:"history"`
+}
+
+// Topic returns the MQTT topic the command is published on.
+func (c Command) Topic() string { return "devices/" + c.DeviceID + "/commands/" + c.ID }
+
+// Message returns the payload published to the device:
+// {"id":...,"name":...,"params":{...},"expires_at":...}.
+func (c Command) Message() []byte {
+	b, _ := json.Marshal(struct {
+		ID        string          `json:"id"`
+		Name      string          `json:"name"`
+		Params    json.RawMessage `json:"params"`
+		ExpiresAt time.Time       `json:"expires_at"`
+	}{c.ID, c.Name, c.Params, c.ExpiresAt})
+	return b
+}
+
+func (c Command) clone() Command {
+	c.History = slices.Clone(c.History)
+	return c
+}
+
+// How a result reached the hub.
+const (
+	ViaResultTopic   = "result_topic"
+	ViaResponseTopic = "response_topic"
+)
+
+// CommandResult is a device's answer to a command.
+type CommandResult struct {
+	OK     bool
+	Result json.RawMessage
+	Error  string
+	Via    string
+}
+
+const maxErrorLen = 1024
+
+// ParseResult decodes an answer on devices/{id}/commands/{cid}/result:
+// {"status":"ok"|"error","result":{...},"error":"..."}.
+func ParseResult(payload []byte) (CommandResult, error) {
+	var r struct {
+		Status string          `json:"status"`
+		Result json.RawMessage `json:"result"`
+		Error  string          `json:"error"`
+	}
+	if err := json.Unmarshal(payload, &r); err != nil {
+		return CommandResult{}, fmt.Errorf("command result: %w", err)
+	}
+	res := CommandResult{Result: r.Result, Error: truncate(r.Error, maxErrorLen), Via: ViaResultTopic}
+	switch r.Status {
+	case "ok":
+		res.OK = true
+	case "error":
+		if res.Error == "" {
+			res.Error = "the device reported an error without a reason"
+		}
+	default:
+		return CommandResult{}, fmt.Errorf(`command result: status %q: use "ok" or "error"`, r.Status)
+	}
+	if bytes.Equal(bytes.TrimSpace(res.Result), []byte("null")) {
+		res.Result = nil
+	}
+	return res, nil
+}
+
+// ParseResponse decodes an MQTT 5 response to a command. A payload in the
+// result format is read as one; any other payload is the result of a
+// success (kept as JSON, or as a JSON string when it is not JSON), so that
+// generic request/response clients work.
+func ParseResponse(payload []byte) CommandResult {
+	if r, err := ParseResult(payload); err == nil {
+		r.Via = ViaResponseTopic
+		return r
+	}
+	res := CommandResult{OK: true, Via: ViaResponseTopic}
+	trimmed := bytes.TrimSpace(payload)
+	switch {
+	case len(trimmed) == 0:
+	case json.Valid(trimmed):
+		res.Result = json.RawMessage(slices.Clone(trimmed))
+	default:
+		b, _ := json.Marshal(string(payload))
+		res.Result = b
+	}
+	return res
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}
+
+// Errors of the command service that callers decide on.
+var (
+	// ErrQueueFull: the device has as many pending commands as allowed.
+	ErrQueueFull = errors.New("too many pending commands for this device")
+	// ErrIdempotencyConflict: the idempotency key names a different command.
+	ErrIdempotencyConflict = errors.New("idempotency key already used for a different command")
+	// ErrUnreachable: the device is not connected, or not subscribed to its
+	// command topic. Returned by a CommandSender; the command stays queued.
+	ErrUnreachable = errors.New("device not reachable")
+	// ErrCommandNotFound: no such command for this device.
+	ErrCommandNotFound = errors.New("command not found")
+	// ErrLate: the command is already final; the answer is ignored.
+	ErrLate = errors.New("command already final")
+)
+
+// CommandConfig configures the command service.
+type CommandConfig struct {
+	// DefaultTimeout is a command's lifetime when the request names none.
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	// MaxTimeout bounds the lifetime a request may ask for.
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+	// MaxPending bounds the pending (queued, sent, delivered) commands of
+	// one device; more are refused at once (HTTP 429).
+	MaxPending int `yaml:"max_pending"`
+	// KeepPerDevice is how many final commands of a device are kept for
+	// queries; older ones are deleted.
+	KeepPerDevice int `yaml:"keep_per_device"`
+	// Retention is how long final commands are kept at most.
+	Retention time.Duration `yaml:"retention"`
+	// RetryInterval is how often queued commands of connected devices are
+	// tried again (besides on connect and subscribe), and old ones pruned.
+	RetryInterval time.Duration `yaml:"retry_interval"`
+	// EventQueue is the capacity of the queue of device answers (PUBACKs
+	// and results) to the command loop.
+	EventQueue int `yaml:"event_queue"`
+	// MaxParamsBytes bounds the JSON parameters of one command.
+	MaxParamsBytes int `yaml:"max_params_bytes"`
+}
+
+// DefaultCommandConfig returns the defaults.
+func DefaultCommandConfig() CommandConfig {
+	return CommandConfig{
+		DefaultTimeout: time.Hour,
+		MaxTimeout:     7 * 24 * time.Hour,
+		MaxPending:     100,
+		KeepPerDevice:  100,
+		Retention:      7 * 24 * time.Hour,
+		RetryInterval:  30 * time.Second,
+		EventQueue:     1024,
+		MaxParamsBytes: 16 << 10,
+	}
+}
+
+// Validate checks the values.
+func (c CommandConfig) Validate() error {
+	var errs []error
+	if c.DefaultTimeout <= 0 || c.MaxTimeout < c.DefaultTimeout {
+		errs = append(errs, errors.New("commands.default_timeout must be positive and at most commands.max_timeout"))
+	}
+	if c.MaxPending < 1 || c.KeepPerDevice < 0 || c.EventQueue < 1 {
+		errs = append(errs, errors.New("commands.max_pending and commands.event_queue must be at least 1, commands.keep_per_device not negative"))
+	}
+	if c.Retention <= 0 || c.RetryInterval <= 0 {
+		errs = append(errs, errors.New("commands.retention and commands.retry_interval must be positive"))
+	}
+	if c.MaxParamsBytes < 256 {
+		errs = append(errs, errors.New("commands.max_params_bytes must be at least 256"))
+	}
+	return errors.Join(errs...)
+}
+
+// CommandStore persists commands. BoltCommandStore keeps them in the
+// hub's state database; a clustered hub will keep them in a JetStream
+// key-value bucket. Implementations must make Put atomic.
+type CommandStore interface {
+	Put(cmds ...Command) error
+	Delete(ids ...string) error
+	Load(fn func(Command) error) error
+}
+
+// CommandSender publishes a command to its device. It returns nil once the
+// command is on its way (the device's session holds it), ErrUnreachable
+// when the device is not connected or not subscribed.
+type CommandSender interface {
+	SendCommand(c Command) error
+}
+
+// LivePublisher takes live stream messages; it must not block.
+type LivePublisher interface {
+	Publish(msgs ...live.Message)
+}
+
+// DeviceLookup finds registered devices.
+type DeviceLookup interface {
+	Get(id string) (Device, bool)
+}
+
+// CommandChecker validates a command for a device type.
+type CommandChecker interface {
+	Check(deviceType, name string, params json.RawMessage) error
+}
+
+// CommandRequest is a command as an operator submits it.
+type CommandRequest struct {
+	DeviceID string
+	Name     string
+	Params   json.RawMessage
+	// Timeout is the lifetime from now; zero takes ExpiresAt, or the
+	// default when that is zero too.
+	Timeout        time.Duration
+	ExpiresAt      time.Time
+	IdempotencyKey string
+	// By names who sent it.
+	By string
+}
+
+// CommandFilter selects commands of a device for List.
+type CommandFilter struct {
+	Statuses []CommandStatus
+	Name     string
+	Limit    int
+}
+
+type commandMetrics struct {
+	created, refusedInvalid, refusedFull *metrics.Counter
+	succeeded, failed, expired           *metrics.Counter
+	sends, dropped, late, unknown        *metrics.Counter
+	storeErrors                          *metrics.Counter
+}
+
+func newCommandMetrics(r *metrics.Registry) *commandMetrics {
+	const fin, ref = "Commands that reached a final status, by status.", "Commands refused, by reason."
+	return &commandMetrics{
+		created:        r.Counter("telehub_commands_created_total", "Commands accepted."),
+		refusedInvalid: r.Counter(`telehub_commands_refused_total{reason="invalid"}`, ref),
+		refusedFull:    r.Counter(`telehub_commands_refused_total{reason="queue_full"}`, ref),
+		succeeded:      r.Counter(`telehub_commands_completed_total{status="succeeded"}`, fin),
+		failed:         r.Counter(`telehub_commands_completed_total{status="failed"}`, fin),
+		expired:        r.Counter(`telehub_commands_completed_total{status="expired"}`, fin),
+		sends:          r.Counter("telehub_command_sends_total", "Command publishes to devices, resends included."),
+		dropped:        r.Counter("telehub_command_deliveries_dropped_total", "Command publishes the broker dropped before the device acknowledged them."),
+		late:           r.Counter(`telehub_command_answers_ignored_total{reason="late"}`, "Device answers that completed nothing, by reason."),
+		unknown:        r.Counter(`telehub_command_answers_ignored_total{reason="unknown"}`, "Device answers that completed nothing, by reason."),
+		storeErrors:    r.Counter("telehub_command_store_errors_total", "Failed writes of command changes (retried)."),
+	}
+}
+
+type eventKind int
+
+const (
+	evDelivered eventKind = iota
+	evDropped
+	evResult
+)
+
+type event struct {
+	kind      eventKind
+	deviceID  string
+	commandID string
+	result    CommandResult
+}
+
+// entry is a command with the loop's bookkeeping.
+type entry struct {
+	cmd       Command
+	needsSend bool // queued, or sent before a restart or a dropped delivery
+}
+
+// Commands is the command service: it accepts commands, keeps them
+// (persisted), sends them when their device is reachable, follows their
+// deliveries and answers, expires them, and reports every change on the live
+// stream. One loop goroutine owns every status change; Submit and the
+// queries run on the callers' goroutines. Safe for concurrent use.
+type Commands struct {
+	cfg     CommandConfig
+	store   CommandStore
+	reg     DeviceLookup
+	checker CommandChecker
+	live    LivePublisher
+	log     *slog.Logger
+	m       *commandMetrics
+
+	createMu sync.Mutex // serialises Submit: idempotency and limits
+
+	mu       sync.RWMutex
+	byID     map[string]*entry
+	byDevice map[string][]*entry // in creation order
+	idem     map[string]*entry   // deviceID + "\x00" + key
+	expiries expiryHeap
+	changed  chan struct{} // closed and replaced on every change
+
+	events chan event
+
+	wakeMu   sync.Mutex
+	flush    map[string]struct{}
+	flushAll bool
+	wake     chan struct{}
+
+	dirty  map[string]struct{} // loop only: changes not yet persisted
+	sender CommandSender
+	done   chan struct{} // closed on Stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// NewCommands loads the commands from store. checker may be nil (no
+// validation beyond the form of name and params); reg may be nil in tests
+// that submit for any device.
+func NewCommands(cfg CommandConfig, store CommandStore, reg DeviceLookup, checker CommandChecker,
+	pub LivePublisher, mr *metrics.Registry, log *slog.Logger) (*Commands, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if mr == nil {
+		mr = metrics.NewRegistry()
+	}
+	c := &Commands{cfg: cfg, store: store, reg: reg, checker: checker, live: pub, log: log, m: newCommandMetrics(mr),
+		byID: map[string]*entry{}, byDevice: map[string][]*entry{}, idem: map[string]*entry{},
+		changed: make(chan struct{}), events: make(chan event, cfg.EventQueue),
+		flush: map[string]struct{}{}, wake: make(chan struct{}, 1), dirty: map[string]struct{}{}, done: make(chan struct{})}
+	var loaded []*entry
+	err := store.Load(func(cmd Command) error {
+		e := &entry{cmd: cmd, needsSend: cmd.Status == StatusQueued || cmd.Status == StatusSent}
+		loaded = append(loaded, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load commands: %w", err)
+	}
+	slices.SortFunc(loaded, func(a, b *entry) int { return strings.Compare(a.cmd.ID, b.cmd.ID) })
+	for _, e := range loaded {
+		c.insert(e)
+	}
+	mr.GaugeFunc("telehub_commands_pending", "Commands queued, sent or delivered.", func() float64 {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		n := 0
+		for _, e := range c.byID {
+			if !e.cmd.Status.Final() {
+				n++
+			}
+		}
+		return float64(n)
+	})
+	return c, nil
+}
+
+// insert adds e to the indexes; c.mu must be held (or c not shared yet).
+func (c *Commands) insert(e *entry) {
+	c.byID[e.cmd.ID] = e
+	c.byDevice[e.cmd.DeviceID] = append(c.byDevice[e.cmd.DeviceID], e)
+	if e.cmd.IdempotencyKey != "" {
+		c.idem[e.cmd.DeviceID+"\x00"+e.cmd.IdempotencyKey] = e
+	}
+	if !e.cmd.Status.Final() {
+		heap.Push(&c.expiries, expiryItem{at: e.cmd.ExpiresAt, id: e.cmd.ID})
+	}
+}
+
+// Start runs the loop that sends, follows and expires commands through
+// sender. Stop ends it.
+func (c *Commands) Start(ctx context.Context, sender CommandSender) {
+	ctx, c.cancel = context.WithCancel(ctx)
+	c.sender = sender
+	c.requestFlushAll()
+	c.wg.Go(func() { c.run(ctx) })
+}
+
+// Stop ends the loop after persisting what it changed. Safe to call twice,
+// and without Start.
+func (c *Commands) Stop() {
+	c.once.Do(func() {
+		if c.cancel != nil {
+			c.cancel()
+		}
+		c.wg.Wait()
+		close(c.done)
+	})
+}
+
+// newCommandID returns a 26-character ID that sorts by creation time: 48
+// bits of Unix milliseconds and 80 random bits in lower-case Crockford
+// base32 (safe in MQTT topics).
+func newCommandID(now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
+	if _, err := rand.Read(b[6:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return idEncoding.EncodeToString(b[:])
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+func validIdempotencyKey(k string) bool {
+	if len(k) == 0 || len(k) > 128 {
+		return false
+	}
+	for _, r := range k {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// Submit accepts a command: it validates it against the device type's
+// schema, stores it (durably, before returning) as queued and asks the loop
+// to send it. With an idempotency key already used for this device it
+// returns the earlier command and replayed = true, or ErrIdempotencyConflict
+// when the earlier command differs in name or parameters.
+func (c *Commands) Submit(req CommandRequest) (cmd Command, replayed bool, err error) {
+	devType := ""
+	if c.reg != nil {
+		d, ok := c.reg.Get(req.DeviceID)
+		if !ok {
+			return Command{}, false, ErrNotFound
+		}
+		devType = d.Type
+	}
+	if err := c.validate(devType, &req); err != nil {
+		c.m.refusedInvalid.Inc()
+		return Command{}, false, err
+	}
+	now := time.Now().UTC()
+	expires := now.Add(c.cfg.DefaultTimeout)
+	switch {
+	case req.Timeout != 0:
+		expires = now.Add(req.Timeout)
+	case !req.ExpiresAt.IsZero():
+		expires = req.ExpiresAt.UTC()
+	}
+	if !expires.After(now) || expires.Sub(now) > c.cfg.MaxTimeout {
+		c.m.refusedInvalid.Inc()
+		return Command{}, false, &ValidationError{fmt.Sprintf("expiry must be in the future and at most %v away", c.cfg.MaxTimeout)}
+	}
+
+	c.createMu.Lock()
+	defer c.createMu.Unlock()
+	c.mu.RLock()
+	if req.IdempotencyKey != "" {
+		if e, ok := c.idem[req.DeviceID+"\x00"+req.IdempotencyKey]; ok {
+			prev := e.cmd.clone()
+			c.mu.RUnlock()
+			if prev.Name != req.Name || !sameParams(prev.Params, req.Params) {
+				return Command{}, false, ErrIdempotencyConflict
+			}
+			return prev, true, nil
+		}
+	}
+	pending := 0
+	for _, e := range c.byDevice[req.DeviceID] {
+		if !e.cmd.Status.Final() {
+			pending++
+		}
+	}
+	c.mu.RUnlock()
+	if pending >= c.cfg.MaxPending {
+		c.m.refusedFull.Inc()
+		return Command{}, false, ErrQueueFull
+	}
+
+	now = now.Truncate(time.Millisecond)
+	cmd = Command{ID: newCommandID(now), DeviceID: req.DeviceID, Name: req.Name, Params: req.Params,
+		Status: StatusQueued, Revision: 1, IdempotencyKey: req.IdempotencyKey, CreatedBy: req.By,
+		CreatedAt: now, UpdatedAt: now, ExpiresAt: expires.Truncate(time.Millisecond),
+		History: []Transition{{Status: StatusQueued, At: now}}}
+	if err := c.store.Put(cmd); err != nil {
+		c.m.storeErrors.Inc()
+		return Command{}, false, fmt.Errorf("store command: %w", err)
+	}
+	c.mu.Lock()
+	c.insert(&entry{cmd: cmd, needsSend: true})
+	c.notifyLocked()
+	c.mu.Unlock()
+	c.m.created.Inc()
+	c.emit(cmd)
+	c.requestFlush(req.DeviceID)
+	return cmd.clone(), false, nil
+}
+
+// validate checks the request's form and, through the checker, its name
+// and parameters; it normalises Params to compact JSON.
+func (c *Commands) validate(devType string, req *CommandRequest) error {
+	if req.IdempotencyKey != "" && !validIdempotencyKey(req.IdempotencyKey) {
+		return &ValidationError{"idempotency key: 1-128 printable characters"}
+	}
+	if req.Timeout < 0 {
+		return &ValidationError{"timeout must be positive"}
+	}
+	if req.Timeout != 0 && !req.ExpiresAt.IsZero() {
+		return &ValidationError{"give timeout or expires_at, not both"}
+	}
+	if len(req.Params) > c.cfg.MaxParamsBytes {
+		return &ValidationError{fmt.Sprintf("params: larger than %d bytes", c.cfg.MaxParamsBytes)}
+	}
+	if !commandNamePattern.MatchString(req.Name) {
+		return &ValidationError{fmt.Sprintf("name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter", req.Name)}
+	}
+	if _, err := decodeParams(req.Params); err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(req.Params)) == 0 || bytes.Equal(bytes.TrimSpace(req.Params), []byte("null")) {
+		req.Params = json.RawMessage("{}")
+	} else {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, req.Params); err != nil {
+			return &ValidationError{"params: " + err.Error()}
+		}
+		req.Params = buf.Bytes()
+	}
+	if c.checker != nil {
+		return c.checker.Check(devType, req.Name, req.Params)
+	}
+	return nil
+}
+
+func sameParams(a, b json.RawMessage) bool {
+	va, err1 := decodeParams(a)
+	vb, err2 := decodeParams(b)
+	return err1 == nil && err2 == nil && jsonEqual(va, vb)
+}
+
+// Get returns a command of a device.
+func (c *Commands) Get(deviceID, id string) (Command, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e, ok := c.byID[id]
+	if !ok || e.cmd.DeviceID != deviceID {
+		return Command{}, false
+	}
+	return e.cmd.clone(), true
+}
+
+// List returns a device's commands, newest first, that pass f.
+func (c *Commands) List(deviceID string, f CommandFilter) []Command {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	es := c.byDevice[deviceID]
+	out := []Command{}
+	for i := len(es) - 1; i >= 0 && (f.Limit <= 0 || len(out) < f.Limit); i-- {
+		cmd := es[i].cmd
+		if len(f.Statuses) > 0 && !slices.Contains(f.Statuses, cmd.Status) || f.Name != "" && cmd.Name != f.Name {
+			continue
+		}
+		out = append(out, cmd.clone())
+	}
+	return out
+}
+
+// Wait returns the command once its revision is above after, it is final,
+// or ctx ends, whichever comes first; ok is false for an unknown command.
+func (c *Commands) Wait(ctx context.Context, deviceID, id string, after uint64) (cmd Command, ok bool) {
+	for {
+		c.mu.RLock()
+		e, found := c.byID[id]
+		ch := c.changed
+		if found && e.cmd.DeviceID == deviceID {
+			cmd = e.cmd.clone()
+		}
+		c.mu.RUnlock()
+		if !found || cmd.DeviceID != deviceID {
+			return Command{}, false
+		}
+		if cmd.Revision > after || cmd.Status.Final() {
+			return cmd, true
+		}
+		select {
+		case <-ctx.Done():
+			return cmd, true
+		case <-ch:
+		}
+	}
+}
+
+// Delivered reports the device's PUBACK (delivered true) or that the broker
+// dropped the publish before one came (false).
+func (c *Commands) Delivered(deviceID, commandID string, delivered bool) {
+	kind := evDelivered
+	if !delivered {
+		kind = evDropped
+	}
+	if c.pending(deviceID, commandID) == nil {
+		return
+	}
+	c.enqueue(event{kind: kind, deviceID: deviceID, commandID: commandID})
+}
+
+// Result reports a device's answer. It returns ErrCommandNotFound for a
+// command the device does not have and ErrLate for one already final; both
+// are counted and otherwise ignored.
+func (c *Commands) Result(deviceID, commandID string, r CommandResult) error {
+	if err := c.pending(deviceID, commandID); err != nil {
+		return err
+	}
+	c.enqueue(event{kind: evResult, deviceID: deviceID, commandID: commandID, result: r})
+	return nil
+}
+
+// pending checks that a command exists for the device and is not final.
+func (c *Commands) pending(deviceID, commandID string) error {
+	c.mu.RLock()
+	e, ok := c.byID[commandID]
+	final := ok && e.cmd.Status.Final()
+	c.mu.RUnlock()
+	switch {
+	case !ok || e.cmd.DeviceID != deviceID:
+		c.m.unknown.Inc()
+		return ErrCommandNotFound
+	case final:
+		c.m.late.Inc()
+		return ErrLate
+	}
+	return nil
+}
+
+// enqueue hands a device's answer to the loop. Only answers for pending
+// commands get here, so the queue holds at most two per pending command:
+// waiting for room (the device's own goroutine waits) loses nothing and is
+// bounded. After Stop answers are dropped.
+func (c *Commands) enqueue(ev event) {
+	select {
+	case c.events <- ev:
+	case <-c.done:
+	}
+}
+
+// Subscribed tells the service that the device subscribed to something:
+// its queued commands may now reach it.
+func (c *Commands) Subscribed(deviceID string) { c.requestFlush(deviceID) }
+
+// OnPresence is a devices.Presence listener: a device that comes online
+// gets its queued commands (if its session is already subscribed; else on
+// its SUBSCRIBE).
+func (c *Commands) OnPresence(ev PresenceEvent) {
+	if ev.Online {
+		c.requestFlush(ev.DeviceID)
+	}
+}
+
+func (c *Commands) requestFlush(deviceID string) {
+	c.wakeMu.Lock()
+	c.flush[deviceID] = struct{}{}
+	c.wakeMu.Unlock()
+	c.signal()
+}
+
+func (c *Commands) requestFlushAll() {
+	c.wakeMu.Lock()
+	c.flushAll = true
+	c.wakeMu.Unlock()
+	c.signal()
+}
+
+func (c *Commands) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Commands) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *Commands) emit(cmd Command) {
+	if c.live == nil {
+		return
+	}
+	if m, err := live.Event(live.KindCommand, cmd.DeviceID, cmd.UpdatedAt, cmd); err == nil {
+		c.live.Publish(m)
+	}
+}
+
+// run is the loop: it applies answers, expires, sends and persists.
+func (c *Commands) run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	sweep := time.NewTicker(c.cfg.RetryInterval)
+	defer sweep.Stop()
+	var evs []event
+	for {
+		c.resetTimer(timer)
+		evs = evs[:0]
+		select {
+		case <-ctx.Done():
+			c.persist()
+			return
+		case ev := <-c.events:
+			evs = append(evs, ev)
+		drain:
+			for len(evs) < 1024 {
+				select {
+				case ev := <-c.events:
+					evs = append(evs, ev)
+				default:
+					break drain
+				}
+			}
+		case <-c.wake:
+		case <-timer.C:
+		case <-sweep.C:
+			c.requestFlushAll()
+			c.prune(time.Now())
+		}
+		c.step(evs)
+	}
+}
+
+// resetTimer arms the timer for the earliest expiry.
+func (c *Commands) resetTimer(t *time.Timer) {
+	c.mu.RLock()
+	d := time.Hour
+	if len(c.expiries) > 0 {
+		d = max(time.Until(c.expiries[0].at), 0)
+	}
+	c.mu.RUnlock()
+	t.Reset(d)
+}
+
+// step applies one round of work; only the loop calls it.
+func (c *Commands) step(evs []event) {
+	now := time.Now().UTC()
+	var changed []Command
+	c.mu.Lock()
+	for _, ev := range evs {
+		if cmd, ok := c.applyLocked(ev, now); ok {
+			changed = append(changed, cmd)
+		}
+	}
+	for len(c.expiries) > 0 && !c.expiries[0].at.After(now) {
+		it := heap.Pop(&c.expiries).(expiryItem)
+		e, ok := c.byID[it.id]
+		if !ok || e.cmd.Status.Final() {
+			continue
+		}
+		if !e.cmd.ExpiresAt.Equal(it.at) { // stale item
+			continue
+		}
+		e.needsSend = false
+		c.transitionLocked(e, StatusExpired, now, "no result before "+e.cmd.ExpiresAt.Format(time.RFC3339Nano))
+		c.m.expired.Inc()
+		changed = append(changed, e.cmd.clone())
+	}
+	c.mu.Unlock()
+
+	changed = append(changed, c.sendQueued(now)...)
+	if len(changed) == 0 && len(c.dirty) == 0 {
+		return
+	}
+	for _, cmd := range changed {
+		c.dirty[cmd.ID] = struct{}{}
+	}
+	c.persist()
+	c.mu.Lock()
+	c.notifyLocked()
+	c.mu.Unlock()
+	for _, cmd := range changed {
+		c.emit(cmd)
+	}
+}
+
+// applyLocked applies a device's answer; c.mu is held.
+func (c *Commands) applyLocked(ev event, now time.Time) (Command, bool) {
+	e, ok := c.byID[ev.commandID]
+	if !ok || e.cmd.DeviceID != ev.deviceID {
+		return Command{}, false
+	}
+	if e.cmd.Status.Final() {
+		if ev.kind == evResult {
+			c.m.late.Inc()
+		}
+		return Command{}, false
+	}
+	switch ev.kind {
+	case evDelivered:
+		if e.cmd.Status != StatusSent {
+			return Command{}, false
+		}
+		e.cmd.DeliveredAt = &now
+		c.transitionLocked(e, StatusDelivered, now, "")
+	case evDropped:
+		if e.cmd.Status != StatusSent {
+			return Command{}, false
+		}
+		c.m.dropped.Inc()
+		e.needsSend = true
+		c.transitionLocked(e, StatusQueued, now, "the broker dropped the delivery; it is sent again when the device is reachable")
+	case evResult:
+		e.needsSend = false
+		r := ev.result
+		e.cmd.Result, e.cmd.ResultVia = r.Result, r.Via
+		if r.OK {
+			c.m.succeeded.Inc()
+			c.transitionLocked(e, StatusSucceeded, now, "")
+		} else {
+			e.cmd.Error = r.Error
+			c.m.failed.Inc()
+			c.transitionLocked(e, StatusFailed, now, r.Error)
+		}
+	}
+	return e.cmd.clone(), true
+}
+
+// transitionLocked moves a command to status; c.mu is held.
+func (c *Commands) transitionLocked(e *entry, st CommandStatus, now time.Time, detail string) {
+	e.cmd.Status = st
+	e.cmd.Revision++
+	e.cmd.UpdatedAt = now
+	if st.Final() {
+		e.cmd.CompletedAt = &now
+	}
+	h := append(slices.Clone(e.cmd.History), Transition{Status: st, At: now, Detail: detail})
+	if len(h) > maxHistory { // keep the first and the latest
+		h = append(h[:1], h[len(h)-maxHistory+1:]...)
+	}
+	e.cmd.History = h
+}
+
+// sendQueued sends the commands waiting for the devices that asked to be
+// flushed (or all, after a sweep) and returns those that changed.
+func (c *Commands) sendQueued(now time.Time) []Command {
+	c.wakeMu.Lock()
+	all := c.flushAll
+	devs := c.flush
+	c.flush, c.flushAll = map[string]struct{}{}, false
+	c.wakeMu.Unlock()
+	if c.sender == nil {
+		return nil
+	}
+	if all {
+		c.mu.RLock()
+		for _, e := range c.byID {
+			if e.needsSend {
+				devs[e.cmd.DeviceID] = struct{}{}
+			}
+		}
+		c.mu.RUnlock()
+	}
+	var changed []Command
+	for dev := range devs {
+		c.mu.RLock()
+		var todo []Command
+		for _, e := range c.byDevice[dev] {
+			if e.needsSend && !e.cmd.Status.Final() {
+				todo = append(todo, e.cmd.clone())
+			}
+		}
+		c.mu.RUnlock()
+		for _, cmd := range todo {
+			err := c.sender.SendCommand(cmd)
+			if errors.Is(err, ErrUnreachable) {
+				break
+			}
+			if err != nil {
+				c.log.Warn("send command", "device_id", dev, "command_id", cmd.ID, "err", err)
+				break
+			}
+			c.m.sends.Inc()
+			c.mu.Lock()
+			e := c.byID[cmd.ID]
+			if e != nil && e.needsSend && !e.cmd.Status.Final() {
+				e.needsSend = false
+				e.cmd.Attempts++
+				e.cmd.SentAt = &now
+				detail := ""
+				if e.cmd.Attempts > 1 {
+					detail = fmt.Sprintf("attempt %d", e.cmd.Attempts)
+				}
+				c.transitionLocked(e, StatusSent, now, detail)
+				changed = append(changed, e.cmd.clone())
+			}
+			c.mu.Unlock()
+		}
+	}
+	return changed
+}
+
+// persist writes the changed commands; on failure they stay dirty and are
+// written with the next change or sweep.
+func (c *Commands) persist() {
+	if len(c.dirty) == 0 {
+		return
+	}
+	cmds := make([]Command, 0, len(c.dirty))
+	c.mu.RLock()
+	for id := range c.dirty {
+		if e, ok := c.byID[id]; ok {
+			cmds = append(cmds, e.cmd.clone())
+		}
+	}
+	c.mu.RUnlock()
+	if err := c.store.Put(cmds...); err != nil {
+		c.m.storeErrors.Inc()
+		c.log.Error("store command changes; retrying with the next change", "count", len(cmds), "err", err)
+		return
+	}
+	clear(c.dirty)
+}
+
+// prune deletes final commands past the retention or beyond the number
+// kept per device.
+func (c *Commands) prune(now time.Time) {
+	var gone []string
+	c.mu.Lock()
+	for dev, es := range c.byDevice {
+		final := 0
+		for _, e := range es {
+			if e.cmd.Status.Final() {
+				final++
+			}
+		}
+		kept := es[:0]
+		for _, e := range es {
+			old := e.cmd.CompletedAt != nil && now.Sub(*e.cmd.CompletedAt) > c.cfg.Retention
+			if e.cmd.Status.Final() && (final > c.cfg.KeepPerDevice || old) {
+				final--
+				gone = append(gone, e.cmd.ID)
+				delete(c.byID, e.cmd.ID)
+				if e.cmd.IdempotencyKey != "" {
+					delete(c.idem, dev+"\x00"+e.cmd.IdempotencyKey)
+				}
+				continue
+			}
+			kept = append(kept, e)
+		}
+		clear(es[len(kept):])
+		if len(kept) == 0 {
+			delete(c.byDevice, dev)
+		} else {
+			c.byDevice[dev] = kept
+		}
+	}
+	c.mu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	if err := c.store.Delete(gone...); err != nil {
+		c.m.storeErrors.Inc()
+		c.log.Warn("delete old commands; they are pruned again after a restart", "count", len(gone), "err", err)
+	}
+}
+
+// expiryItem is a pending command's expiry in the heap.
+type expiryItem struct {
+	at time.Time
+	id string
+}
+
+type expiryHeap []expiryItem
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}

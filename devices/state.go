@@ -1,0 +1,466 @@
+package devices
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/telehub/telehub/internal/live"
+	"github.com/telehub/telehub/internal/metrics"
+)
+
+// ErrVersionConflict means the desired state changed since the version the
+// caller based its change on.
+var ErrVersionConflict = errors.New("desired state version does not match")
+
+// StateConfig configures desired and reported state.
+type StateConfig struct {
+	// MaxBytes bounds one desired or reported state document (JSON).
+	MaxBytes int `yaml:"max_bytes"`
+}
+
+// DefaultStateConfig returns the defaults.
+func DefaultStateConfig() StateConfig { return StateConfig{MaxBytes: 64 << 10} }
+
+// Validate checks the values.
+func (c StateConfig) Validate() error {
+	if c.MaxBytes < 256 {
+		return errors.New("state.max_bytes must be at least 256")
+	}
+	return nil
+}
+
+// State is a device's desired and reported state and the difference
+// between them.
+type State struct {
+	DeviceID string `json:"device_id"`
+	// Desired is what operators want; DesiredVersion counts its changes.
+	Desired        map[string]any `json:"desired"`
+	DesiredVersion uint64         `json:"desired_version"`
+	DesiredAt      *time.Time     `json:"desired_at,omitempty"`
+	DesiredBy      string         `json:"desired_by,omitempty"`
+	// Reported is what the device last said on devices/{id}/state;
+	// ReportedVersion counts its changes, ReportedAt is the last report.
+	Reported        map[string]any `json:"reported"`
+	ReportedVersion uint64         `json:"reported_version"`
+	ReportedAt      *time.Time     `json:"reported_at,omitempty"`
+	// Delta holds the desired values the device does not report (yet);
+	// nested objects are compared member by member.
+	Delta  map[string]any `json:"delta"`
+	InSync bool           `json:"in_sync"`
+}
+
+// stateRecord is the persisted form; documents are kept as JSON.
+type stateRecord struct {
+	Desired         json.RawMessage `json:"desired,omitempty"`
+	DesiredVersion  uint64          `json:"desired_version"`
+	DesiredAt       *time.Time      `json:"desired_at,omitempty"`
+	DesiredBy       string          `json:"desired_by,omitempty"`
+	Reported        json.RawMessage `json:"reported,omitempty"`
+	ReportedVersion uint64          `json:"reported_version"`
+	ReportedAt      *time.Time      `json:"reported_at,omitempty"`
+
+	desired, reported map[string]any // decoded
+}
+
+func (r *stateRecord) view(id string) State {
+	st := State{DeviceID: id, Desired: r.desired, DesiredVersion: r.DesiredVersion, DesiredAt: r.DesiredAt,
+		DesiredBy: r.DesiredBy, Reported: r.reported, ReportedVersion: r.ReportedVersion, ReportedAt: r.ReportedAt}
+	if st.Desired == nil {
+		st.Desired = map[string]any{}
+	}
+	if st.Reported == nil {
+		st.Reported = map[string]any{}
+	}
+	st.Delta = Delta(st.Desired, st.Reported)
+	st.InSync = len(st.Delta) == 0
+	return st
+}
+
+// Delta returns the members of desired that reported lacks or holds with
+// another value; objects present on both sides are compared recursively.
+// A desired null is satisfied by a missing member.
+func Delta(desired, reported map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, dv := range desired {
+		rv, ok := reported[k]
+		dm, dObj := dv.(map[string]any)
+		rm, rObj := rv.(map[string]any)
+		switch {
+		case dObj && rObj:
+			if sub := Delta(dm, rm); len(sub) > 0 {
+				out[k] = sub
+			}
+		case !ok:
+			if dv != nil {
+				out[k] = dv
+			}
+		case !jsonEqual(dv, rv):
+			out[k] = dv
+		}
+	}
+	return out
+}
+
+// DesiredPublisher publishes a device's desired state retained on
+// devices/{id}/state/desired.
+type DesiredPublisher interface {
+	PublishDesired(deviceID string, payload []byte) error
+}
+
+var stateBucket = []byte("device_state")
+
+// States keeps devices' desired and reported state, persisted in the hub's
+// state database and cached in memory. Desired changes are written before
+// they are acknowledged; reported changes (from the broker, on the device's
+// goroutine) are applied in memory at once and written by a background
+// flusher, the latest per device winning. Safe for concurrent use.
+type States struct {
+	cfg  StateConfig
+	db   *bolt.DB
+	reg  DeviceLookup
+	live LivePublisher
+	log  *slog.Logger
+
+	reports, rejected, storeErrors *metrics.Counter
+
+	writeMu sync.Mutex // orders writes: a later write holds a later snapshot
+	pubMu   sync.Mutex // orders desired publishes: the last one is the newest
+	mu      sync.RWMutex
+	recs    map[string]*stateRecord
+	dirty   map[string]struct{}
+	repub   map[string]struct{}
+
+	wake   chan struct{}
+	pub    DesiredPublisher
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// NewStates loads the states from their bucket in db.
+func NewStates(cfg StateConfig, db *bolt.DB, reg DeviceLookup, pub LivePublisher, mr *metrics.Registry, log *slog.Logger) (*States, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if mr == nil {
+		mr = metrics.NewRegistry()
+	}
+	s := &States{cfg: cfg, db: db, reg: reg, live: pub, log: log, recs: map[string]*stateRecord{},
+		dirty: map[string]struct{}{}, repub: map[string]struct{}{}, wake: make(chan struct{}, 1),
+		reports:     mr.Counter("telehub_state_reports_total", "Reported state documents accepted from devices."),
+		rejected:    mr.Counter("telehub_state_reports_rejected_total", "Reported state documents refused (not a JSON object, too large)."),
+		storeErrors: mr.Counter("telehub_state_store_errors_total", "Failed writes of device state (retried)."),
+	}
+	err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(stateBucket)
+		if err != nil {
+			return err
+		}
+		return b.ForEach(func(k, v []byte) error {
+			r := &stateRecord{}
+			if err := json.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("state of %q: %w", k, err)
+			}
+			if r.desired, err = decodeObject(r.Desired); err != nil {
+				return fmt.Errorf("desired state of %q: %w", k, err)
+			}
+			if r.reported, err = decodeObject(r.Reported); err != nil {
+				return fmt.Errorf("reported state of %q: %w", k, err)
+			}
+			s.recs[string(k)] = r
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load device state: %w", err)
+	}
+	return s, nil
+}
+
+func decodeObject(b json.RawMessage) (map[string]any, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, nil
+	}
+	v, err := decodeJSON(b)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("not a JSON object")
+	}
+	return m, nil
+}
+
+// Start publishes every desired state (retained messages do not outlive the
+// broker) and runs the flusher until Stop.
+func (s *States) Start(ctx context.Context, pub DesiredPublisher) {
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.mu.Lock()
+	s.pub = pub
+	for id, r := range s.recs {
+		if r.DesiredVersion > 0 {
+			s.repub[id] = struct{}{}
+		}
+	}
+	s.mu.Unlock()
+	s.signal()
+	s.wg.Go(func() { s.run(ctx) })
+}
+
+// Stop ends the flusher after writing what is pending. Safe to call twice.
+func (s *States) Stop() {
+	s.once.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.wg.Wait()
+	})
+}
+
+func (s *States) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *States) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			s.flush()
+			return
+		case <-s.wake:
+		}
+		s.flush()
+		s.mu.Lock()
+		ids := s.repub
+		s.repub = map[string]struct{}{}
+		s.mu.Unlock()
+		for id := range ids {
+			s.publishDesired(id)
+		}
+	}
+}
+
+// flush writes the dirty records in one transaction.
+func (s *States) flush() {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	if len(s.dirty) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	vals := make(map[string][]byte, len(s.dirty))
+	for id := range s.dirty {
+		if v, err := json.Marshal(s.recs[id]); err == nil {
+			vals[id] = v
+		}
+	}
+	clear(s.dirty)
+	s.mu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(stateBucket)
+		for id, v := range vals {
+			if err := b.Put([]byte(id), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.storeErrors.Inc()
+		s.log.Error("store reported state; retrying with the next report", "devices", len(vals), "err", err)
+		s.mu.Lock()
+		for id := range vals {
+			s.dirty[id] = struct{}{}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Get returns a device's state; ok is false for an unknown device.
+func (s *States) Get(deviceID string) (State, bool) {
+	if _, ok := s.reg.Get(deviceID); !ok {
+		return State{}, false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r := s.recs[deviceID]
+	if r == nil {
+		r = &stateRecord{}
+	}
+	return r.view(deviceID), true
+}
+
+// SetDesired replaces a device's desired state (a JSON object). With
+// ifVersion set, the change is made only if the current desired version is
+// that one (else ErrVersionConflict). The change is stored before it
+// returns, then published retained to the device and on the live stream.
+func (s *States) SetDesired(deviceID string, desired json.RawMessage, ifVersion *uint64, by string) (State, error) {
+	if _, ok := s.reg.Get(deviceID); !ok {
+		return State{}, ErrNotFound
+	}
+	if len(desired) > s.cfg.MaxBytes {
+		return State{}, &ValidationError{fmt.Sprintf("desired state: larger than %d bytes", s.cfg.MaxBytes)}
+	}
+	doc, err := decodeObject(desired)
+	if err != nil || doc == nil {
+		return State{}, &ValidationError{"desired state: must be a JSON object"}
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, desired); err != nil {
+		return State{}, &ValidationError{"desired state: " + err.Error()}
+	}
+
+	s.writeMu.Lock()
+	s.mu.RLock()
+	cur := s.recs[deviceID]
+	next := stateRecord{}
+	if cur != nil {
+		next = *cur
+	}
+	s.mu.RUnlock()
+	if ifVersion != nil && *ifVersion != next.DesiredVersion {
+		s.writeMu.Unlock()
+		return State{}, fmt.Errorf("%w: it is at version %d", ErrVersionConflict, next.DesiredVersion)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	next.Desired, next.desired = compact.Bytes(), doc
+	next.DesiredVersion++
+	next.DesiredAt, next.DesiredBy = &now, by
+	v, err := json.Marshal(&next)
+	if err == nil {
+		err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(stateBucket).Put([]byte(deviceID), v) })
+	}
+	if err != nil {
+		s.writeMu.Unlock()
+		s.storeErrors.Inc()
+		return State{}, fmt.Errorf("store desired state: %w", err)
+	}
+	s.mu.Lock()
+	r := s.recs[deviceID]
+	if r == nil {
+		r = &stateRecord{}
+		s.recs[deviceID] = r
+	}
+	// Only the desired half: a report may have landed since the snapshot.
+	r.Desired, r.desired, r.DesiredVersion, r.DesiredAt, r.DesiredBy =
+		next.Desired, next.desired, next.DesiredVersion, next.DesiredAt, next.DesiredBy
+	view := r.view(deviceID)
+	s.mu.Unlock()
+	s.writeMu.Unlock()
+
+	s.publishDesired(deviceID)
+	s.emit(view, now)
+	return view, nil
+}
+
+// Reported takes a state document a device published on devices/{id}/state.
+// It must be a JSON object of at most StateConfig.MaxBytes. Only a change
+// bumps the reported version and goes to the live stream.
+func (s *States) Reported(deviceID string, payload []byte, at time.Time) error {
+	if len(payload) > s.cfg.MaxBytes {
+		s.rejected.Inc()
+		return fmt.Errorf("reported state: larger than %d bytes", s.cfg.MaxBytes)
+	}
+	doc, err := decodeObject(payload)
+	if err != nil || doc == nil {
+		s.rejected.Inc()
+		return errors.New("reported state: must be a JSON object")
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, payload); err != nil {
+		s.rejected.Inc()
+		return fmt.Errorf("reported state: %w", err)
+	}
+	s.reports.Inc()
+	at = at.UTC().Truncate(time.Millisecond)
+	s.mu.Lock()
+	r := s.recs[deviceID]
+	if r == nil {
+		r = &stateRecord{}
+		s.recs[deviceID] = r
+	}
+	changed := r.ReportedVersion == 0 || !jsonEqual(r.reported, doc)
+	if changed {
+		r.Reported, r.reported = compact.Bytes(), doc
+		r.ReportedVersion++
+	}
+	r.ReportedAt = &at
+	s.dirty[deviceID] = struct{}{}
+	var view State
+	if changed {
+		view = r.view(deviceID)
+	}
+	s.mu.Unlock()
+	s.signal()
+	if changed {
+		s.emit(view, at)
+	}
+	return nil
+}
+
+// RetainedExpired tells that the broker dropped the retained desired state
+// of a device (mochi expires retained messages); it is published again.
+func (s *States) RetainedExpired(deviceID string) {
+	s.mu.Lock()
+	if r := s.recs[deviceID]; r != nil && r.DesiredVersion > 0 {
+		s.repub[deviceID] = struct{}{}
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+// DesiredMessage is the payload published on devices/{id}/state/desired.
+type DesiredMessage struct {
+	Version   uint64         `json:"version"`
+	State     map[string]any `json:"state"`
+	UpdatedAt *time.Time     `json:"updated_at,omitempty"`
+}
+
+// publishDesired publishes the current desired state of a device; pubMu
+// makes the last publish carry the newest version.
+func (s *States) publishDesired(deviceID string) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	s.mu.RLock()
+	r, pub := s.recs[deviceID], s.pub
+	var msg DesiredMessage
+	if r != nil {
+		msg = DesiredMessage{Version: r.DesiredVersion, State: r.desired, UpdatedAt: r.DesiredAt}
+	}
+	s.mu.RUnlock()
+	if pub == nil || r == nil || msg.Version == 0 {
+		return // Start publishes it
+	}
+	if msg.State == nil {
+		msg.State = map[string]any{}
+	}
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return
+	}
+	if err := pub.PublishDesired(deviceID, b); err != nil {
+		s.log.Warn("publish desired state", "device_id", deviceID, "err", err)
+	}
+}
+
+func (s *States) emit(st State, at time.Time) {
+	if s.live == nil {
+		return
+	}
+	if m, err := live.Event(live.KindState, st.DeviceID, at, st); err == nil {
+		s.live.Publish(m)
+	}
+}

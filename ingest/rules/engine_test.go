@@ -1,0 +1,232 @@
+package rules
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/ingest"
+)
+
+// step is one moment of a condition table test: wait, then optionally send
+// a value (or a presence change), then expect the alert's state and the
+// changes published since the previous step.
+type step struct {
+	wait    time.Duration
+	value   *ingest.Value
+	field   string // default: the rule's field
+	online  *bool
+	state   string
+	changes []string
+}
+
+func num(f float64) *ingest.Value { v := ingest.Number(f); return &v }
+func str(s string) *ingest.Value  { v := ingest.String(s); return &v }
+func boolean(b bool) *ingest.Value {
+	v := ingest.Bool(b)
+	return &v
+}
+func ptr[T any](v T) *T { return &v }
+
+func TestConditions(t *testing.T) {
+	const (
+		pending  = StatePending
+		firing   = StateFiring
+		resolved = StateResolved
+	)
+	for _, tc := range []struct {
+		name  string
+		rule  string
+		steps []step
+	}{
+		{
+			name: "threshold fires after for, on time without a reading",
+			rule: `{"id":"r","name":"hot","scope":{"type":"thermostat"},"condition":{"kind":"threshold","field":"temperature","op":">","value":28,"for":"5m"}}`,
+			steps: []step{
+				{value: num(27), state: ""},
+				{value: num(29), state: pending, changes: []string{"pending"}},
+				{wait: 4*time.Minute + 59*time.Second, state: pending},
+				{wait: time.Second, state: firing, changes: []string{"firing"}},
+				{wait: time.Hour, value: num(30), state: firing},
+				{value: num(28), state: resolved, changes: []string{"resolved"}},
+			},
+		},
+		{
+			name: "threshold pending clears before for: nothing kept",
+			rule: `{"id":"r","name":"hot","scope":{},"condition":{"kind":"threshold","field":"temperature","op":">","value":28,"for":"5m"}}`,
+			steps: []step{
+				{value: num(29), state: pending, changes: []string{"pending"}},
+				{wait: 4 * time.Minute, value: num(27), state: "", changes: []string{"inactive"}},
+				{wait: time.Hour, state: ""},
+				{value: num(29), state: pending, changes: []string{"pending"}},
+			},
+		},
+		{
+			name: "hysteresis: clears only below clear_below",
+			rule: `{"id":"r","name":"hot","scope":{},"condition":{"kind":"threshold","field":"temperature","op":">","value":28,"clear_below":26}}`,
+			steps: []step{
+				{value: num(28.5), state: firing, changes: []string{"firing"}},
+				{value: num(27.9), state: firing},
+				{value: num(26), state: firing},
+				{value: num(28.1), state: firing},
+				{value: num(25.9), state: resolved, changes: []string{"resolved"}},
+				{value: num(27), state: resolved},
+			},
+		},
+		{
+			name: "hysteresis below: clears only above clear_above",
+			rule: `{"id":"r","name":"cold","scope":{},"condition":{"kind":"threshold","field":"temperature","op":"<=","value":5,"clear_above":7}}`,
+			steps: []step{
+				{value: num(5), state: firing, changes: []string{"firing"}},
+				{value: num(7), state: firing},
+				{value: num(7.1), state: resolved, changes: []string{"resolved"}},
+			},
+		},
+		{
+			name: "string equality; other types and fields ignored",
+			rule: `{"id":"r","name":"door","scope":{},"condition":{"kind":"threshold","field":"door","op":"==","value":"open","for":"10s"}}`,
+			steps: []step{
+				{value: num(1), state: ""},
+				{value: str("open"), field: "window", state: ""},
+				{value: str("open"), state: pending, changes: []string{"pending"}},
+				{wait: 10 * time.Second, state: firing, changes: []string{"firing"}},
+				{value: num(0), state: firing},
+				{value: str("closed"), state: resolved, changes: []string{"resolved"}},
+			},
+		},
+		{
+			name: "bool inequality",
+			rule: `{"id":"r","name":"not heating","scope":{},"condition":{"kind":"threshold","field":"heating","op":"!=","value":true}}`,
+			steps: []step{
+				{value: boolean(true), state: ""},
+				{value: boolean(false), state: firing, changes: []string{"firing"}},
+				{value: boolean(true), state: resolved, changes: []string{"resolved"}},
+			},
+		},
+		{
+			name: "rate of change over a window",
+			rule: `{"id":"r","name":"rising","scope":{},"condition":{"kind":"rate","field":"temperature","op":">","value":2,"window":"5m"}}`,
+			steps: []step{
+				{value: num(20), state: ""},
+				{wait: 2 * time.Minute, value: num(21), state: ""},
+				{wait: 2 * time.Minute, value: num(22.5), state: firing, changes: []string{"firing"}},
+				{wait: 2 * time.Minute, value: num(22.5), state: resolved, changes: []string{"resolved"}}, // 21 -> 22.5 within 5m
+				{wait: 10 * time.Minute, value: num(30), state: resolved},                                // the first sample of a window
+				{wait: time.Second, value: num(32.5), state: firing, changes: []string{"firing"}},
+			},
+		},
+		{
+			name: "falling rate with for",
+			rule: `{"id":"r","name":"falling","scope":{},"condition":{"kind":"rate","field":"battery","op":"<","value":-10,"window":"1h","for":"10m"}}`,
+			steps: []step{
+				{value: num(100), field: "battery", state: ""},
+				{wait: 30 * time.Minute, value: num(85), field: "battery", state: pending, changes: []string{"pending"}},
+				{wait: 10 * time.Minute, state: firing, changes: []string{"firing"}},
+			},
+		},
+		{
+			name: "absence of a field: fires on time, other fields do not count",
+			rule: `{"id":"r","name":"quiet","scope":{"device":"d1"},"condition":{"kind":"absence","field":"temperature","for":"2m"}}`,
+			steps: []step{
+				{wait: time.Minute, value: num(20), state: ""},
+				{wait: 90 * time.Second, value: num(20), field: "humidity", state: ""},
+				{wait: 30 * time.Second, state: firing, changes: []string{"firing"}},
+				{wait: time.Hour, state: firing},
+				{value: num(21), state: resolved, changes: []string{"resolved"}},
+				{wait: 2 * time.Minute, state: firing, changes: []string{"firing"}},
+			},
+		},
+		{
+			name: "absence of any data, from the start even if the device never sent",
+			rule: `{"id":"r","name":"no data","scope":{"type":"thermostat"},"condition":{"kind":"absence","for":"2m"}}`,
+			steps: []step{
+				{wait: 2 * time.Minute, state: firing, changes: []string{"firing"}},
+				{value: num(1), field: "anything", state: resolved, changes: []string{"resolved"}},
+				{wait: 119 * time.Second, value: num(1), field: "other", state: resolved},
+				{wait: 119 * time.Second, state: resolved},
+				{wait: time.Second, state: firing, changes: []string{"firing"}},
+			},
+		},
+		{
+			name: "offline for a duration",
+			rule: `{"id":"r","name":"offline","scope":{"labels":"room=lab"},"condition":{"kind":"offline","for":"1m"}}`,
+			steps: []step{
+				{online: ptr(true), state: ""},
+				{wait: time.Hour, online: ptr(false), state: ""},
+				{wait: 59 * time.Second, online: ptr(true), state: ""},
+				{online: ptr(false), state: ""},
+				{wait: time.Minute, state: firing, changes: []string{"firing"}},
+				{wait: time.Hour, online: ptr(true), state: resolved, changes: []string{"resolved"}},
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, testConfig())
+				h.device("d1", "thermostat", map[string]string{"room": "lab"})
+				r := h.rule(tc.rule)
+				for i, s := range tc.steps {
+					h.wait(s.wait)
+					if s.value != nil {
+						f := s.field
+						if f == "" {
+							f = r.Condition.Field
+						}
+						h.send("d1", f, *s.value)
+					}
+					if s.online != nil {
+						h.e.PresenceChanged(devices.PresenceEvent{DeviceID: "d1", Online: *s.online, At: time.Now()})
+					}
+					synctest.Wait()
+					require.Equal(t, s.state, h.state("r", "d1"), "step %d: state", i)
+					require.Equal(t, s.changes, h.changes(), "step %d: changes", i)
+				}
+				// Exactly one alert is ever active per rule and device.
+				active := h.e.Alerts(Filter{RuleID: "r", States: []string{StatePending, StateFiring}})
+				require.LessOrEqual(t, len(active), 1)
+			})
+		})
+	}
+}
+
+// TestScopesTouchOnlyMatchingRules: a reading evaluates the rules whose
+// scope matches the device and whose field it carries, nothing else.
+func TestScopesTouchOnlyMatchingRules(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testConfig())
+		h.device("k1", "thermostat", map[string]string{"room": "kitchen", "floor": "1"})
+		h.device("k2", "thermostat", map[string]string{"room": "hall", "floor": "2"})
+		h.device("w1", "wearable", map[string]string{"room": "kitchen"})
+		for _, js := range []string{
+			`{"id":"dev","name":"one device","scope":{"device":"k1"},"condition":{"kind":"threshold","field":"t","op":">","value":0}}`,
+			`{"id":"type","name":"type","scope":{"type":"thermostat"},"condition":{"kind":"threshold","field":"t","op":">","value":0}}`,
+			`{"id":"labels","name":"labels","scope":{"labels":"room=kitchen"},"condition":{"kind":"threshold","field":"t","op":">","value":0}}`,
+			`{"id":"both","name":"type and labels","scope":{"type":"thermostat","labels":"floor in (2,3)"},"condition":{"kind":"threshold","field":"t","op":">","value":0}}`,
+			`{"id":"all","name":"all","scope":{},"condition":{"kind":"threshold","field":"t","op":">","value":0}}`,
+			`{"id":"other-field","name":"other field","scope":{},"condition":{"kind":"threshold","field":"u","op":">","value":0}}`,
+		} {
+			h.rule(js)
+		}
+		evals := func() uint64 { return h.e.metrics.evaluations.Value() }
+		for _, tc := range []struct {
+			dev   string
+			fired []string
+		}{
+			{"k1", []string{"all", "dev", "labels", "type"}},
+			{"k2", []string{"all", "both", "type"}},
+			{"w1", []string{"all", "labels"}},
+		} {
+			before := evals()
+			h.send(tc.dev, "t", ingest.Number(1))
+			require.Equal(t, uint64(len(tc.fired)), evals()-before, "%s: only matching rules evaluated", tc.dev)
+			var got []string
+			for _, a := range h.e.Alerts(Filter{DeviceID: tc.dev, States: []string{StateFiring}}) {
+				got = append(got, a.RuleID)
+			}
+			require.ElementsMatch(t, tc.fired, got, tc.dev)
+		}
+	})
+}

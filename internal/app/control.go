@@ -1,0 +1,73 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/telehub/telehub/broker"
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/internal/config"
+	"github.com/telehub/telehub/internal/metrics"
+)
+
+// control is the device control part of the hub: commands and their
+// schemas, desired and reported state, and their broker side.
+type control struct {
+	schemas  *devices.Schemas
+	commands *devices.Commands
+	states   *devices.States
+	bridge   *broker.Control
+	log      *slog.Logger
+}
+
+// newControl loads commands, schemas and states from the state database.
+func newControl(cfg config.Config, db *bolt.DB, reg devices.DeviceLookup, pub devices.LivePublisher,
+	mr *metrics.Registry, logger *slog.Logger) (*control, error) {
+	c := &control{log: logger}
+	var err error
+	if c.schemas, err = devices.NewSchemas(db); err != nil {
+		return nil, err
+	}
+	store, err := devices.NewBoltCommandStore(db)
+	if err != nil {
+		return nil, err
+	}
+	if c.commands, err = devices.NewCommands(cfg.Commands, store, reg, c.schemas, pub, mr,
+		logger.With("component", "commands")); err != nil {
+		return nil, err
+	}
+	if c.states, err = devices.NewStates(cfg.State, db, reg, pub, mr, logger.With("component", "state")); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// attach adds the control hook to the broker (before it starts) and makes
+// devices coming online receive their queued commands.
+func (c *control) attach(b *broker.Broker, presence *devices.Presence) error {
+	var err error
+	if c.bridge, err = broker.NewControl(b, c.commands, c.states, c.log.With("component", "control")); err != nil {
+		return err
+	}
+	presence.OnChange(c.commands.OnPresence)
+	return nil
+}
+
+// start runs the command loop and the state flusher, which publishes every
+// desired state retained.
+func (c *control) start(ctx context.Context) {
+	c.commands.Start(ctx, c.bridge)
+	c.states.Start(ctx, c.bridge)
+}
+
+// stop ends both after persisting what they changed; call it after the
+// broker is closed and before the state database is.
+func (c *control) stop() {
+	if c == nil {
+		return
+	}
+	c.commands.Stop()
+	c.states.Stop()
+}

@@ -1,0 +1,52 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/internal/config"
+	"github.com/telehub/telehub/internal/testenv"
+)
+
+// With InfluxDB unreachable (an edge hub whose uplink is down), the local
+// window still answers the history API, and the readings wait in the
+// durable log for InfluxDB.
+func TestLocalWindowAnswersWhileInfluxIsDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadURL := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.MQTT.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Writer.FlushInterval = 50 * time.Millisecond
+	cfg.Influx.URL, cfg.Influx.Bucket = deadURL, "telehub"
+	cfg.Store.LocalWindow = time.Hour
+	require.NoError(t, cfg.Validate())
+	a, err := Start(context.Background(), cfg, testenv.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(a.Stop)
+
+	tok := createDevice(t, a, "edge-1", "thermostat")
+	c, err := connect(t, a, "edge-1", tok)
+	require.NoError(t, err)
+	for i := range 5 {
+		require.NoError(t, publish(t, c, "devices/edge-1/telemetry", fmt.Sprintf(`{"temperature":%d}`, 20+i)))
+	}
+	var resp struct {
+		Series []ingest.Series `json:"series"`
+	}
+	testenv.Eventually(t, 10*time.Second, "history from the local window", func() bool {
+		apiGet(t, a, "/api/v1/devices/edge-1/telemetry?fields=temperature&from=-5m", &resp)
+		return len(resp.Series) == 1 && len(resp.Series[0].Values) == 5
+	})
+	require.Equal(t, []any{20.0, 21.0, 22.0, 23.0, 24.0}, resp.Series[0].Values)
+	require.Positive(t, a.wal.Stats().Committed-a.wal.Consumed(), "the readings wait in the log for InfluxDB")
+}

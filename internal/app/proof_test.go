@@ -1,0 +1,586 @@
+package app
+
+// The zero-loss proofs: a real hub, a real influxd, a simulated fleet of real
+// MQTT clients, and the failures the guarantee is about (an InfluxDB outage,
+// a full durable log, a reading InfluxDB refuses, a missing database). Each
+// proof ends by comparing what InfluxDB holds with what the devices saw
+// acknowledged. The crash proof (kill -9) is in cmd/telehub.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/require"
+
+	firmwaresim "github.com/telehub/telehub/firmware-sim"
+	"github.com/telehub/telehub/internal/config"
+	"github.com/telehub/telehub/internal/testenv"
+)
+
+// TestProofInfluxOutage: influxd is stopped while a fleet publishes QoS 1 and
+// started again. Every acknowledged reading ends up in InfluxDB exactly once,
+// with the device's timestamp, and the writer wrote each device's readings in
+// the order the device sent them.
+func TestProofInfluxOutage(t *testing.T) {
+	influxd := testenv.StartInfluxd(t)
+	writes := newWriteRecorder(t, influxd.URL)
+	a := startProofHub(t, writes.URL(), influxd.Database, nil)
+	fleet := startProofFleet(t, a, "outage", nil)
+	marker := startMarker(t, a, "outage-marker")
+
+	fleet.waitAcked(t, 100)
+	testenv.Eventually(t, 20*time.Second, "the writer stored readings before the outage", func() bool {
+		return proofMetric(t, a, "telehub_store_readings_written_total") > 0
+	})
+
+	influxd.Stop()
+	down := fleet.stats().Acked
+	// Keep publishing while InfluxDB is down, until the writer has failed and
+	// a good number of readings were acknowledged that only the log holds.
+	testenv.Eventually(t, 20*time.Second, "readings acknowledged while InfluxDB is down", func() bool {
+		return fleet.stats().Acked >= down+300 && proofMetric(t, a, "telehub_store_retries_total") > 0
+	})
+	require.Positive(t, proofMetric(t, a, "telehub_log_pending_records"), "the log holds what InfluxDB has not confirmed")
+
+	influxd.Start()
+	up := fleet.stats().Sent
+	fleet.waitAcked(t, up+200)
+	st := fleet.finish(t)
+	seqs := marker.finish(t)
+
+	want := requireAllAcked(t, st)
+	influxd.RequireCounts(t, "telemetry", "rssi", want, 30*time.Second)
+	requireMarkerStored(t, influxd.Influx, "outage-marker", marker.base, seqs)
+
+	// The writer's order: each device's readings left in strictly increasing
+	// device time, which is the order the device published them in (it does
+	// not reconnect here); none was confirmed by InfluxDB twice.
+	perDev := writes.timestamps(t)
+	for id, n := range want {
+		require.Len(t, perDev[id], n, "device %s: readings InfluxDB confirmed", id)
+		for i := 1; i < len(perDev[id]); i++ {
+			require.Greater(t, perDev[id][i], perDev[id][i-1], "device %s: write %d is out of log order", id, i)
+		}
+	}
+	require.Len(t, perDev["outage-marker"], int(seqs))
+	require.Zero(t, proofMetric(t, a, "telehub_store_dead_letters_total"))
+}
+
+// TestProofFullLog: with a tiny log and InfluxDB down, devices are pushed
+// back (no PUBACK, connection closed) instead of acknowledged and dropped;
+// when InfluxDB returns, ingest recovers by itself and every acknowledged
+// reading is stored exactly once.
+func TestProofFullLog(t *testing.T) {
+	influxd := testenv.StartInfluxd(t)
+	a := startProofHub(t, influxd.URL, influxd.Database, func(c *config.Config) { c.Log.MaxBytes = 64 << 10 })
+	influxd.Stop()
+	fleet := startProofFleet(t, a, "full", nil)
+	v5 := dialMQTT5(t, a, "full-v5")
+	base := time.Now().Add(-time.Hour).UnixMilli()
+
+	testenv.Eventually(t, 20*time.Second, "log full and devices pushed back", func() bool {
+		m := proofMetrics(t, a)
+		return m["telehub_log_full"] == 1 && m[`telehub_ingest_rejected_total{reason="log_full"}`] > 0
+	})
+	// While the log is full nothing more is accepted, however often the
+	// devices resend.
+	m := proofMetrics(t, a)
+	accepted, refused := m["telehub_ingest_payloads_total"], m[`telehub_ingest_rejected_total{reason="log_full"}`]
+	testenv.Eventually(t, 20*time.Second, "devices keep resending and are refused", func() bool {
+		return proofMetric(t, a, `telehub_ingest_rejected_total{reason="log_full"}`) >= refused+100
+	})
+	// An MQTT 5 device is told why: PUBACK reason 0x97, quota exceeded.
+	require.Equal(t, packets.ErrQuotaExceeded.Code, v5.publish(t, "devices/full-v5/telemetry", fmt.Sprintf(`{"ts":%d,"v5":0}`, base)))
+	m = proofMetrics(t, a)
+	require.Equal(t, accepted, m["telehub_ingest_payloads_total"], "no reading accepted while the log is full")
+	require.Equal(t, float64(1), m["telehub_log_full"])
+	require.LessOrEqual(t, m["telehub_log_bytes"], m["telehub_log_max_bytes"]+16<<10, "the log stays near its bound")
+
+	influxd.Start()
+	testenv.Eventually(t, 30*time.Second, "the log drains once InfluxDB is back", func() bool {
+		return proofMetric(t, a, "telehub_log_full") == 0
+	})
+	recovered := fleet.stats().Sent
+	fleet.waitAcked(t, recovered+100)
+	require.Equal(t, packets.CodeSuccess.Code, v5.publish(t, "devices/full-v5/telemetry", fmt.Sprintf(`{"ts":%d,"v5":1}`, base+1)))
+	st := fleet.finish(t)
+
+	requireStoredAsAcked(t, influxd.Influx, st)
+	influxd.RequireCounts(t, "telemetry", "v5", map[string]int{"full-v5": 1}, 10*time.Second)
+	require.Zero(t, proofMetric(t, a, "telehub_log_full"))
+	require.Zero(t, proofMetric(t, a, "telehub_store_dead_letters_total"))
+}
+
+// TestProofPoisonReading: a reading InfluxDB refuses for good (a field type
+// conflict) goes to the dead-letter file with the reason, and blocks neither
+// the readings after it in the same payload, nor the device's later
+// readings, nor other devices.
+func TestProofPoisonReading(t *testing.T) {
+	db := testenv.NewInflux(t)
+	dir := t.TempDir()
+	a := startProofHubIn(t, dir, db.URL, db.Database, nil)
+	p1, err := connect(t, a, "poison-1", createDevice(t, a, "poison-1", "thermostat"))
+	require.NoError(t, err)
+	p2, err := connect(t, a, "poison-2", createDevice(t, a, "poison-2", "thermostat"))
+	require.NoError(t, err)
+
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	require.NoError(t, publish(t, p1, "devices/poison-1/telemetry", fmt.Sprintf(`{"ts":%d,"temperature":21}`, base)))
+	testenv.Eventually(t, 10*time.Second, "the first reading fixes the field's type", func() bool {
+		return len(temperatures(t, db, "poison-1")) == 1
+	})
+	// The poison and a good reading in one payload: one log record, so they
+	// are always in the same batch.
+	require.NoError(t, publish(t, p1, "devices/poison-1/telemetry",
+		fmt.Sprintf(`[{"ts":%d,"temperature":"hot"},{"ts":%d,"temperature":22}]`, base+1, base+2)))
+	require.NoError(t, publish(t, p2, "devices/poison-2/telemetry", fmt.Sprintf(`{"ts":%d,"temperature":23}`, base+3)))
+	require.NoError(t, publish(t, p1, "devices/poison-1/telemetry", fmt.Sprintf(`{"ts":%d,"temperature":24}`, base+4)))
+
+	testenv.Eventually(t, 20*time.Second, "the readings around the poison are stored", func() bool {
+		return len(temperatures(t, db, "poison-1")) == 3 && len(temperatures(t, db, "poison-2")) == 1
+	})
+	require.Equal(t, [][2]any{{base, 21.0}, {base + 2, 22.0}, {base + 4, 24.0}}, temperatures(t, db, "poison-1"))
+	require.Equal(t, [][2]any{{base + 3, 23.0}}, temperatures(t, db, "poison-2"))
+
+	testenv.Eventually(t, 10*time.Second, "the writer has moved past everything", func() bool {
+		return proofMetric(t, a, "telehub_log_pending_records") == 0
+	})
+	require.Equal(t, float64(1), proofMetric(t, a, "telehub_store_dead_letters_total"))
+	b, err := os.ReadFile(filepath.Join(dir, "dead-letters.jsonl"))
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	require.Len(t, lines, 1)
+	var dl struct {
+		Reason   string         `json:"reason"`
+		DeviceID string         `json:"device_id"`
+		TS       time.Time      `json:"ts"`
+		Fields   map[string]any `json:"fields"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &dl))
+	require.Equal(t, "poison-1", dl.DeviceID)
+	require.Equal(t, map[string]any{"temperature": "hot"}, dl.Fields)
+	require.Equal(t, base+1, dl.TS.UnixMilli())
+	require.Contains(t, dl.Reason, "field type conflict")
+}
+
+// TestProofMissingDatabase: InfluxDB answering 404 (database or bucket not
+// found, as while a deployment is still creating it) is a problem of the
+// store, not of the readings: they wait in the log, none is dead-lettered,
+// and all are stored once the database exists.
+func TestProofMissingDatabase(t *testing.T) {
+	shared := testenv.NewInflux(t) // only for its server
+	db := testenv.Influx{URL: shared.URL, Database: shared.Database + "_late"}
+	t.Cleanup(func() { db.InfluxQL("DROP DATABASE " + db.Database) })
+	dir := t.TempDir()
+	a := startProofHubIn(t, dir, db.URL, db.Database, nil)
+	c, err := connect(t, a, "late-1", createDevice(t, a, "late-1", "thermostat"))
+	require.NoError(t, err)
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range 20 {
+		require.NoError(t, publish(t, c, "devices/late-1/telemetry", fmt.Sprintf(`{"ts":%d,"temperature":%d}`, base+int64(i), i)))
+	}
+	testenv.Eventually(t, 10*time.Second, "the writer tried the missing database", func() bool {
+		m := proofMetrics(t, a)
+		return m["telehub_store_retries_total"] > 0 || m["telehub_store_dead_letters_total"] > 0
+	})
+	require.Zero(t, proofMetric(t, a, "telehub_store_dead_letters_total"), "a missing database is no reason to give readings up")
+
+	_, err = db.InfluxQL("CREATE DATABASE " + db.Database)
+	require.NoError(t, err)
+	db.RequireCounts(t, "telemetry", "temperature", map[string]int{"late-1": 20}, 20*time.Second)
+	require.Zero(t, proofMetric(t, a, "telehub_store_dead_letters_total"))
+	require.NoFileExists(t, filepath.Join(dir, "dead-letters.jsonl"))
+}
+
+// startProofHub runs a hub on loopback ports storing in InfluxDB, with store
+// retries capped low so that it notices a returning InfluxDB quickly.
+func startProofHub(t *testing.T, influxURL, database string, tune func(*config.Config)) *App {
+	t.Helper()
+	return startProofHubIn(t, t.TempDir(), influxURL, database, tune)
+}
+
+func startProofHubIn(t *testing.T, dir, influxURL, database string, tune func(*config.Config)) *App {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = dir
+	cfg.MQTT.Addr = "127.0.0.1:0"
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Influx.URL, cfg.Influx.Bucket = influxURL, database
+	cfg.Writer.FlushInterval = 50 * time.Millisecond
+	cfg.Writer.RetryMax = 500 * time.Millisecond
+	if tune != nil {
+		tune(&cfg)
+	}
+	require.NoError(t, cfg.Validate())
+	a, err := Start(context.Background(), cfg, testenv.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(a.Stop)
+	return a
+}
+
+func proofMetrics(t *testing.T, a *App) map[string]float64 {
+	t.Helper()
+	m, err := testenv.Metrics("http://" + a.HTTPAddr() + "/metrics")
+	require.NoError(t, err)
+	return m
+}
+
+func proofMetric(t *testing.T, a *App, name string) float64 {
+	t.Helper()
+	m := proofMetrics(t, a)
+	v, ok := m[name]
+	require.True(t, ok, "metric %s is not exported", name)
+	return v
+}
+
+// proofFleet is a simulated fleet publishing in the background until finish.
+type proofFleet struct {
+	fleet  *firmwaresim.Fleet
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// startProofFleet starts 5 thermostats and 5 wearables publishing QoS 1
+// every 50 ms, reconnecting within 100 ms when the hub drops them.
+func startProofFleet(t *testing.T, a *App, prefix string, tune func(*firmwaresim.Config)) *proofFleet {
+	t.Helper()
+	cfg := firmwaresim.DefaultConfig()
+	cfg.HubURL = "http://" + a.HTTPAddr()
+	cfg.MQTTURL = "tcp://" + a.MQTTAddr()
+	cfg.Token = a.AdminToken
+	cfg.IDPrefix = prefix
+	cfg.Thermostats, cfg.Wearables = 5, 5
+	cfg.Interval = 50 * time.Millisecond
+	cfg.QoS = 1
+	cfg.ReconnectInterval = 100 * time.Millisecond
+	if tune != nil {
+		tune(&cfg)
+	}
+	f, err := firmwaresim.New(cfg, testenv.Logger(t))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &proofFleet{fleet: f, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.err = f.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-p.done })
+	return p
+}
+
+func (p *proofFleet) stats() firmwaresim.Stats { return p.fleet.Stats() }
+
+// waitAcked waits until the fleet has had n readings acknowledged in all.
+func (p *proofFleet) waitAcked(t *testing.T, n int64) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("fleet acknowledged %d readings", n), func() bool {
+		return p.stats().Acked >= n
+	})
+}
+
+// finish stops publishing, waits for the outstanding acknowledgements and
+// returns the fleet's final counters.
+func (p *proofFleet) finish(t *testing.T) firmwaresim.Stats {
+	t.Helper()
+	p.cancel()
+	<-p.done
+	require.NoError(t, p.err)
+	return p.stats()
+}
+
+// requireAllAcked checks that every reading the fleet took was acknowledged
+// and returns the acknowledged count per device.
+func requireAllAcked(t *testing.T, st firmwaresim.Stats) map[string]int {
+	t.Helper()
+	require.Len(t, st.Devices, 10)
+	require.Zero(t, st.Errors, "no reading may fail")
+	want := map[string]int{}
+	for _, d := range st.Devices {
+		require.Equal(t, d.Sent, d.Acked, "device %s: every reading acknowledged", d.ID)
+		want[d.ID] = int(d.Acked)
+	}
+	return want
+}
+
+// requireStoredAsAcked checks a fleet whose devices were disconnected by the
+// hub: each device has at least its acknowledged readings stored (each once,
+// as points are distinct timestamps) and at most those it sent. A reading
+// paho failed while the connection broke under it counts as an error, but
+// paho keeps it and resends it on reconnect, so it may be stored; with no
+// error the counts are exact.
+func requireStoredAsAcked(t *testing.T, db testenv.Influx, st firmwaresim.Stats) {
+	t.Helper()
+	require.Len(t, st.Devices, 10)
+	low, high := map[string]int{}, map[string]int{}
+	for _, d := range st.Devices {
+		require.Equal(t, d.Sent, d.Acked+d.Errors, "device %s: every reading settled", d.ID)
+		low[d.ID], high[d.ID] = int(d.Acked), int(d.Sent)
+	}
+	t.Logf("fleet: sent %d, acknowledged %d, failed %d", st.Sent, st.Acked, st.Errors)
+	db.RequireCountsBetween(t, "telemetry", "rssi", low, high, 30*time.Second)
+}
+
+// marker is a device of our own that publishes readings with known
+// timestamps (base + seq ms) and value seq, one at a time, each waiting for
+// its PUBACK, so that the exact set of acknowledged readings is known.
+type marker struct {
+	base   int64
+	acked  atomic.Int64
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+func startMarker(t *testing.T, a *App, id string) *marker {
+	t.Helper()
+	c, err := connect(t, a, id, createDevice(t, a, id, "thermostat"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &marker{base: time.Now().Add(-time.Hour).UnixMilli(), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		tick := time.NewTicker(20 * time.Millisecond) // pacing, not synchronisation
+		defer tick.Stop()
+		for seq := int64(0); ; seq++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			tok := c.Publish("devices/"+id+"/telemetry", 1, false, fmt.Sprintf(`{"ts":%d,"seq":%d}`, m.base+seq, seq))
+			if !tok.WaitTimeout(10 * time.Second) {
+				m.err = fmt.Errorf("reading %d not acknowledged", seq)
+				return
+			}
+			if m.err = tok.Error(); m.err != nil {
+				return
+			}
+			m.acked.Add(1)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-m.done })
+	return m
+}
+
+// finish stops the marker and returns how many readings were acknowledged:
+// seq 0 up to that number less one.
+func (m *marker) finish(t *testing.T) int64 {
+	t.Helper()
+	m.cancel()
+	<-m.done
+	require.NoError(t, m.err)
+	require.Positive(t, m.acked.Load())
+	return m.acked.Load()
+}
+
+// requireMarkerStored checks that InfluxDB holds exactly the marker's
+// acknowledged readings: seq 0..n-1, each at its own device timestamp, no
+// gap, nothing else.
+func requireMarkerStored(t *testing.T, db testenv.Influx, id string, base, n int64) {
+	t.Helper()
+	db.RequireCounts(t, "telemetry", "seq", map[string]int{id: int(n)}, 30*time.Second)
+	r, err := db.InfluxQL(fmt.Sprintf(`SELECT seq FROM telemetry WHERE device_id = '%s' ORDER BY time`, id))
+	require.NoError(t, err)
+	rows := r.Rows()
+	require.Len(t, rows, int(n))
+	for i, row := range rows {
+		ns, _ := row[0].(float64)
+		require.Equal(t, []any{base + int64(i), float64(i)}, []any{int64(math.Round(ns / 1e6)), row[1]},
+			"marker reading %d: stored at the device's timestamp with its value", i)
+	}
+}
+
+// temperatures returns a device's stored temperatures as (Unix ms, value)
+// pairs. (Nanosecond times pass through JSON as float64, exact to well under
+// a millisecond.)
+func temperatures(t *testing.T, db testenv.Influx, id string) [][2]any {
+	t.Helper()
+	r, err := db.InfluxQL(fmt.Sprintf(`SELECT temperature FROM telemetry WHERE device_id = '%s' ORDER BY time`, id))
+	require.NoError(t, err)
+	var out [][2]any
+	for _, row := range r.Rows() {
+		ns, _ := row[0].(float64)
+		out = append(out, [2]any{int64(math.Round(ns / 1e6)), row[1]})
+	}
+	return out
+}
+
+// mqtt5Device is a device speaking MQTT 5 (paho.mqtt.golang speaks only
+// 3.1.1), built on mochi's packet codec: enough to connect, publish QoS 1
+// and read the PUBACK's reason code.
+type mqtt5Device struct {
+	conn net.Conn
+	br   *bufio.Reader
+	id   uint16
+}
+
+func dialMQTT5(t *testing.T, a *App, id string) *mqtt5Device {
+	t.Helper()
+	token := createDevice(t, a, id, "thermostat")
+	conn, err := net.DialTimeout("tcp", a.MQTTAddr(), 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	d := &mqtt5Device{conn: conn, br: bufio.NewReader(conn)}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: id,
+			UsernameFlag: true, Username: []byte(id), PasswordFlag: true, Password: []byte(token)}}
+	d.send(t, &pk, pk.ConnectEncode)
+	ack := d.read(t)
+	require.Equal(t, packets.Connack, ack.FixedHeader.Type)
+	require.Equal(t, packets.CodeSuccess.Code, ack.ReasonCode, "MQTT 5 connect")
+	return d
+}
+
+func (d *mqtt5Device) send(t *testing.T, pk *packets.Packet, encode func(*bytes.Buffer) error) {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, encode(&buf))
+	require.NoError(t, d.conn.SetWriteDeadline(time.Now().Add(10*time.Second)))
+	_, err := d.conn.Write(buf.Bytes())
+	require.NoError(t, err)
+}
+
+// read reads one packet, decoding CONNACK and PUBACK.
+func (d *mqtt5Device) read(t *testing.T) packets.Packet {
+	t.Helper()
+	require.NoError(t, d.conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	hb, err := d.br.ReadByte()
+	require.NoError(t, err)
+	pk := packets.Packet{ProtocolVersion: 5}
+	require.NoError(t, pk.FixedHeader.Decode(hb))
+	n, _, err := packets.DecodeLength(d.br)
+	require.NoError(t, err)
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	_, err = io.ReadFull(d.br, body)
+	require.NoError(t, err)
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		require.NoError(t, pk.ConnackDecode(body))
+	case packets.Puback:
+		require.NoError(t, pk.PubackDecode(body))
+	}
+	return pk
+}
+
+// publish sends a QoS 1 PUBLISH and returns the reason code of its PUBACK.
+func (d *mqtt5Device) publish(t *testing.T, topic, payload string) byte {
+	t.Helper()
+	d.id++
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 5,
+		TopicName: topic, PacketID: d.id, Payload: []byte(payload)}
+	d.send(t, &pk, pk.PublishEncode)
+	for {
+		ack := d.read(t)
+		if ack.FixedHeader.Type == packets.Puback && ack.PacketID == d.id {
+			return ack.ReasonCode
+		}
+	}
+}
+
+// writeRecorder is an HTTP proxy in front of influxd that keeps, in order,
+// the bodies of the writes InfluxDB confirmed, so a test sees the order in
+// which the hub wrote readings. While influxd is down it drops the hub's
+// connection, as a stopped server does.
+type writeRecorder struct {
+	target string
+	srv    *httptest.Server
+	client *http.Client
+
+	mu     sync.Mutex
+	bodies [][]byte
+}
+
+func newWriteRecorder(t *testing.T, target string) *writeRecorder {
+	t.Helper()
+	w := &writeRecorder{target: target, client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
+	w.srv = httptest.NewServer(w)
+	t.Cleanup(w.srv.Close)
+	return w
+}
+
+// URL returns the proxy's base URL.
+func (w *writeRecorder) URL() string { return w.srv.URL }
+
+func (w *writeRecorder) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, w.target+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		http.Error(rw, err.Error(), http.StatusBadGateway)
+		return
+	}
+	out.Header = r.Header.Clone()
+	resp, err := w.client.Do(out)
+	if err != nil {
+		if hj, ok := rw.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		http.Error(rw, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(resp.Body)
+	if err != nil {
+		http.Error(rw, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if r.URL.Path == "/api/v2/write" && resp.StatusCode/100 == 2 {
+		w.mu.Lock()
+		w.bodies = append(w.bodies, body)
+		w.mu.Unlock()
+	}
+	for k, vs := range resp.Header {
+		rw.Header()[k] = vs
+	}
+	rw.WriteHeader(resp.StatusCode)
+	rw.Write(rb)
+}
+
+// timestamps returns, per device, the timestamps of the readings InfluxDB
+// confirmed, in the order they were written.
+func (w *writeRecorder) timestamps(t *testing.T) map[string][]int64 {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string][]int64{}
+	for _, body := range w.bodies {
+		sc := bufio.NewScanner(bytes.NewReader(body))
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			_, id, ok := strings.Cut(line, ",device_id=")
+			require.True(t, ok, "line without device_id: %s", line)
+			id, _, _ = strings.Cut(id, ",")
+			id, _, _ = strings.Cut(id, " ")
+			ts, err := strconv.ParseInt(line[strings.LastIndexByte(line, ' ')+1:], 10, 64)
+			require.NoError(t, err, line)
+			out[id] = append(out[id], ts)
+		}
+		require.NoError(t, sc.Err())
+	}
+	return out
+}
