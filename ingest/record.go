@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/telehub/telehub/internal/wal"
 )
 
 // The log record of one publish: the readings of one device, in a compact
@@ -52,6 +54,40 @@ func AppendRecord(b []byte, deviceID, deviceType string, pts []Point) []byte {
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
+}
+
+// RecordCount returns how many readings a log record holds, reading only
+// its header.
+func RecordCount(b []byte) int {
+	d := recDecoder{b: b}
+	if d.byte() != recordVersion {
+		return 0
+	}
+	d.string()
+	d.string()
+	n := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	return int(n)
+}
+
+// CountPending counts the readings in the log from offset on: the backlog
+// a consumer at offset has yet to move.
+func CountPending(l *wal.Log, offset uint64) (int64, error) {
+	r := l.ReadFrom(offset)
+	defer r.Close()
+	var n int64
+	for r.Available() {
+		recs, _, err := r.Read(1024)
+		if err != nil {
+			return n, err
+		}
+		for _, rec := range recs {
+			n += int64(RecordCount(rec))
+		}
+	}
+	return n, nil
 }
 
 // DecodeRecord appends the readings of a log record to rs.

@@ -133,7 +133,16 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	} else {
 		logger.Info("storing readings in the embedded store", "path", filepath.Join(cfg.DataDir, "history.db"))
 	}
-	a.writer = ingest.NewWriter(a.wal, sink, cfg.Writer, ingest.NewWriterMetrics(reg),
+	backlog, err := ingest.CountPending(a.wal, a.wal.Position(wal.DefaultConsumer))
+	if err != nil {
+		logger.Warn("count the durable log's backlog", "err", err)
+	}
+	writerMetrics, pipeMetrics := ingest.NewWriterMetrics(reg), ingest.NewMetrics(reg)
+	reg.GaugeFunc("telehub_log_pending_readings", "Readings in the durable log not yet confirmed by the store.", func() float64 {
+		done := writerMetrics.Written.Value() + writerMetrics.DeadLetters.Value()
+		return float64(backlog + int64(pipeMetrics.Readings.Value()) - int64(done))
+	})
+	a.writer = ingest.NewWriter(a.wal, sink, cfg.Writer, writerMetrics,
 		filepath.Join(cfg.DataDir, "dead-letters.jsonl"), logger.With("component", "writer"))
 	a.writer.Start(ctx)
 
@@ -141,7 +150,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	reg.GaugeFunc("telehub_live_last_seq", "Sequence number of the newest live stream message.", func() float64 { return float64(hub.Last()) })
 	latest := ingest.NewLatest()
 	presence := devices.NewPresence()
-	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), ingest.NewMetrics(reg), latest, logger.With("component", "ingest"))
+	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), pipeMetrics, latest, logger.With("component", "ingest"))
 	if a.control, err = newControl(cfg, a.state, a.registry, hub, reg, logger); err != nil {
 		return nil, err
 	}

@@ -50,3 +50,41 @@ func TestLocalWindowAnswersWhileInfluxIsDown(t *testing.T) {
 	require.Equal(t, []any{20.0, 21.0, 22.0, 23.0, 24.0}, resp.Series[0].Values)
 	require.Positive(t, a.wal.Stats().Committed-a.wal.Consumed(), "the readings wait in the log for InfluxDB")
 }
+
+// The pending-readings gauge counts readings, also those left in the log by
+// a previous run.
+func TestPendingReadingsMetricCountsTheBacklog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadURL := "http://" + ln.Addr().String()
+	ln.Close()
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.MQTT.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Influx.URL, cfg.Influx.Bucket = deadURL, "telehub"
+	cfg.Writer.DrainTimeout = time.Millisecond
+	a, err := Start(context.Background(), cfg, testenv.Logger(t))
+	require.NoError(t, err)
+	tok := createDevice(t, a, "pend-1", "thermostat")
+	c, err := connect(t, a, "pend-1", tok)
+	require.NoError(t, err)
+	require.NoError(t, publish(t, c, "devices/pend-1/telemetry", `[{"a":1},{"a":2},{"a":3}]`))
+	require.NoError(t, publish(t, c, "devices/pend-1/telemetry", `{"a":4}`))
+	require.Equal(t, 4.0, scrape(t, a, "telehub_log_pending_readings"))
+	c.Disconnect(0)
+	a.Stop()
+
+	b, err := Start(context.Background(), cfg, testenv.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(b.Stop)
+	require.Equal(t, 4.0, scrape(t, b, "telehub_log_pending_readings"), "the backlog of the last run")
+}
+
+func scrape(t *testing.T, a *App, name string) float64 {
+	t.Helper()
+	m, err := testenv.Metrics("http://" + a.HTTPAddr() + "/metrics")
+	require.NoError(t, err)
+	v, ok := m[name]
+	require.True(t, ok, "metric %s missing", name)
+	return v
+}

@@ -33,6 +33,11 @@ func (l *Log) Consumer(name string) *Reader {
 	return &Reader{l: l, name: name, next: l.register(name)}
 }
 
+// ReadFrom returns a reader that starts at offset and belongs to no
+// consumer: it moves no checkpoint (Commit does nothing). For inspecting the
+// log, such as counting a backlog at start.
+func (l *Log) ReadFrom(offset uint64) *Reader { return &Reader{l: l, next: offset} }
+
 // Commit records that the consumer has consumed every record before offset.
 func (r *Reader) Commit(offset uint64) error { return r.l.commit1(r.name, offset) }
 

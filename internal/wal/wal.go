@@ -445,6 +445,14 @@ func (l *Log) Consumed() uint64 {
 	return l.consumed
 }
 
+// Position returns a consumer's checkpoint: the offset of the first record
+// it has not consumed.
+func (l *Log) Position(name string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.consumers[name]
+}
+
 // DefaultConsumer is the consumer of NewReader and Checkpoint: the store
 // writer.
 const DefaultConsumer = "store"
@@ -515,7 +523,7 @@ func (l *Log) Checkpoint(offset uint64) error { return l.commit1(DefaultConsumer
 func (l *Log) commit1(name string, offset uint64) error {
 	l.mu.Lock()
 	cur, ok := l.consumers[name]
-	if !ok || offset <= cur {
+	if name == "" || !ok || offset <= cur {
 		l.mu.Unlock()
 		return nil
 	}
