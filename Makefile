@@ -9,7 +9,7 @@ DATA      ?= ./data
 THERMOSTATS ?= 5
 WEARABLES ?= 5
 
-.PHONY: all build run test lint fuzz clean web-assets
+.PHONY: all build run test lint fuzz clean screenshots web-assets bench bench-full release
 
 all: build
 
@@ -32,8 +32,38 @@ lint:
 test: web-assets lint
 	scripts/test.sh
 
+# Benchmarks against the peers in the same run (scripts/bench.sh installs
+# them); both write BENCHMARKS.md. bench: a few minutes; bench-full: the record.
+bench: build
+	scripts/bench.sh quick
+
+bench-full: build
+	scripts/bench.sh full
+
+# Static binaries for the server and the Pi: linux/amd64, linux/arm64 and
+# linux/arm (GOARM=7), telehub and fleetsim each, with the version built in,
+# and their SHA-256 sums, in $(DIST).
+DIST      ?= dist
+RELEASE_TARGETS := linux/amd64 linux/arm64 linux/arm/7
+release: web-assets
+	@mkdir -p $(DIST)
+	@set -e; for t in $(RELEASE_TARGETS); do \
+	  os=$${t%%/*}; rest=$${t#*/}; arch=$${rest%%/*}; arm=$${rest#*/}; \
+	  suffix=$$arch; [ "$$arch" = arm ] && suffix=armv$$arm; \
+	  for cmd in telehub fleetsim; do \
+	    echo "  $$cmd-$$os-$$suffix"; \
+	    CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$([ "$$arch" = arm ] && echo $$arm) \
+	      $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/$$cmd-$$os-$$suffix ./cmd/$$cmd; \
+	  done; \
+	done
+	cd $(DIST) && sha256sum telehub-* fleetsim-* > SHA256SUMS
+
 fuzz:
 	$(GO) test ./ingest -run XXX -fuzz FuzzDecode -fuzztime 60s
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
+
+# Refreshes docs/dashboard*.png (used by the README) from the browser test.
+screenshots: web-assets
+	TELEHUB_UPDATE_SCREENSHOTS=1 scripts/test.sh -run TestDashboardInBrowser

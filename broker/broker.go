@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -65,6 +66,8 @@ type Broker struct {
 	lns    *transports
 	access *accessHook
 	cancel context.CancelFunc
+
+	closeOnce sync.Once
 }
 
 // New builds the broker with its hooks and opens its listeners; Start
@@ -94,6 +97,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 		&limitsHook{srv: srv, cfg: cfg.Limits, sessions: ss, m: m, warn: warn}, // before ingest: refused means not stored
 		&presenceHook{srv: srv, presence: presence, sessions: ss},
 		&ingestHook{ctx: ctx, reg: reg, ing: ing, presence: presence, sessions: ss, log: logger},
+		&relayHook{ctx: ctx, reg: reg, ing: ing, sessions: ss, warn: warn}, // integrations relaying devices' telemetry (relay.go)
 		access, // last: the hooks above still know who disconnects
 	} {
 		if err := srv.AddHook(h, nil); err != nil {
@@ -108,6 +112,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 			cancel()
 			return nil, fmt.Errorf("broker: %w", err)
 		}
+		logger.Info("mqtt listening", "protocol", l.Protocol(), "addr", l.Address())
 	}
 	if o.integrations != nil {
 		o.integrations.OnDelete(func(id string) { access.disconnectIdentity(identity{KindIntegration, id}) })
@@ -132,8 +137,11 @@ func (b *Broker) Server() *mqtt.Server { return b.srv }
 // Close disconnects every client and closes the listener. Publishes in flight
 // finish their hooks first. Safe to call twice.
 func (b *Broker) Close() error {
-	err := b.srv.Close()
-	b.cancel()
+	var err error
+	b.closeOnce.Do(func() {
+		err = b.srv.Close()
+		b.cancel()
+	})
 	return err
 }
 

@@ -62,11 +62,15 @@ type flight struct{ deviceID, commandID string }
 type Control struct {
 	srv      *mqtt.Server
 	cl       *mqtt.Client
+	sessions *sessions
 	commands CommandEvents
 	states   StateEvents
 	log      *slog.Logger
 
-	sendMu  sync.Mutex // one command publish at a time, so capture is unambiguous
+	// sendMu makes one command publish at a time, so that capture is
+	// unambiguous. It is held across the inline publish, whose hooks never
+	// send commands.
+	sendMu  sync.Mutex
 	mu      sync.Mutex
 	flights map[flightKey]flight
 	capture *sendCapture
@@ -82,7 +86,7 @@ type sendCapture struct {
 
 // NewControl attaches the control hook to b; call it before b.Start.
 func NewControl(b *Broker, commands CommandEvents, states StateEvents, logger *slog.Logger) (*Control, error) {
-	c := &Control{srv: b.srv, commands: commands, states: states, log: logger,
+	c := &Control{srv: b.srv, sessions: b.access.sessions, commands: commands, states: states, log: logger,
 		flights: map[flightKey]flight{}}
 	c.cl = b.srv.NewClient(nil, "local", controlClientID, true)
 	if err := b.srv.AddHook(&controlHook{c: c}, nil); err != nil {
@@ -148,14 +152,24 @@ func (c *Control) reachable(deviceID, topic string) bool {
 	subs := c.srv.Topics.Subscribers(topic)
 	for clientID := range subs.Subscriptions {
 		cl, ok := c.srv.Clients.Get(clientID)
-		if ok && !cl.Net.Inline && string(cl.Properties.Username) == deviceID && !cl.Closed() {
+		if ok && !cl.Closed() && c.deviceOf(cl) == deviceID {
 			return true
 		}
 	}
 	return false
 }
 
-// PublishDesired publishes a device's desired state retained, QoS 1.
+// deviceOf returns the device ID of a client that is a device, else "".
+func (c *Control) deviceOf(cl *mqtt.Client) string {
+	if cl.Net.Inline {
+		return ""
+	}
+	id, _ := c.sessions.device(cl)
+	return id
+}
+
+// PublishDesired publishes a device's desired state retained, QoS 1; an
+// empty payload clears it.
 func (c *Control) PublishDesired(deviceID string, payload []byte) error {
 	topic := DesiredTopic(deviceID)
 	if !DeviceOwns(deviceID, topic) {
@@ -193,11 +207,11 @@ func (h *controlHook) Provides(b byte) bool {
 // OnQosPublish records a command publish going out QoS 1/2 to a device
 // (first send, or resend when a persistent session resumes).
 func (h *controlHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
-	if cl.Net.Inline || pk.FixedHeader.Type != packets.Publish {
+	if pk.FixedHeader.Type != packets.Publish {
 		return
 	}
 	devID, cmdID, ok := commandOf(pk.TopicName)
-	if !ok || devID != string(cl.Properties.Username) {
+	if !ok || devID != h.c.deviceOf(cl) {
 		return
 	}
 	h.c.mu.Lock()
@@ -242,7 +256,7 @@ func (h *controlHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 
 // OnPublishDropped: the client's write queue was full.
 func (h *controlHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
-	if devID, _, ok := commandOf(pk.TopicName); ok && devID == string(cl.Properties.Username) {
+	if devID, _, ok := commandOf(pk.TopicName); ok && devID == h.c.deviceOf(cl) {
 		h.c.mu.Lock()
 		if h.c.capture != nil && h.c.capture.topic == pk.TopicName {
 			h.c.capture.dropped, h.c.capture.tracked = true, false
@@ -273,8 +287,8 @@ func (h *controlHook) dropped(cl *mqtt.Client, id uint16) {
 
 // OnSubscribed: a device that subscribes may now receive queued commands.
 func (h *controlHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
-	if !cl.Net.Inline {
-		h.c.commands.Subscribed(string(cl.Properties.Username))
+	if id := h.c.deviceOf(cl); id != "" {
+		h.c.commands.Subscribed(id)
 	}
 }
 
@@ -290,11 +304,8 @@ func (h *controlHook) OnRetainedExpired(filter string) {
 // refuses device publishes on the topics only the hub may publish on (a
 // device's command topics and its desired state).
 func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline {
-		return pk, nil
-	}
 	id, rest, ok := SplitDeviceTopic(pk.TopicName)
-	if !ok || id != string(cl.Properties.Username) {
+	if !ok || id != h.c.deviceOf(cl) {
 		return pk, nil
 	}
 	switch {

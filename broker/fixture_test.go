@@ -119,9 +119,9 @@ func (f *fixture) dial(t *testing.T, clientID, user, pass string, edit func(*pah
 		clientID = user + "-c"
 	}
 	c := &client{lost: make(chan struct{})}
-	opts := paho.NewClientOptions().AddBroker("tcp://"+f.b.Addr()).SetClientID(clientID).
+	opts := paho.NewClientOptions().AddBroker("tcp://" + f.b.Addr()).SetClientID(clientID).
 		SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectRetry(false).
-		SetConnectTimeout(5*time.Second).SetProtocolVersion(4).
+		SetConnectTimeout(5 * time.Second).SetProtocolVersion(4).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.add(m) }).
 		SetConnectionLostHandler(func(paho.Client, error) { close(c.lost) })
 	if edit != nil {

@@ -96,6 +96,11 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if v5 && pk.FixedHeader.Qos > 0 {
 			return pk, packets.ErrUnspecifiedError
 		}
+		if pk.FixedHeader.Qos > 0 {
+			// As for backpressure: no PUBACK, and a reconnect makes the
+			// MQTT 3 device resend.
+			cl.Stop(packets.ErrUnspecifiedError)
+		}
 		return pk, packets.ErrRejectPacket
 	}
 }

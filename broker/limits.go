@@ -14,8 +14,10 @@ import (
 // What happens to a client that publishes faster than its message rate.
 const (
 	// OverRateDrop refuses the publishes over the rate: QoS 0 ones are
-	// dropped, MQTT 5 clients get reason 0x96 for QoS 1 and 2, MQTT 3.1.1
-	// clients get no acknowledgement and resend after reconnecting.
+	// dropped, MQTT 5 clients get reason 0x96 for QoS 1 and 2. MQTT 3.1.1
+	// has no negative acknowledgement and resends only on reconnect, so a
+	// 3.1.1 QoS 1 or 2 publish over the rate closes the connection: the
+	// device reconnects after its back-off and resends.
 	OverRateDrop = "drop"
 	// OverRateDisconnect closes the connection (MQTT 5: DISCONNECT 0x96).
 	OverRateDisconnect = "disconnect"
@@ -176,7 +178,7 @@ func (h *limitsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if se != nil && !se.rate.allow(time.Now()) {
 		h.m.limitHits[limitMessageRate].Inc()
 		h.warn.Warn("mqtt publish refused: over the message rate", se.attrs(cl, "topic", clip(pk.TopicName), "action", h.cfg.OverRate)...)
-		if h.cfg.OverRate == OverRateDisconnect {
+		if h.cfg.OverRate == OverRateDisconnect || cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
 			disconnect(h.srv, cl, packets.ErrMessageRateTooHigh)
 			return pk, packets.ErrRejectPacket
 		}

@@ -384,16 +384,17 @@ func (c *wsConn) LocalAddr() net.Addr { return c.ws.LocalAddr() }
 // RemoteAddr returns the peer's address.
 func (c *wsConn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
 
-// SetDeadline sets the read and write deadlines.
-func (c *wsConn) SetDeadline(t time.Time) error {
-	return errors.Join(c.ws.SetReadDeadline(t), c.ws.SetWriteDeadline(t))
-}
+// SetDeadline sets the read deadline, which mochi uses for the CONNECT
+// timeout and keepalive. gorilla/websocket manages write deadlines per
+// message and its SetWriteDeadline may not run beside a write, so writes
+// keep none: a client that stops reading is caught by its read deadline.
+func (c *wsConn) SetDeadline(t time.Time) error { return c.ws.NetConn().SetReadDeadline(t) }
 
 // SetReadDeadline sets the read deadline.
-func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.NetConn().SetReadDeadline(t) }
 
-// SetWriteDeadline sets the write deadline.
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+// SetWriteDeadline does nothing; see SetDeadline.
+func (c *wsConn) SetWriteDeadline(time.Time) error { return nil }
 
 // ConnectionState returns the TLS state of a wss connection.
 func (c *wsConn) ConnectionState() tls.ConnectionState {

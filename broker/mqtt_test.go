@@ -91,7 +91,8 @@ func TestPersistentSession(t *testing.T) {
 	back, err := f.dial(t, "ps-session", "ps", tok, persistent)
 	require.NoError(t, err)
 	testenv.Eventually(t, 5*time.Second, "queued commands delivered", func() bool { return len(back.topics()) >= 2 })
-	require.Equal(t, []string{"devices/ps/commands/c1", "devices/ps/commands/c2"}, back.topics())
+	// mochi resends a resumed session's in-flight messages in no set order.
+	require.ElementsMatch(t, []string{"devices/ps/commands/c1", "devices/ps/commands/c2"}, back.topics())
 }
 
 // TestWill: a client that vanishes without DISCONNECT (mosquitto_sub killed)

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"container/heap"
 	"context"
-	"crypto/rand"
-	"encoding/base32"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,174 +12,10 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
 )
-
-// CommandStatus is where a command is in its lifecycle.
-type CommandStatus string
-
-// Command statuses. queued, sent and delivered are pending; succeeded,
-// failed and expired are final.
-const (
-	// StatusQueued: stored, waiting for the device to be connected and
-	// subscribed (or to be sent again after a dropped delivery).
-	StatusQueued CommandStatus = "queued"
-	// StatusSent: published QoS 1 on the device's command topic.
-	StatusSent CommandStatus = "sent"
-	// StatusDelivered: the device acknowledged the publish (PUBACK).
-	StatusDelivered CommandStatus = "delivered"
-	// StatusSucceeded: the device answered with status "ok".
-	StatusSucceeded CommandStatus = "succeeded"
-	// StatusFailed: the device answered with status "error".
-	StatusFailed CommandStatus = "failed"
-	// StatusExpired: no answer came before the command's expiry.
-	StatusExpired CommandStatus = "expired"
-)
-
-// Final reports whether no further change can happen.
-func (s CommandStatus) Final() bool {
-	return s == StatusSucceeded || s == StatusFailed || s == StatusExpired
-}
-
-// ParseCommandStatus reads a status name.
-func ParseCommandStatus(s string) (CommandStatus, error) {
-	switch st := CommandStatus(s); st {
-	case StatusQueued, StatusSent, StatusDelivered, StatusSucceeded, StatusFailed, StatusExpired:
-		return st, nil
-	}
-	return "", fmt.Errorf("status %q: use queued, sent, delivered, succeeded, failed or expired", s)
-}
-
-// Transition is one step of a command's history.
-type Transition struct {
-	Status CommandStatus `json:"status"`
-	At     time.Time     `json:"at"`
-	Detail string        `json:"detail,omitempty"`
-}
-
-// maxHistory bounds a command's history; resends after dropped deliveries
-// could otherwise grow it without end. The final transition is always kept.
-const maxHistory = 32
-
-// Command is a control command addressed to one device, with everything
-// known about what happened to it.
-type Command struct {
-	ID             string          `json:"id"`
-	DeviceID       string          `json:"device_id"`
-	Name           string          `json:"name"`
-	Params         json.RawMessage `json:"params"`
-	Status         CommandStatus   `json:"status"`
-	Revision       uint64          `json:"revision"`
-	IdempotencyKey string          `json:"idempotency_key,omitempty"`
-	CreatedBy      string          `json:"created_by"`
-	CreatedAt      time.Time       `json:"created_at"`
-	UpdatedAt      time.Time       `json:"updated_at"`
-	ExpiresAt      time.Time       `json:"expires_at"`
-	SentAt         *time.Time      `json:"sent_at,omitempty"`
-	DeliveredAt    *time.Time      `json:"delivered_at,omitempty"`
-	CompletedAt    *time.Time      `json:"completed_at,omitempty"`
-	Attempts       int             `json:"attempts"`
-	Result         json.RawMessage `json:"result,omitempty"`
-	Error          string          `json:"error,omitempty"`
-	ResultVia      string          `json:"result_via,omitempty"`
-	History        []Transition    `json:"history"`
-}
-
-// Topic returns the MQTT topic the command is published on.
-func (c Command) Topic() string { return "devices/" + c.DeviceID + "/commands/" + c.ID }
-
-// Message returns the payload published to the device:
-// {"id":...,"name":...,"params":{...},"expires_at":...}.
-func (c Command) Message() []byte {
-	b, _ := json.Marshal(struct {
-		ID        string          `json:"id"`
-		Name      string          `json:"name"`
-		Params    json.RawMessage `json:"params"`
-		ExpiresAt time.Time       `json:"expires_at"`
-	}{c.ID, c.Name, c.Params, c.ExpiresAt})
-	return b
-}
-
-func (c Command) clone() Command {
-	c.History = slices.Clone(c.History)
-	return c
-}
-
-// How a result reached the hub.
-const (
-	ViaResultTopic   = "result_topic"
-	ViaResponseTopic = "response_topic"
-)
-
-// CommandResult is a device's answer to a command.
-type CommandResult struct {
-	OK     bool
-	Result json.RawMessage
-	Error  string
-	Via    string
-}
-
-const maxErrorLen = 1024
-
-// ParseResult decodes an answer on devices/{id}/commands/{cid}/result:
-// {"status":"ok"|"error","result":{...},"error":"..."}.
-func ParseResult(payload []byte) (CommandResult, error) {
-	var r struct {
-		Status string          `json:"status"`
-		Result json.RawMessage `json:"result"`
-		Error  string          `json:"error"`
-	}
-	if err := json.Unmarshal(payload, &r); err != nil {
-		return CommandResult{}, fmt.Errorf("command result: %w", err)
-	}
-	res := CommandResult{Result: r.Result, Error: truncate(r.Error, maxErrorLen), Via: ViaResultTopic}
-	switch r.Status {
-	case "ok":
-		res.OK = true
-	case "error":
-		if res.Error == "" {
-			res.Error = "the device reported an error without a reason"
-		}
-	default:
-		return CommandResult{}, fmt.Errorf(`command result: status %q: use "ok" or "error"`, r.Status)
-	}
-	if bytes.Equal(bytes.TrimSpace(res.Result), []byte("null")) {
-		res.Result = nil
-	}
-	return res, nil
-}
-
-// ParseResponse decodes an MQTT 5 response to a command. A payload in the
-// result format is read as one; any other payload is the result of a
-// success (kept as JSON, or as a JSON string when it is not JSON), so that
-// generic request/response clients work.
-func ParseResponse(payload []byte) CommandResult {
-	if r, err := ParseResult(payload); err == nil {
-		r.Via = ViaResponseTopic
-		return r
-	}
-	res := CommandResult{OK: true, Via: ViaResponseTopic}
-	trimmed := bytes.TrimSpace(payload)
-	switch {
-	case len(trimmed) == 0:
-	case json.Valid(trimmed):
-		res.Result = json.RawMessage(slices.Clone(trimmed))
-	default:
-		b, _ := json.Marshal(string(payload))
-		res.Result = b
-	}
-	return res
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "")
-}
 
 // Errors of the command service that callers decide on.
 var (
@@ -380,6 +213,7 @@ type Commands struct {
 	wakeMu   sync.Mutex
 	flush    map[string]struct{}
 	flushAll bool
+	forget   map[string]struct{} // deleted devices
 	wake     chan struct{}
 
 	dirty  map[string]struct{} // loop only: changes not yet persisted
@@ -404,7 +238,7 @@ func NewCommands(cfg CommandConfig, store CommandStore, reg DeviceLookup, checke
 	c := &Commands{cfg: cfg, store: store, reg: reg, checker: checker, live: pub, log: log, m: newCommandMetrics(mr),
 		byID: map[string]*entry{}, byDevice: map[string][]*entry{}, idem: map[string]*entry{},
 		changed: make(chan struct{}), events: make(chan event, cfg.EventQueue),
-		flush: map[string]struct{}{}, wake: make(chan struct{}, 1), dirty: map[string]struct{}{}, done: make(chan struct{})}
+		flush: map[string]struct{}{}, forget: map[string]struct{}{}, wake: make(chan struct{}, 1), dirty: map[string]struct{}{}, done: make(chan struct{})}
 	var loaded []*entry
 	err := store.Load(func(cmd Command) error {
 		e := &entry{cmd: cmd, needsSend: cmd.Status == StatusQueued || cmd.Status == StatusSent}
@@ -463,32 +297,6 @@ func (c *Commands) Stop() {
 		c.wg.Wait()
 		close(c.done)
 	})
-}
-
-// newCommandID returns a 26-character ID that sorts by creation time: 48
-// bits of Unix milliseconds and 80 random bits in lower-case Crockford
-// base32 (safe in MQTT topics).
-func newCommandID(now time.Time) string {
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
-	if _, err := rand.Read(b[6:]); err != nil {
-		panic(err) // crypto/rand never fails on Linux
-	}
-	return idEncoding.EncodeToString(b[:])
-}
-
-var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
-
-func validIdempotencyKey(k string) bool {
-	if len(k) == 0 || len(k) > 128 {
-		return false
-	}
-	for _, r := range k {
-		if !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return true
 }
 
 // Submit accepts a command: it validates it against the device type's
@@ -556,12 +364,17 @@ func (c *Commands) Submit(req CommandRequest) (cmd Command, replayed bool, err e
 		c.m.storeErrors.Inc()
 		return Command{}, false, fmt.Errorf("store command: %w", err)
 	}
+	// The loop may not send it before "queued" is on the live stream.
+	e := &entry{cmd: cmd}
 	c.mu.Lock()
-	c.insert(&entry{cmd: cmd, needsSend: true})
+	c.insert(e)
 	c.notifyLocked()
 	c.mu.Unlock()
 	c.m.created.Inc()
 	c.emit(cmd)
+	c.mu.Lock()
+	e.needsSend = !e.cmd.Status.Final()
+	c.mu.Unlock()
 	c.requestFlush(req.DeviceID)
 	return cmd.clone(), false, nil
 }
@@ -667,7 +480,7 @@ func (c *Commands) Delivered(deviceID, commandID string, delivered bool) {
 	if !delivered {
 		kind = evDropped
 	}
-	if c.pending(deviceID, commandID) == nil {
+	if c.pending(deviceID, commandID) != nil {
 		return
 	}
 	c.enqueue(event{kind: kind, deviceID: deviceID, commandID: commandID})
@@ -723,6 +536,16 @@ func (c *Commands) OnPresence(ev PresenceEvent) {
 	if ev.Online {
 		c.requestFlush(ev.DeviceID)
 	}
+}
+
+// Forget drops the commands of a deleted device: pending ones fail ("the
+// device was deleted", on the live stream), then all are deleted, so that a
+// new device under the same ID inherits nothing. It does not block.
+func (c *Commands) Forget(deviceID string) {
+	c.wakeMu.Lock()
+	c.forget[deviceID] = struct{}{}
+	c.wakeMu.Unlock()
+	c.signal()
 }
 
 func (c *Commands) requestFlush(deviceID string) {
@@ -833,6 +656,7 @@ func (c *Commands) step(evs []event) {
 	c.mu.Unlock()
 
 	changed = append(changed, c.sendQueued(now)...)
+	changed = append(changed, c.forgetDevices(now)...)
 	if len(changed) == 0 && len(c.dirty) == 0 {
 		return
 	}
@@ -962,6 +786,43 @@ func (c *Commands) sendQueued(now time.Time) []Command {
 		}
 	}
 	return changed
+}
+
+// forgetDevices fails the pending commands of deleted devices and deletes
+// all their commands; it returns the failed ones for the live stream.
+func (c *Commands) forgetDevices(now time.Time) []Command {
+	c.wakeMu.Lock()
+	devs := c.forget
+	c.forget = map[string]struct{}{}
+	c.wakeMu.Unlock()
+	var failed []Command
+	var gone []string
+	c.mu.Lock()
+	for dev := range devs {
+		for _, e := range c.byDevice[dev] {
+			if !e.cmd.Status.Final() {
+				e.needsSend = false
+				e.cmd.Error = "the device was deleted"
+				c.transitionLocked(e, StatusFailed, now, e.cmd.Error)
+				failed = append(failed, e.cmd.clone())
+			}
+			gone = append(gone, e.cmd.ID)
+			delete(c.byID, e.cmd.ID)
+			delete(c.dirty, e.cmd.ID)
+			if e.cmd.IdempotencyKey != "" {
+				delete(c.idem, dev+"\x00"+e.cmd.IdempotencyKey)
+			}
+		}
+		delete(c.byDevice, dev)
+	}
+	c.mu.Unlock()
+	if len(gone) > 0 {
+		if err := c.store.Delete(gone...); err != nil {
+			c.m.storeErrors.Inc()
+			c.log.Warn("delete commands of deleted devices; they are dropped again after a restart", "count", len(gone), "err", err)
+		}
+	}
+	return failed
 }
 
 // persist writes the changed commands; on failure they stay dirty and are

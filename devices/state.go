@@ -137,6 +137,7 @@ type States struct {
 	recs    map[string]*stateRecord
 	dirty   map[string]struct{}
 	repub   map[string]struct{}
+	forget  map[string]struct{} // deleted devices
 
 	wake   chan struct{}
 	pub    DesiredPublisher
@@ -154,7 +155,7 @@ func NewStates(cfg StateConfig, db *bolt.DB, reg DeviceLookup, pub LivePublisher
 		mr = metrics.NewRegistry()
 	}
 	s := &States{cfg: cfg, db: db, reg: reg, live: pub, log: log, recs: map[string]*stateRecord{},
-		dirty: map[string]struct{}{}, repub: map[string]struct{}{}, wake: make(chan struct{}, 1),
+		dirty: map[string]struct{}{}, repub: map[string]struct{}{}, forget: map[string]struct{}{}, wake: make(chan struct{}, 1),
 		reports:     mr.Counter("telehub_state_reports_total", "Reported state documents accepted from devices."),
 		rejected:    mr.Counter("telehub_state_reports_rejected_total", "Reported state documents refused (not a JSON object, too large)."),
 		storeErrors: mr.Counter("telehub_state_store_errors_total", "Failed writes of device state (retried)."),
@@ -243,12 +244,13 @@ func (s *States) run(ctx context.Context) {
 		}
 		s.flush()
 		s.mu.Lock()
-		ids := s.repub
-		s.repub = map[string]struct{}{}
+		ids, gone := s.repub, s.forget
+		s.repub, s.forget = map[string]struct{}{}, map[string]struct{}{}
 		s.mu.Unlock()
 		for id := range ids {
 			s.publishDesired(id)
 		}
+		s.drop(gone)
 	}
 }
 
@@ -361,8 +363,11 @@ func (s *States) SetDesired(deviceID string, desired json.RawMessage, ifVersion 
 	s.mu.Unlock()
 	s.writeMu.Unlock()
 
-	s.publishDesired(deviceID)
+	// The event goes first: the device's report of the new state follows
+	// it on the stream. Events carry both versions for ordering concurrent
+	// changes.
 	s.emit(view, now)
+	s.publishDesired(deviceID)
 	return view, nil
 }
 
@@ -409,6 +414,57 @@ func (s *States) Reported(deviceID string, payload []byte, at time.Time) error {
 		s.emit(view, at)
 	}
 	return nil
+}
+
+// Forget drops the state of a deleted device, and its retained desired
+// state, so that a new device under the same ID inherits nothing. It does
+// not block.
+func (s *States) Forget(deviceID string) {
+	s.mu.Lock()
+	s.forget[deviceID] = struct{}{}
+	s.mu.Unlock()
+	s.signal()
+}
+
+// drop deletes the records of deleted devices and clears their retained
+// desired state (an empty retained message).
+func (s *States) drop(ids map[string]struct{}) {
+	if len(ids) == 0 {
+		return
+	}
+	s.writeMu.Lock()
+	s.mu.Lock()
+	for id := range ids {
+		delete(s.recs, id)
+		delete(s.dirty, id)
+		delete(s.repub, id)
+	}
+	pub := s.pub
+	s.mu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(stateBucket)
+		for id := range ids {
+			if err := b.Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s.writeMu.Unlock()
+	if err != nil {
+		s.storeErrors.Inc()
+		s.log.Warn("delete state of deleted devices", "devices", len(ids), "err", err)
+	}
+	if pub == nil {
+		return
+	}
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	for id := range ids {
+		if err := pub.PublishDesired(id, nil); err != nil {
+			s.log.Warn("clear retained desired state", "device_id", id, "err", err)
+		}
+	}
 }
 
 // RetainedExpired tells that the broker dropped the retained desired state

@@ -92,6 +92,10 @@ type Config struct {
 	// real time (a thermostat's room warms in seconds at 600); 0 or 1 is
 	// real time. Timestamps and publish intervals stay real.
 	TimeScale float64 `yaml:"time_scale"`
+	// ThermostatModel, when set, makes each thermostat's model instead of
+	// the simulated one: fleetsim --hardware passes a thermostat on a real
+	// sensor and relay (package hardware).
+	ThermostatModel func() Device `yaml:"-"`
 }
 
 // DefaultConfig returns the defaults: a hub on localhost, 5 thermostats and
@@ -359,6 +363,12 @@ func (f *Fleet) plan() []plannedDevice {
 		func(r *rand.Rand) Device { return NewThermostat(r) })
 	add("wearable", TypeWearable, f.cfg.Wearables, wearableStream,
 		func(r *rand.Rand) Device { return NewWearable(r) })
+	for i := range out {
+		if f.cfg.ThermostatModel != nil && out[i].spec.Type == TypeThermostat {
+			out[i].model = f.cfg.ThermostatModel()
+			out[i].spec.Labels = map[string]string{"hardware": "true"}
+		}
+	}
 	return out
 }
 

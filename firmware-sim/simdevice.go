@@ -93,8 +93,12 @@ func (d *simDevice) run(ctx context.Context, rc runConfig) {
 		case <-tick:
 			pending = d.publish(pending, rc)
 		case in := <-d.ctl.inbox:
-			if iv := d.handleInbound(in); iv > 0 && ticker != nil {
-				ticker.Reset(iv)
+			if iv := d.handleInbound(in); iv > 0 {
+				if ticker != nil {
+					ticker.Reset(iv)
+				} else {
+					start.Reset(iv) // not publishing yet: start at the new rate
+				}
 			}
 		case <-head:
 			d.settle(pending[0])

@@ -79,6 +79,7 @@ type WriterMetrics struct {
 	DeadLetters *metrics.Counter
 	BatchMillis *metrics.Gauge
 	LagMillis   *metrics.Gauge
+	ReadErrors  *metrics.Counter
 }
 
 // NewWriterMetrics registers the writer's metrics.
@@ -96,6 +97,7 @@ func NewWriterMetricsNamed(r *metrics.Registry, prefix string) *WriterMetrics {
 		DeadLetters: r.Counter(prefix+"_dead_letters_total", "Readings the store refused for good, moved to the dead-letter file."),
 		BatchMillis: r.Gauge(prefix+"_batch_latency_ms", "Duration of the last successful store write."),
 		LagMillis:   r.Gauge(prefix+"_lag_ms", "Age of the oldest reading in the last written batch, by its receive order."),
+		ReadErrors:  r.Counter(prefix+"_log_read_errors_total", "Failures to read the durable log (corruption)."),
 	}
 }
 
@@ -154,6 +156,7 @@ func (w *Writer) run(ctx context.Context) {
 	rd := w.log.Consumer(w.consumer)
 	defer rd.Close()
 	var batch []Reading
+	readFailures := 0
 	for {
 		draining := false
 		select {
@@ -178,10 +181,13 @@ func (w *Writer) run(ctx context.Context) {
 		}
 		var err error
 		batch, err = w.fill(ctx, rd, batch[:0])
-		if err != nil {
-			w.logger.Error("read durable log", "err", err)
-			return
+		if err != nil && len(batch) == 0 {
+			if !w.readFailed(ctx, rd, err, &readFailures) {
+				return
+			}
+			continue
 		}
+		readFailures = 0
 		if len(batch) == 0 {
 			continue
 		}
@@ -196,6 +202,30 @@ func (w *Writer) run(ctx context.Context) {
 		if err := rd.Commit(rd.Next()); err != nil {
 			w.logger.Warn("write log checkpoint", "err", err)
 		}
+	}
+}
+
+// readFailed handles a record that cannot be read: retried with back-off
+// (the reader reopens its file), and after three failures in a row the rest
+// of its segment is skipped, loudly, so that one corrupt record cannot stop
+// the hub for good. False when ctx ended.
+func (w *Writer) readFailed(ctx context.Context, rd *wal.Reader, err error, failures *int) bool {
+	w.metrics.ReadErrors.Inc()
+	*failures++
+	if *failures >= 3 {
+		if n := rd.SkipSegment(); n > 0 {
+			w.logger.Error("durable log unreadable: skipped the rest of a segment, readings lost", "records", n, "err", err)
+			*failures = 0
+			return true
+		}
+	}
+	w.logger.Error("read durable log, retrying", "err", err, "attempt", *failures)
+	rd.Close()
+	select {
+	case <-time.After(w.cfg.RetryMin << min(*failures, 8)):
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -119,3 +119,44 @@ func TestLineProtocolEscapes(t *testing.T) {
 	require.Equal(t, `telemetry,device_id=a\ b\,c,device_type=thermostat on=true,t\ x=21.5,msg="say \"hi\" \\ bye" 42`,
 		string(AppendLine(nil, "telemetry", r)))
 }
+
+// A corrupt record does not stop the writer for good: after retries the rest
+// of its segment is skipped (and counted), and later readings flow on.
+func TestWriterSkipsACorruptSegment(t *testing.T) {
+	dir := t.TempDir()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{SegmentBytes: 4096}, logger)
+	require.NoError(t, err)
+	ts := time.Unix(1700000000, 0)
+	for i := range 600 {
+		rec := AppendRecord(nil, "d1", "t", []Point{{Time: ts.Add(time.Duration(i) * time.Second), Fields: []Field{{Name: "v", Value: Number(float64(i))}}}})
+		_, err := l.Append(context.Background(), rec)
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.Close())
+	segs, _ := filepath.Glob(filepath.Join(dir, "log", "*.wal"))
+	require.Greater(t, len(segs), 2)
+	b, err := os.ReadFile(segs[0])
+	require.NoError(t, err)
+	b[len(b)/2] ^= 0xff // a flipped byte mid-segment: a checksum mismatch
+	require.NoError(t, os.WriteFile(segs[0], b, 0o640))
+
+	l, err = wal.Open(filepath.Join(dir, "log"), wal.Options{SegmentBytes: 4096}, logger)
+	require.NoError(t, err)
+	defer l.Close()
+	sink := &flakySink{}
+	cfg := DefaultWriterConfig()
+	cfg.FlushInterval, cfg.RetryMin = 0, time.Millisecond
+	m := NewWriterMetrics(metrics.NewRegistry())
+	w := NewWriter(l, sink, cfg, m, filepath.Join(dir, "dead.jsonl"), logger)
+	w.Start(context.Background())
+	defer w.Stop()
+	testenv.Eventually(t, 10*time.Second, "the last reading is written", func() bool {
+		v := sink.values()
+		return len(v) > 0 && v[len(v)-1] == 599
+	})
+	require.GreaterOrEqual(t, m.ReadErrors.Value(), uint64(3))
+	v := sink.values()
+	require.Less(t, len(v), 600, "the corrupt segment's tail is skipped")
+	require.Greater(t, len(v), 300, "the segments after it are written")
+}

@@ -7,11 +7,18 @@ command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v curl >/dev/null || need+=(curl)
 command -v npm >/dev/null || need+=(nodejs npm)
 [[ -x /usr/bin/chromium ]] || need+=(chromium) # the dashboard's browser tests
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static) # the arm64 build's test
 if ((${#need[@]})); then
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi
   echo "installing Debian packages: ${need[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# MQTT.js and the other npm packages of web/package.json (the MQTT
+# interoperability and browser tests), from the lock file, when missing.
+web="$(dirname "$0")/../web"
+if [[ ! -d "$web/node_modules/mqtt" ]]; then
+  npm ci --prefix "$web" --no-audit --no-fund --loglevel=error
 fi
 "$(dirname "$0")/influxd.sh" install

@@ -3,12 +3,16 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/internal/auth"
 )
 
 const (
@@ -60,12 +64,13 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	filters := make(chan filterUpdate, 1)
+	replies := make(chan []byte, 16) // answers to commands; a client that floods waits
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer cancel()
-		s.readPump(conn, filters)
+		s.readPump(ctx, conn, Principal(r.Context()), filters, replies)
 	})
-	s.writePump(ctx, conn, cur, filters)
+	s.writePump(ctx, conn, cur, filters, replies)
 	cancel()
 	conn.Close()
 	wg.Wait()
@@ -80,7 +85,7 @@ type filterUpdate struct {
 // readPump reads client messages and notices when the client goes away. A
 // new filter replaces a pending one (latest wins); an invalid message gets
 // an error frame from the writer.
-func (s *Server) readPump(conn *websocket.Conn, filters chan filterUpdate) {
+func (s *Server) readPump(ctx context.Context, conn *websocket.Conn, who auth.Token, filters chan filterUpdate, replies chan<- []byte) {
 	conn.SetReadLimit(64 << 10)
 	conn.SetReadDeadline(time.Now().Add(pongWait))
 	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(pongWait)) })
@@ -92,6 +97,14 @@ func (s *Server) readPump(conn *websocket.Conn, filters chan filterUpdate) {
 		conn.SetReadDeadline(time.Now().Add(pongWait))
 		var u filterUpdate
 		m, err := parseClientMessage(b)
+		if err == nil && m.Type == "command" {
+			select {
+			case replies <- s.socketCommand(ctx, who, m):
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
 		if err == nil {
 			u.filter, err = m.Filter.compile()
 		}
@@ -105,7 +118,7 @@ func (s *Server) readPump(conn *websocket.Conn, filters chan filterUpdate) {
 }
 
 // writePump owns every write to the connection: messages, pings, the close.
-func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, cur *cursor, filters chan filterUpdate) {
+func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, cur *cursor, filters chan filterUpdate, replies <-chan []byte) {
 	ping := time.NewTicker(pingPeriod)
 	defer ping.Stop()
 	for {
@@ -121,6 +134,10 @@ func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, cur *curso
 		}
 		select {
 		case <-ch:
+		case msg := <-replies:
+			if !write(conn, msg) {
+				return
+			}
 		case u := <-filters:
 			if u.err != nil {
 				msg, _ := json.Marshal(map[string]string{"kind": "error", "error": u.err.Error()})
@@ -144,6 +161,44 @@ func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, cur *curso
 			return
 		}
 	}
+}
+
+// socketCommand submits a command sent over the socket and returns the
+// answer frame: {"kind":"command_ack","ref":..,"command":{..}} or
+// {"kind":"error","ref":..,"status":..,"error":..}.
+func (s *Server) socketCommand(ctx context.Context, who auth.Token, m clientMessage) []byte {
+	fail := func(status int, msg string) []byte {
+		b, _ := json.Marshal(map[string]any{"kind": "error", "ref": m.Ref, "status": status, "error": msg})
+		return b
+	}
+	if who.Role < auth.Operator {
+		return fail(http.StatusForbidden, "sending commands needs the operator role; the token has "+who.Role.String())
+	}
+	if s.deps.Commands == nil {
+		return fail(http.StatusNotImplemented, "commands are not available")
+	}
+	cr := devices.CommandRequest{DeviceID: m.DeviceID, Name: m.Name, Params: m.Params, Timeout: time.Duration(m.Timeout),
+		IdempotencyKey: m.IdempotencyKey, By: Who(context.WithValue(ctx, principalKey{}, who))}
+	if m.ExpiresAt != nil {
+		cr.ExpiresAt = *m.ExpiresAt
+	}
+	cmd, _, err := s.deps.Commands.Submit(cr)
+	var ve *devices.ValidationError
+	switch {
+	case errors.Is(err, devices.ErrNotFound):
+		return fail(http.StatusNotFound, "no device with id "+m.DeviceID)
+	case errors.As(err, &ve):
+		return fail(http.StatusBadRequest, ve.Error())
+	case errors.Is(err, devices.ErrIdempotencyConflict):
+		return fail(http.StatusUnprocessableEntity, "the idempotency key was used for a different command")
+	case errors.Is(err, devices.ErrQueueFull):
+		return fail(http.StatusTooManyRequests, "the device has too many pending commands")
+	case err != nil:
+		s.deps.Logger.Error("submit command from socket", "device_id", m.DeviceID, "err", err)
+		return fail(http.StatusInternalServerError, "the command could not be stored")
+	}
+	b, _ := json.Marshal(map[string]any{"kind": "command_ack", "ref": m.Ref, "command": cmd})
+	return b
 }
 
 func write(conn *websocket.Conn, frame []byte) bool {

@@ -75,6 +75,7 @@ type Stream interface {
 	Read(after uint64, buf []live.Message, max int) ([]live.Message, uint64)
 	Changed() <-chan struct{}
 	Last() uint64
+	First() uint64
 }
 
 // Tokens authenticates and manages operator tokens.
@@ -104,6 +105,11 @@ type Deps struct {
 	Commands Commands
 	Schemas  Schemas
 	States   States
+	// Rules, Alerts and Webhooks serve alerting; nil leaves their
+	// endpoints out.
+	Rules    Rules
+	Alerts   Alerts
+	Webhooks Webhooks
 }
 
 // Server is the HTTP side of the hub.
@@ -171,6 +177,7 @@ func (s *Server) routes() {
 	s.mux.Handle("POST /api/v1/tokens", s.auth(auth.Admin, s.createToken))
 	s.mux.Handle("DELETE /api/v1/tokens/{id}", s.auth(auth.Admin, s.deleteToken))
 	s.controlRoutes()
+	s.alertingRoutes()
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {

@@ -94,7 +94,18 @@ type frame struct {
 // that fell out of the replay buffer first gets a gap message.
 func (s *Server) read(c *cursor) []frame {
 	c.out = c.out[:0]
-	lag := s.deps.Stream.Last() - c.after
+	first, last := s.deps.Stream.First(), s.deps.Stream.Last()
+	switch {
+	case c.after == 0:
+		// since=0: from the start of this run, as far as it is buffered.
+		c.after = first - 1
+	case c.after > last || c.after+1 < first:
+		// A seq of another run of the hub: say so, and go on from now.
+		c.out = append(c.out, frame{data: fmt.Appendf(nil, `{"kind":"gap","reset":true,"next":%d}`, last+1)})
+		c.after = last
+		return c.out
+	}
+	lag := last - c.after
 	conflate := s.stream.ConflateAbove > 0 && lag > s.stream.ConflateAbove
 	var merged map[string]*mergedReading
 	for {
@@ -228,10 +239,14 @@ func (mr *mergedReading) frame() frame {
 	return frame{seq: mr.seq, data: live.Message{Seq: mr.seq, Body: body}.AppendFrame(nil)}
 }
 
-// clientMessage is what a WebSocket client may send.
+// clientMessage is what a WebSocket client may send: a new filter, or (with
+// the operator role) a command for a device. Ref is echoed in the answer.
 type clientMessage struct {
-	Type   string `json:"type"`
-	Filter Filter `json:"filter"`
+	Type     string `json:"type"`
+	Filter   Filter `json:"filter"`
+	Ref      string `json:"ref"`
+	DeviceID string `json:"device_id"`
+	commandRequest
 }
 
 // parseClientMessage reads a control message from a WebSocket client.
@@ -242,8 +257,8 @@ func parseClientMessage(b []byte) (clientMessage, error) {
 	if err := dec.Decode(&m); err != nil {
 		return m, fmt.Errorf("invalid message: %w", err)
 	}
-	if m.Type != "subscribe" {
-		return m, errors.New(`unknown message type; send {"type":"subscribe","filter":{...}}`)
+	if m.Type != "subscribe" && m.Type != "command" {
+		return m, errors.New(`unknown message type; send {"type":"subscribe","filter":{...}} or {"type":"command","device_id":...,"name":...,"params":{...}}`)
 	}
 	return m, nil
 }

@@ -51,7 +51,9 @@ func event(t *testing.T, kind, id string, v any) live.Message {
 	return m
 }
 
-func num(name string, v float64) ingest.Field { return ingest.Field{Name: name, Value: ingest.Number(v)} }
+func num(name string, v float64) ingest.Field {
+	return ingest.Field{Name: name, Value: ingest.Number(v)}
+}
 
 func mkDevices(t *testing.T, reg *devices.Registry) {
 	for _, d := range []devices.Device{
@@ -245,4 +247,21 @@ func TestTicketOpensTheStreamOnce(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	body, _ := io.ReadAll(resp.Body)
 	require.Contains(t, string(body), "ticket")
+}
+
+// A client resuming with a seq from an earlier run of the hub (seq starts
+// at the time in microseconds, so runs do not overlap) is told to reset.
+func TestResumeAcrossAHubRestart(t *testing.T) {
+	hub := live.NewAt(64, 5000)
+	srv := newServer(t, hub)
+	publishN(hub, 0, 3, "")
+	for _, since := range []string{"100", "9000"} {
+		c := dial(t, srv, "&since="+since)
+		m := readMsg(t, c)
+		require.Equal(t, "gap", m.Kind, since)
+		publishN(hub, 3, 1, "")
+		require.Greater(t, readMsg(t, c).Seq, uint64(5002), "then live messages")
+	}
+	c := dial(t, srv, "&since=0")
+	require.Equal(t, uint64(5000), readMsg(t, c).Seq, "since=0 replays this run")
 }

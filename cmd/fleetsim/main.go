@@ -54,6 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the final summary as JSON on stdout")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	hw := addHardwareFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -75,6 +76,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.Token, err = adminToken(*token, os.Getenv("TELEHUB_TOKEN"), *tokenFile); err != nil {
 		log.Error("no admin token", "err", err)
 		return exitBadArguments
+	}
+	if hw.on {
+		prefixSet := false
+		fs.Visit(func(f *flag.Flag) { prefixSet = prefixSet || f.Name == "prefix" })
+		closeHW, err := hw.apply(&cfg, prefixSet, log)
+		if err != nil {
+			log.Error("hardware", "err", err)
+			return exitRunFailed
+		}
+		defer closeHW()
 	}
 	fleet, err := firmwaresim.New(cfg, log)
 	if err != nil {

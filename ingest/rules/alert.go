@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"slices"
-	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -117,9 +117,15 @@ func (a *Alert) clone(withHistory bool) Alert {
 
 // newAlertID returns a time-ordered ID: 16 hex digits of Unix nanoseconds
 // (strictly increasing: last is the previous ID's) and 8 random ones.
-func newAlertID(now time.Time, last *int64) string {
-	n := max(now.UnixNano(), *last+1)
-	*last = n
+func newAlertID(now time.Time, last *atomic.Int64) string {
+	var n int64
+	for {
+		prev := last.Load()
+		n = max(now.UnixNano(), prev+1)
+		if last.CompareAndSwap(prev, n) {
+			break
+		}
+	}
 	var b [12]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(n))
 	rand.Read(b[8:])
@@ -142,9 +148,4 @@ func (f Filter) match(a *Alert) bool {
 		(f.Severity == "" || f.Severity == a.Severity) &&
 		(f.DeviceID == "" || f.DeviceID == a.DeviceID) &&
 		(f.RuleID == "" || f.RuleID == a.RuleID)
-}
-
-// sortAlerts orders alerts newest first: by ID, which orders by creation.
-func sortAlerts(as []Alert) {
-	slices.SortFunc(as, func(a, b Alert) int { return strings.Compare(b.ID, a.ID) })
 }

@@ -159,42 +159,65 @@ func (e *Engine) commit(r *Rule, del string) error {
 	} else {
 		rules[r.ID] = r
 	}
-	e.mu.Lock()
 	e.rules = rules
 	e.install(time.Now())
-	e.unlockAndPublish()
 	return nil
 }
 
 // Alerts returns the alerts that f selects, newest first, without their
-// history.
+// history. Shard locks are held to pick the alerts and to copy the ones
+// returned, not to sort them, so a long history does not stall ingest.
 func (e *Engine) Alerts(f Filter) []Alert {
+	type picked struct {
+		sh *shard
+		a  *Alert
+	}
+	var ps []picked
+	e.eachShard(func(sh *shard) {
+		for _, a := range sh.alerts {
+			if f.match(a) {
+				ps = append(ps, picked{sh, a})
+			}
+		}
+	})
+	// An alert's ID never changes, so sorting needs no lock.
+	slices.SortFunc(ps, func(a, b picked) int { return strings.Compare(b.a.ID, a.a.ID) })
+	if f.Limit > 0 && len(ps) > f.Limit {
+		ps = ps[:f.Limit]
+	}
 	now := time.Now()
-	e.mu.Lock()
-	var out []Alert
-	for _, a := range e.alerts {
-		if f.match(a) {
-			c := a.clone(false)
-			c.Silenced = a.active() && e.silenced(a.RuleID, now)
+	out := make([]Alert, 0, len(ps))
+	for _, p := range ps {
+		p.sh.mu.Lock()
+		if f.match(p.a) { // it may have changed meanwhile
+			c := p.a.clone(false)
+			c.Silenced = p.a.active() && e.silenced(p.a.RuleID, now)
 			out = append(out, c)
 		}
-	}
-	e.mu.Unlock()
-	sortAlerts(out)
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
+		p.sh.mu.Unlock()
 	}
 	return out
 }
 
+// find returns the shard holding an alert, with the shard locked.
+func (e *Engine) find(id string) (*shard, *Alert) {
+	for _, sh := range e.shards {
+		sh.mu.Lock()
+		if a, ok := sh.alerts[id]; ok {
+			return sh, a
+		}
+		sh.mu.Unlock()
+	}
+	return nil, nil
+}
+
 // Alert returns one alert with its history.
 func (e *Engine) Alert(id string) (Alert, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	a, ok := e.alerts[id]
-	if !ok {
+	sh, a := e.find(id)
+	if a == nil {
 		return Alert{}, false
 	}
+	defer sh.mu.Unlock()
 	c := a.clone(true)
 	c.Silenced = a.active() && e.silenced(a.RuleID, time.Now())
 	return c, true
@@ -207,24 +230,23 @@ func (e *Engine) Ack(id, by, comment string) (Alert, error) {
 	if len(comment) > 1000 {
 		return Alert{}, invalid("comment", "at most 1000 characters")
 	}
-	now := time.Now()
-	e.mu.Lock()
-	a, ok := e.alerts[id]
-	switch {
-	case !ok:
-		e.mu.Unlock()
+	sh, a := e.find(id)
+	if a == nil {
 		return Alert{}, ErrAlertNotFound
-	case a.State != StateFiring:
-		e.mu.Unlock()
+	}
+	now := time.Now()
+	if a.State != StateFiring {
+		sh.mu.Unlock()
 		return Alert{}, fmt.Errorf("alert is %s: %w", a.State, ErrNotFiring)
-	case a.AckedAt == nil:
+	}
+	if a.AckedAt == nil {
 		t := now.UTC()
 		a.AckedAt, a.AckedBy, a.AckComment = &t, by, comment
 		a.record(Transition{Change: ChangeAcknowledged, At: now, By: by, Note: comment})
-		e.changed(a, ChangeAcknowledged, now)
+		sh.changed(a, ChangeAcknowledged, now)
 	}
 	c := a.clone(true)
 	c.Silenced = e.silenced(a.RuleID, now)
-	e.unlockAndPublish()
+	sh.unlockAndPublish()
 	return c, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -48,13 +49,19 @@ type Deps struct {
 	Logger  *slog.Logger
 }
 
+var _ ingest.Observer = (*Engine)(nil)
+
+// nShards is the number of device partitions; a power of two.
+const nShards = 32
+
 // Engine evaluates the rules and keeps the alerts. Readings come in through
-// Observe, presence changes through PresenceChanged; conditions that depend
-// on time (for, absence, offline, flap hold) are driven by one timer
-// goroutine. All evaluation is in memory and bounded by the number of rules
-// that match the device; alert changes are published to the live stream at
-// once and written to the state database by a flusher goroutine. Safe for
-// concurrent use.
+// Observe, presence changes through PresenceChanged. Devices are
+// partitioned into shards, each with its own lock, states, alerts and timer
+// goroutine (which drives for, absence, offline and flap hold), so that
+// publishers of different devices rarely wait for each other. All
+// evaluation is in memory and bounded by the rules that match the device;
+// alert changes are published to the live stream at once and written to
+// the state database by a flusher goroutine. Safe for concurrent use.
 type Engine struct {
 	cfg     Config
 	db      *bolt.DB
@@ -63,32 +70,25 @@ type Engine struct {
 	live    Publisher
 	log     *slog.Logger
 	metrics engineMetrics
+	seed    maphash.Seed
+	shards  [nShards]*shard
 
-	// idx is the current index; swapped under mu, read without it only to
-	// skip the lock when there are no rules.
+	// idx is the latest index. Each shard evaluates with the index it has
+	// applied (shard.idx); this one serves the rule count and silences.
 	idx atomic.Pointer[index]
 
-	// rulesMu serialises rule changes, which write the database before
-	// taking mu.
+	// rulesMu serialises rule changes, which write the database and then
+	// apply the new index to every shard.
 	rulesMu sync.Mutex
 	rules   map[string]*Rule
 
-	mu        sync.Mutex
-	states    map[stateKey]*state
-	devCache  map[string]*devRules
-	alerts    map[string]*Alert // every alert kept: active ones and the history
-	timers    timers
-	silences  map[string]time.Time // rule ID -> end of its silence
-	dirty     map[string]struct{}  // alert IDs to write (or delete when gone)
-	events    []Event              // to publish once mu is released
-	counts    map[string]int       // alerts by state
-	resolved  int                  // resolved alerts kept
-	wakeTimer bool
-	started   bool
-	lastID    int64 // time part of the newest alert ID
+	silMu    sync.Mutex
+	silences map[string]time.Time // rule ID -> end of its silence
 
-	pubMu    sync.Mutex // keeps events in order between mu and the stream
-	wake     chan struct{}
+	lastID  atomic.Int64 // time part of the newest alert ID
+	started atomic.Bool
+
+	wakeSil  chan struct{}
 	flush    chan struct{}
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -127,11 +127,13 @@ func New(cfg Config, declared []Spec, deps Deps) (*Engine, error) {
 		reg = metrics.NewRegistry()
 	}
 	e := &Engine{cfg: cfg, db: deps.DB, devs: deps.Devices, pres: deps.Presence, live: deps.Live, log: deps.Logger,
-		rules: map[string]*Rule{}, states: map[stateKey]*state{}, devCache: map[string]*devRules{},
-		alerts: map[string]*Alert{}, silences: map[string]time.Time{}, dirty: map[string]struct{}{},
-		counts: map[string]int{}, wake: make(chan struct{}, 1), flush: make(chan struct{}, 1)}
+		seed: maphash.MakeSeed(), rules: map[string]*Rule{}, silences: map[string]time.Time{},
+		wakeSil: make(chan struct{}, 1), flush: make(chan struct{}, 1)}
+	for i := range e.shards {
+		e.shards[i] = newShard(e)
+	}
 	e.metrics = engineMetrics{
-		evaluations:   reg.Counter("telehub_rules_evaluations_total", "Rule evaluations: one per matching rule per reading."),
+		evaluations:   reg.Counter("telehub_rules_evaluations_total", "Rule evaluations of readings (a threshold a reading is far from is not evaluated)."),
 		fired:         reg.Counter(`telehub_alert_changes_total{change="firing"}`, "Alert changes, by change."),
 		resolved:      reg.Counter(`telehub_alert_changes_total{change="resolved"}`, "Alert changes, by change."),
 		persistErrors: reg.Counter("telehub_alerts_persist_errors_total", "Failed writes of alert state to the state database."),
@@ -144,42 +146,62 @@ func New(cfg Config, declared []Spec, deps Deps) (*Engine, error) {
 	})
 	for _, s := range []string{StatePending, StateFiring} {
 		reg.GaugeFunc(`telehub_alerts{state="`+s+`"}`, "Alerts by state.", func() float64 {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			return float64(e.counts[s])
+			n := 0
+			e.eachShard(func(sh *shard) { n += sh.counts[s] })
+			return float64(n)
 		})
 	}
 	reg.GaugeFunc("telehub_rule_states", "Rule and device pairs the engine tracks.", func() float64 {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		return float64(len(e.states))
+		n := 0
+		e.eachShard(func(sh *shard) { n += len(sh.states) })
+		return float64(n)
 	})
-	changed, err := e.load(declared, time.Now())
+	alerts, changed, err := e.load(declared, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	e.mu.Lock()
-	e.install(time.Now())
-	e.restore(changed, time.Now())
-	e.mu.Unlock()
+	now := time.Now()
+	e.install(now)
+	e.restore(alerts, changed, now)
 	return e, nil
 }
 
-// Start begins watching devices for timed rules and starts the timer and
-// flusher goroutines; they end with ctx or Stop.
+// shardOf returns the shard of a device.
+func (e *Engine) shardOf(id string) *shard {
+	return e.shards[maphash.String(e.seed, id)&(nShards-1)]
+}
+
+// eachShard calls fn on every shard, holding its lock.
+func (e *Engine) eachShard(fn func(*shard)) {
+	for _, sh := range e.shards {
+		sh.mu.Lock()
+		fn(sh)
+		sh.mu.Unlock()
+	}
+}
+
+// Start begins watching devices for timed rules and starts the timer,
+// silence and flusher goroutines; they end with ctx or Stop.
 func (e *Engine) Start(ctx context.Context) {
 	ctx, e.cancel = context.WithCancel(ctx)
 	now := time.Now()
-	e.mu.Lock()
-	e.started = true
-	for _, st := range e.states {
-		e.reconcile(st, now)
+	e.started.Store(true)
+	var devs []devices.Device
+	if len(e.idx.Load().timed) > 0 {
+		devs = e.devs.List()
 	}
-	for _, c := range e.idx.Load().timed {
-		e.watchAll(c, now)
+	for _, sh := range e.shards {
+		sh.mu.Lock()
+		for _, st := range sh.states {
+			sh.reconcile(st, now)
+		}
+		for _, c := range sh.idx.timed {
+			sh.watchAll(c, devs, now)
+		}
+		sh.unlockAndPublish()
+		e.wg.Go(func() { sh.run(ctx) })
 	}
-	e.unlockAndPublish()
-	e.wg.Go(func() { e.run(ctx) })
+	e.wg.Go(func() { e.runSilences(ctx) })
 	e.wg.Go(func() { e.flushLoop(ctx) })
 }
 
@@ -200,31 +222,29 @@ func (e *Engine) Stop() {
 // Observe evaluates the rules that watch dev on its readings. It is called
 // by the ingest pipeline once the readings are durable, on the publishing
 // client's goroutine: the work is bounded by the rules matching the device
-// and the fields of the readings, never waits for I/O, and costs one atomic
-// load when there are no rules.
+// and the fields of the readings, never waits for I/O, takes only the lock
+// of the device's shard, and costs one atomic load when there are no rules.
 func (e *Engine) Observe(dev ingest.Device, pts []ingest.Point) {
 	if x := e.idx.Load(); x == nil || len(x.rules) == 0 || len(pts) == 0 {
 		return
 	}
 	now := time.Now()
-	e.mu.Lock()
-	x := e.idx.Load()
-	dr := e.deviceRules(x, dev.ID, dev.Type)
+	sh := e.shardOf(dev.ID)
+	sh.mu.Lock()
+	dr := sh.deviceRules(dev.ID, dev.Type, now)
 	n := 0
 	for _, pt := range pts {
 		for _, f := range pt.Fields {
-			cs := dr.byField[f.Name]
-			for _, c := range cs {
-				e.onValue(c, dev.ID, dev.Type, pt.Time, f.Value, now)
+			if fr := dr.field(f.Name); fr != nil {
+				n += sh.onField(dr, fr, dev.ID, pt.Time, f.Value, now)
 			}
-			n += len(cs)
 		}
 	}
-	for _, c := range dr.anyData {
-		e.onData(c, dev.ID, dev.Type, now)
+	for _, ref := range dr.anyData {
+		sh.onData(dr, ref, dev.ID, now)
 	}
 	n += len(dr.anyData)
-	e.unlockAndPublish()
+	sh.unlockAndPublish()
 	if n > 0 {
 		e.metrics.evaluations.Add(uint64(n))
 	}
@@ -241,109 +261,99 @@ func (e *Engine) PresenceChanged(ev devices.PresenceEvent) {
 		return
 	}
 	now := time.Now()
-	e.mu.Lock()
-	dr := e.deviceRules(e.idx.Load(), d.ID, d.Type)
-	for _, c := range dr.offline {
-		st := e.states[stateKey{c.rule.ID, d.ID}]
+	sh := e.shardOf(d.ID)
+	sh.mu.Lock()
+	dr := sh.deviceRules(d.ID, d.Type, now)
+	for _, ref := range dr.offline {
+		st := dr.slots[ref.slot]
 		if st == nil {
-			st = e.addState(c, d.ID, d.Type)
+			st = sh.addState(ref.c, d.ID, d.Type)
 		}
 		if ev.Online {
 			st.offline = false
 		} else if !st.offline {
 			st.offline, st.offlineSince = true, now
 		}
-		e.reconcile(st, now)
+		sh.reconcile(st, now)
 	}
-	e.unlockAndPublish()
+	sh.unlockAndPublish()
 }
 
-// deviceRules returns the rules watching a device, from the cache when the
-// rules, its type and its labels have not changed. Called with mu held.
-func (e *Engine) deviceRules(x *index, id, typ string) *devRules {
-	var labels map[string]string
-	if x.labels {
-		if d, ok := e.devs.Get(id); ok {
-			labels = d.Labels
+// DeviceChanged ends the alerts of a deleted device ("device deleted");
+// register it with devices.Registry.OnChange. Other changes need nothing:
+// a device's labels are compared on its readings.
+func (e *Engine) DeviceChanged(c devices.Change) {
+	if c.Kind != devices.Deleted {
+		return
+	}
+	now := time.Now()
+	sh := e.shardOf(c.DeviceID)
+	sh.mu.Lock()
+	delete(sh.devCache, c.DeviceID)
+	for k, st := range sh.states {
+		if k.device == c.DeviceID {
+			sh.end(st, now, "device deleted")
 		}
 	}
-	dr := e.devCache[id]
-	if dr == nil || !dr.current(x, typ, labels) {
-		dr = x.forDevice(id, typ, labels)
-		e.devCache[id] = dr
-	}
-	return dr
+	sh.unlockAndPublish()
 }
 
-// watchAll starts watching every registered device in a timed rule's
-// scope, as if it had last reported (or gone offline) at now.
-func (e *Engine) watchAll(c *compiled, now time.Time) {
-	for _, d := range e.devs.List() {
-		if !c.matches(d.ID, d.Type, d.Labels) {
-			continue
-		}
-		k := stateKey{c.rule.ID, d.ID}
-		if e.states[k] != nil {
-			continue
-		}
-		st := e.addState(c, d.ID, d.Type)
-		switch c.kind {
-		case KindAbsence:
-			st.lastSeen = now
-		case KindOffline:
-			if e.pres == nil || !e.pres.Online(d.ID) {
-				st.offline, st.offlineSince = true, now
-			}
-		}
-		e.reconcile(st, now)
-	}
-}
-
-// changed records an alert change: to be written, and published.
-func (e *Engine) changed(a *Alert, change string, now time.Time) {
-	e.dirty[a.ID] = struct{}{}
-	ev := Event{Change: change, Alert: a.clone(false)}
-	ev.Silenced = e.silenced(a.RuleID, now)
-	e.events = append(e.events, ev)
-}
-
-// silenced reports whether a rule is silenced. Called with mu held.
+// silenced reports whether a rule is silenced at now.
 func (e *Engine) silenced(ruleID string, now time.Time) bool {
 	c := e.idx.Load().rules[ruleID]
 	return c != nil && c.rule.silenced(now)
 }
 
-func (e *Engine) count(s string, d int) { e.counts[s] += d }
-
-// unlockAndPublish releases mu and then publishes the events gathered under
-// it, in order, and wakes the goroutines that have work.
-func (e *Engine) unlockAndPublish() {
-	evs := e.events
-	e.events = nil
-	wake, flush := e.wakeTimer, len(e.dirty) > 0
-	e.wakeTimer = false
-	if len(evs) == 0 {
-		e.mu.Unlock()
-	} else {
-		e.pubMu.Lock()
-		e.mu.Unlock()
-		msgs := make([]live.Message, 0, len(evs))
-		for _, ev := range evs {
-			m, err := live.Event(live.KindAlert, ev.DeviceID, ev.UpdatedAt, ev)
-			if err != nil {
-				e.log.Error("alert event not published", "alert_id", ev.ID, "err", err)
-				continue
+// runSilences ends rules' silences on time.
+func (e *Engine) runSilences(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		e.silMu.Lock()
+		var next time.Time
+		for _, until := range e.silences {
+			if next.IsZero() || until.Before(next) {
+				next = until
 			}
-			msgs = append(msgs, m)
 		}
-		e.live.Publish(msgs...)
-		e.pubMu.Unlock()
+		e.silMu.Unlock()
+		var due <-chan time.Time
+		if !next.IsZero() {
+			t.Reset(time.Until(next))
+			due = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wakeSil:
+		case <-due:
+			now := time.Now()
+			var ended []string
+			e.silMu.Lock()
+			for id, until := range e.silences {
+				if !now.Before(until) {
+					delete(e.silences, id)
+					ended = append(ended, id)
+				}
+			}
+			e.silMu.Unlock()
+			e.announceUnsilenced(ended, now)
+		}
 	}
-	if wake {
-		signal(e.wake)
+}
+
+// announceUnsilenced re-announces the firing alerts of rules whose silence
+// ended, so that webhooks hear of what fired during the silence.
+func (e *Engine) announceUnsilenced(ids []string, now time.Time) {
+	if len(ids) == 0 {
+		return
 	}
-	if flush {
-		signal(e.flush)
+	for _, sh := range e.shards {
+		sh.mu.Lock()
+		for _, id := range ids {
+			sh.unsilenced(id, now)
+		}
+		sh.unlockAndPublish()
 	}
 }
 
@@ -353,78 +363,6 @@ func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
-	}
-}
-
-// tickBatch bounds the timers handled under one hold of mu, so that a mass
-// expiry (every device of a fleet offline at once) does not stall ingest.
-const tickBatch = 256
-
-// run is the timer goroutine: it reconciles states whose deadline passed
-// and ends rules' silences.
-func (e *Engine) run(ctx context.Context) {
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
-	for {
-		e.mu.Lock()
-		next, ok := e.timers.next()
-		for _, until := range e.silences {
-			if !ok || until.Before(next) {
-				next, ok = until, true
-			}
-		}
-		e.mu.Unlock()
-		var due <-chan time.Time
-		if ok {
-			t.Reset(time.Until(next))
-			due = t.C
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-e.wake:
-		case <-due:
-			e.tick(time.Now())
-		}
-	}
-}
-
-func (e *Engine) tick(now time.Time) {
-	for more := true; more; {
-		e.mu.Lock()
-		more = false
-		for i := 0; i < tickBatch; i++ {
-			st := e.timers.popDue(now)
-			if st == nil {
-				break
-			}
-			more = i == tickBatch-1
-			if e.states[st.key] != st {
-				continue
-			}
-			e.reconcile(st, now)
-			e.maybeDrop(st, now)
-		}
-		if !more {
-			for id, until := range e.silences {
-				if !now.Before(until) {
-					delete(e.silences, id)
-					e.unsilenced(id, now)
-				}
-			}
-		}
-		e.unlockAndPublish()
-	}
-}
-
-// unsilenced re-announces a rule's firing alerts when its silence ends, so
-// that webhooks hear of what fired during the silence.
-func (e *Engine) unsilenced(ruleID string, now time.Time) {
-	for _, st := range e.states {
-		if st.key.rule == ruleID && st.alert != nil && st.alert.State == StateFiring {
-			st.alert.record(Transition{Change: ChangeUnsilenced, At: now})
-			e.changed(st.alert, ChangeUnsilenced, now)
-		}
 	}
 }
 

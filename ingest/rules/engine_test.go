@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -114,7 +116,7 @@ func TestConditions(t *testing.T) {
 				{wait: 2 * time.Minute, value: num(21), state: ""},
 				{wait: 2 * time.Minute, value: num(22.5), state: firing, changes: []string{"firing"}},
 				{wait: 2 * time.Minute, value: num(22.5), state: resolved, changes: []string{"resolved"}}, // 21 -> 22.5 within 5m
-				{wait: 10 * time.Minute, value: num(30), state: resolved},                                // the first sample of a window
+				{wait: 10 * time.Minute, value: num(30), state: resolved},                                 // the first sample of a window
 				{wait: time.Second, value: num(32.5), state: firing, changes: []string{"firing"}},
 			},
 		},
@@ -227,6 +229,72 @@ func TestScopesTouchOnlyMatchingRules(t *testing.T) {
 				got = append(got, a.RuleID)
 			}
 			require.ElementsMatch(t, tc.fired, got, tc.dev)
+		}
+	})
+}
+
+// TestOrderedThresholdsMatchNaiveEvaluation: the sorted threshold index
+// (which skips thresholds a reading does not cross) fires and resolves
+// exactly what evaluating every rule on every reading would.
+func TestOrderedThresholdsMatchNaiveEvaluation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testConfig())
+		h.device("d1", "thermostat", nil)
+		rng := rand.New(rand.NewPCG(1, 2))
+		type model struct {
+			op           string
+			value, clear float64
+			hyst, active bool
+		}
+		ops := []string{">", ">=", "<", "<="}
+		models := map[string]*model{}
+		for i := range 40 {
+			m := &model{op: ops[rng.IntN(4)], value: float64(rng.IntN(21)) / 2}
+			cond := fmt.Sprintf(`"kind":"threshold","field":"t","op":%q,"value":%v`, m.op, m.value)
+			if rng.IntN(2) == 0 {
+				m.hyst = true
+				if m.op[0] == '>' {
+					m.clear = m.value - float64(rng.IntN(5))/2
+					cond += fmt.Sprintf(`,"clear_below":%v`, m.clear)
+				} else {
+					m.clear = m.value + float64(rng.IntN(5))/2
+					cond += fmt.Sprintf(`,"clear_above":%v`, m.clear)
+				}
+			}
+			id := fmt.Sprintf("r%d", i)
+			models[id] = m
+			h.rule(`{"id":"` + id + `","name":"n","scope":{},"condition":{` + cond + `}}`)
+		}
+		seen := map[string]bool{}
+		for step := range 200 {
+			v := float64(rng.IntN(21)) / 2
+			h.send("d1", "t", ingest.Number(v))
+			newest := map[string]string{}
+			for _, a := range h.e.Alerts(Filter{}) {
+				if _, ok := newest[a.RuleID]; !ok {
+					newest[a.RuleID] = a.State
+				}
+			}
+			for id, m := range models {
+				cross := map[string]bool{">": v > m.value, ">=": v >= m.value, "<": v < m.value, "<=": v <= m.value}[m.op]
+				switch {
+				case !m.active:
+					m.active = cross
+				case m.hyst && m.op[0] == '>':
+					m.active = v >= m.clear
+				case m.hyst:
+					m.active = v <= m.clear
+				default:
+					m.active = cross
+				}
+				want := ""
+				if m.active {
+					want, seen[id] = StateFiring, true
+				} else if seen[id] {
+					want = StateResolved
+				}
+				require.Equal(t, want, newest[id], "step %d value %v rule %s %+v", step, v, id, *m)
+			}
 		}
 	})
 }

@@ -23,7 +23,7 @@ type sample struct {
 const maxSamples = 64
 
 // state is what the engine knows of one rule on one device. Guarded by
-// Engine.mu.
+// its shard's mu.
 type state struct {
 	key     stateKey
 	rule    *compiled
@@ -45,7 +45,9 @@ type state struct {
 	clearSince time.Time   // flapping and clear since then; zero otherwise
 
 	deadline time.Time
-	hidx     int // position in Engine.timers, -1 when not scheduled
+	hidx     int     // position in shard.timers, -1 when not scheduled
+	slot     **state // where the device's cached rules hold this state
+	live     *int    // the counter of live ordered thresholds it adds to
 }
 
 func newState(c *compiled, devID, devType string) *state {
@@ -81,18 +83,20 @@ func (st *state) addSample(t time.Time, v float64, window time.Duration) float64
 	return v - st.samples[0].v
 }
 
-// onValue evaluates a threshold or rate rule on one reading field.
-func (e *Engine) onValue(c *compiled, devID, devType string, ts time.Time, v ingest.Value, now time.Time) {
-	k := stateKey{c.rule.ID, devID}
-	st := e.states[k]
-	switch c.kind {
-	case KindThreshold:
+// onValue evaluates a threshold or rate rule on one reading field. The
+// common paths read only the ref and the state: the compiled rule is
+// touched when a state is created or changes.
+func (sh *shard) onValue(dr *devRules, ref ruleRef, devID string, ts time.Time, v ingest.Value, now time.Time) {
+	st := dr.slots[ref.slot]
+	switch ref.kind {
+	case codeThreshold:
+		c := ref.c
 		if st == nil {
 			// The common case, a value within limits, allocates nothing.
 			if hold, ok := c.holds(v, false); !ok || !hold {
 				return
 			}
-			st = e.addState(c, devID, devType)
+			st = sh.addState(c, devID, dr.typ)
 		}
 		if ts.Before(st.lastTS) {
 			return
@@ -102,54 +106,104 @@ func (e *Engine) onValue(c *compiled, devID, devType string, ts time.Time, v ing
 			return
 		}
 		st.lastTS, st.value = ts, valueOf(v)
-		e.setActive(st, hold, now)
-		e.maybeDrop(st, now)
-	case KindRate:
+		sh.setActive(st, hold, now)
+		sh.maybeDrop(st, now)
+	case codeRate:
 		if v.Kind != ingest.KindNumber {
 			return
 		}
 		if st == nil {
-			st = e.addState(c, devID, devType)
+			st = sh.addState(ref.c, devID, dr.typ)
 		}
 		if ts.Before(st.lastTS) {
 			return
 		}
 		st.lastTS = ts
-		d := st.addSample(ts, v.Num, c.window)
-		st.value = d
-		e.setActive(st, c.op.num(d, c.num), now)
-	case KindAbsence:
-		e.onData(c, devID, devType, now)
+		d := st.addSample(ts, v.Num, ref.window)
+		hold := ref.op.num(d, ref.num)
+		if hold != st.active || st.alert != nil {
+			st.value = d // boxing allocates: only when it is shown
+		}
+		sh.setActive(st, hold, now)
+	case codeAbsence:
+		sh.onData(dr, ref, devID, now)
 	}
 }
 
 // onData records that a reading arrived for an absence rule.
-func (e *Engine) onData(c *compiled, devID, devType string, now time.Time) {
-	st := e.states[stateKey{c.rule.ID, devID}]
+func (sh *shard) onData(dr *devRules, ref ruleRef, devID string, now time.Time) {
+	st := dr.slots[ref.slot]
 	if st == nil {
-		st = e.addState(c, devID, devType)
+		st = sh.addState(ref.c, devID, dr.typ)
 	}
 	st.lastSeen = now
 	if st.active || st.hidx < 0 {
-		e.reconcile(st, now)
+		sh.reconcile(st, now)
 	}
 }
 
-func (e *Engine) addState(c *compiled, devID, devType string) *state {
+// addState creates the state of a rule on a device, and puts it in the
+// device's slot when the device's rules are cached.
+func (sh *shard) addState(c *compiled, devID, devType string) *state {
 	st := newState(c, devID, devType)
-	e.states[st.key] = st
+	sh.states[st.key] = st
+	if dr := sh.devCache[devID]; dr != nil && dr.gen == sh.idx.gen {
+		if i, ok := dr.slotOf[c.rule.ID]; ok {
+			dr.link(i, st)
+		}
+	}
 	return st
+}
+
+// dropState forgets a state, and empties its slot.
+func (sh *shard) dropState(st *state) {
+	delete(sh.states, st.key)
+	if st.slot != nil && *st.slot == st {
+		*st.slot = nil
+		if st.live != nil {
+			*st.live--
+		}
+	}
+	st.slot, st.live = nil, nil
+}
+
+// onField evaluates a device's rules on one field of a reading and returns
+// how many it evaluated.
+func (sh *shard) onField(dr *devRules, fr *fieldRules, devID string, ts time.Time, v ingest.Value, now time.Time) int {
+	for _, ref := range fr.each {
+		sh.onValue(dr, ref, devID, ts, v, now)
+	}
+	n := len(fr.each)
+	if v.Kind != ingest.KindNumber {
+		return n
+	}
+	all := fr.liveN > 0
+	for _, ref := range fr.up {
+		if !all && !ref.op.num(v.Num, ref.num) {
+			break
+		}
+		sh.onValue(dr, ref, devID, ts, v, now)
+		n++
+	}
+	for _, ref := range fr.down {
+		if !all && !ref.op.num(v.Num, ref.num) {
+			break
+		}
+		sh.onValue(dr, ref, devID, ts, v, now)
+		n++
+	}
+	return n
 }
 
 // maybeDrop forgets a threshold state that holds nothing worth keeping, so
 // that memory follows the alerts, not the devices.
-func (e *Engine) maybeDrop(st *state, now time.Time) {
+func (sh *shard) maybeDrop(st *state, now time.Time) {
 	if st.rule.kind != KindThreshold || st.active || st.alert != nil || st.hidx >= 0 {
 		return
 	}
-	st.fires = recent(st.fires, now, e.cfg.FlapWindow)
+	st.fires = recent(st.fires, now, sh.e.cfg.FlapWindow)
 	if len(st.fires) == 0 {
-		delete(e.states, st.key)
+		sh.dropState(st)
 	}
 }
 
@@ -166,10 +220,10 @@ func recent(ts []time.Time, now time.Time, window time.Duration) []time.Time {
 }
 
 // setActive records whether a value-driven condition holds.
-func (e *Engine) setActive(st *state, hold bool, now time.Time) {
+func (sh *shard) setActive(st *state, hold bool, now time.Time) {
 	if hold == st.active {
 		if hold && !st.clearSince.IsZero() {
-			e.reconcile(st, now) // a flapping alert's condition is back
+			sh.reconcile(st, now) // a flapping alert's condition is back
 		}
 		return
 	}
@@ -177,13 +231,13 @@ func (e *Engine) setActive(st *state, hold bool, now time.Time) {
 	if hold {
 		st.activeSince = now
 	}
-	e.reconcile(st, now)
+	sh.reconcile(st, now)
 }
 
 // reconcile moves the state's alert to where the condition and the clock
 // say it should be, and schedules the next deadline. It is idempotent:
 // calling it early or twice changes nothing.
-func (e *Engine) reconcile(st *state, now time.Time) {
+func (sh *shard) reconcile(st *state, now time.Time) {
 	c := st.rule
 	switch c.kind {
 	case KindAbsence:
@@ -202,28 +256,28 @@ func (e *Engine) reconcile(st *state, now time.Time) {
 	a := st.alert
 	switch {
 	case st.active && a == nil:
-		e.start(st, now)
+		sh.start(st, now)
 	case st.active && a.State == StatePending:
 		if !now.Before(st.activeSince.Add(c.forDur)) {
-			e.fire(st, now)
+			sh.fire(st, now)
 		}
 	case st.active:
 		st.clearSince = time.Time{}
 	case a == nil:
 	case a.State == StatePending:
-		e.discard(st, now)
+		sh.discard(st, now)
 	case a.Flapping:
 		if st.clearSince.IsZero() {
 			st.clearSince = now
 		}
-		if !now.Before(st.clearSince.Add(e.cfg.FlapHold)) {
-			e.resolve(st, now, "condition cleared")
+		if !now.Before(st.clearSince.Add(sh.e.cfg.FlapHold)) {
+			sh.resolve(st, now, "condition cleared")
 		}
 	default:
-		e.resolve(st, now, "condition cleared")
+		sh.resolve(st, now, "condition cleared")
 	}
-	if e.timers.schedule(st, st.nextDeadline(e.cfg)) {
-		e.wakeTimer = true
+	if sh.timers.schedule(st, st.nextDeadline(sh.e.cfg)) {
+		sh.wakeTimer = true
 	}
 }
 
@@ -247,56 +301,56 @@ func (st *state) nextDeadline(cfg Config) time.Time {
 
 // start opens an alert: pending when the rule has a for duration to wait
 // out, firing at once otherwise.
-func (e *Engine) start(st *state, now time.Time) {
+func (sh *shard) start(st *state, now time.Time) {
 	c := st.rule
-	a := &Alert{ID: newAlertID(now, &e.lastID), RuleID: c.rule.ID, RuleName: c.rule.Name, DeviceID: st.key.device,
+	a := &Alert{ID: newAlertID(now, &sh.e.lastID), RuleID: c.rule.ID, RuleName: c.rule.Name, DeviceID: st.key.device,
 		DeviceType: st.devType, Severity: severity(c.rule.Severity), Kind: c.kind, Field: c.field,
 		StartedAt: st.activeSince, Targets: c.rule.Notify}
 	if a.StartedAt.IsZero() {
 		a.StartedAt = now
 	}
 	st.alert = a
-	e.alerts[a.ID] = a
+	sh.alerts[a.ID] = a
 	if c.timed() || c.forDur == 0 || !now.Before(st.activeSince.Add(c.forDur)) {
-		e.fire(st, now)
+		sh.fire(st, now)
 		return
 	}
 	a.State = StatePending
-	e.count(StatePending, 1)
+	sh.count(StatePending, 1)
 	a.Value, a.Summary = st.value, summary(c, st.value)
 	a.record(Transition{Change: ChangePending, At: now, Value: st.value})
-	e.changed(a, ChangePending, now)
+	sh.changed(a, ChangePending, now)
 }
 
-func (e *Engine) fire(st *state, now time.Time) {
+func (sh *shard) fire(st *state, now time.Time) {
 	a := st.alert
 	if a.State == StatePending {
-		e.count(StatePending, -1)
+		sh.count(StatePending, -1)
 	}
 	a.State = StateFiring
-	e.count(StateFiring, 1)
+	sh.count(StateFiring, 1)
 	t := now
 	a.FiredAt = &t
 	a.Value, a.Summary = st.value, summary(st.rule, st.value)
 	a.record(Transition{Change: ChangeFiring, At: now, Value: st.value})
-	if n := e.cfg.FlapThreshold; n > 0 {
-		st.fires = append(recent(st.fires, now, e.cfg.FlapWindow), now)
+	if n := sh.e.cfg.FlapThreshold; n > 0 {
+		st.fires = append(recent(st.fires, now, sh.e.cfg.FlapWindow), now)
 		if len(st.fires) > n {
 			st.fires = st.fires[len(st.fires)-n:]
 		}
 		if len(st.fires) >= n {
 			a.Flapping = true
 			a.record(Transition{Change: ChangeFlapping, At: now,
-				Note: fmt.Sprintf("fired %d times within %v: resolves only after %v clear", n, e.cfg.FlapWindow, e.cfg.FlapHold)})
+				Note: fmt.Sprintf("fired %d times within %v: resolves only after %v clear", n, sh.e.cfg.FlapWindow, sh.e.cfg.FlapHold)})
 		}
 	}
-	e.metrics.fired.Inc()
-	e.changed(a, ChangeFiring, now)
+	sh.e.metrics.fired.Inc()
+	sh.changed(a, ChangeFiring, now)
 }
 
-func (e *Engine) resolve(st *state, now time.Time, reason string) {
+func (sh *shard) resolve(st *state, now time.Time, reason string) {
 	a := st.alert
-	e.count(a.State, -1)
+	sh.count(a.State, -1)
 	a.State = StateResolved
 	t := now
 	a.ResolvedAt, a.ResolveReason = &t, reason
@@ -305,20 +359,20 @@ func (e *Engine) resolve(st *state, now time.Time, reason string) {
 	}
 	a.record(Transition{Change: ChangeResolved, At: now, Value: a.Value, Note: reason})
 	st.alert, st.clearSince = nil, time.Time{}
-	e.resolved++
-	e.metrics.resolved.Inc()
-	e.changed(a, ChangeResolved, now)
+	sh.resolved++
+	sh.e.metrics.resolved.Inc()
+	sh.changed(a, ChangeResolved, now)
 }
 
 // discard drops a pending alert whose condition cleared before it fired:
 // it never happened, so it is not kept.
-func (e *Engine) discard(st *state, now time.Time) {
+func (sh *shard) discard(st *state, now time.Time) {
 	a := st.alert
-	e.count(StatePending, -1)
+	sh.count(StatePending, -1)
 	st.alert = nil
-	delete(e.alerts, a.ID)
+	delete(sh.alerts, a.ID)
 	a.State, a.Value, a.UpdatedAt = StateInactive, st.value, now
-	e.changed(a, ChangeInactive, now)
+	sh.changed(a, ChangeInactive, now)
 }
 
 func severity(s string) string {

@@ -1,8 +1,10 @@
 package rules
 
 import (
+	"cmp"
 	"encoding/json"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/telehub/telehub/ingest"
@@ -134,43 +136,153 @@ func buildIndex(gen uint64, rules map[string]*compiled) *index {
 
 // devRules are the rules that watch one device, by what they react to.
 // Built from the index on a device's first reading and again when the rules
-// or the device's type or labels change.
+// or the device's type or labels change. Each rule has a slot holding its
+// state for the device, so that evaluating a rule costs no map lookup, and
+// the structure is flat (few pointers to chase) because it is read on every
+// reading, between the pipeline's own work, mostly from cold caches.
 type devRules struct {
 	gen     uint64
 	typ     string
 	labels  map[string]string
-	byField map[string][]*compiled
-	anyData []*compiled // absence rules without a field
-	offline []*compiled
+	checked time.Time    // when labels were last compared with the registry
+	fields  []fieldRules // by field
+	byName  map[string]int32
+	anyData []ruleRef // absence rules without a field
+	offline []ruleRef
+	slots   []*state
+	fieldOf []int32          // by slot: index in fields of an ordered threshold, or -1
+	slotOf  map[string]int32 // rule ID -> slot
+}
+
+// fieldRules are a device's rules on one field. Numeric thresholds with an
+// order (>, >=, <, <=) are sorted by value, so that a reading evaluates only
+// those it crosses, as long as none of them holds a state (liveN == 0): in a
+// healthy fleet, a reading within every limit costs a comparison or two.
+type fieldRules struct {
+	name  string
+	each  []ruleRef // evaluated on every reading: rates, absence, ==, !=
+	up    []ruleRef // > and >=, by value ascending (>= first on ties)
+	down  []ruleRef // < and <=, by value descending (<= first on ties)
+	liveN int       // states of up and down rules that exist
+}
+
+// ruleRef is a rule and the slot of its state in a devRules, with the
+// threshold's operator and value at hand for the sorted walk.
+type ruleRef struct {
+	c      *compiled
+	slot   int32
+	kind   kindCode
+	op     op
+	num    float64
+	window time.Duration
+}
+
+// kindCode is a condition kind as a number, for the evaluation switch.
+type kindCode uint8
+
+const (
+	codeThreshold kindCode = iota + 1
+	codeRate
+	codeAbsence
+	codeOffline
+)
+
+var kindCodes = map[string]kindCode{KindThreshold: codeThreshold, KindRate: codeRate, KindAbsence: codeAbsence, KindOffline: codeOffline}
+
+// maxScan is the number of fields up to which a linear scan beats a map.
+const maxScan = 8
+
+// field returns the device's rules on a field, nil when none.
+func (dr *devRules) field(name string) *fieldRules {
+	if dr.byName != nil {
+		if i, ok := dr.byName[name]; ok {
+			return &dr.fields[i]
+		}
+		return nil
+	}
+	for i := range dr.fields {
+		if dr.fields[i].name == name {
+			return &dr.fields[i]
+		}
+	}
+	return nil
 }
 
 func (x *index) forDevice(id, typ string, labels map[string]string) *devRules {
-	dr := &devRules{gen: x.gen, typ: typ, labels: maps.Clone(labels)}
+	dr := &devRules{gen: x.gen, typ: typ, labels: maps.Clone(labels), slotOf: map[string]int32{}}
+	idx := map[string]int32{}
 	add := func(cs []*compiled) {
 		for _, c := range cs {
 			if !c.matches(id, typ, labels) {
 				continue
 			}
+			ref := ruleRef{c: c, slot: int32(len(dr.slots)), kind: kindCodes[c.kind], op: c.op, num: c.num, window: c.window}
+			dr.slots = append(dr.slots, nil)
+			dr.fieldOf = append(dr.fieldOf, -1)
+			dr.slotOf[c.rule.ID] = ref.slot
 			switch {
 			case c.kind == KindOffline:
-				dr.offline = append(dr.offline, c)
+				dr.offline = append(dr.offline, ref)
 			case c.field == "":
-				dr.anyData = append(dr.anyData, c)
+				dr.anyData = append(dr.anyData, ref)
 			default:
-				if dr.byField == nil {
-					dr.byField = map[string][]*compiled{}
+				i, ok := idx[c.field]
+				if !ok {
+					i = int32(len(dr.fields))
+					idx[c.field] = i
+					dr.fields = append(dr.fields, fieldRules{name: c.field})
 				}
-				dr.byField[c.field] = append(dr.byField[c.field], c)
+				fr := &dr.fields[i]
+				ordered := c.kind == KindThreshold && c.vkind == valueNumber
+				switch {
+				case ordered && (c.op == opGT || c.op == opGE):
+					fr.up = append(fr.up, ref)
+					dr.fieldOf[ref.slot] = i
+				case ordered && (c.op == opLT || c.op == opLE):
+					fr.down = append(fr.down, ref)
+					dr.fieldOf[ref.slot] = i
+				default:
+					fr.each = append(fr.each, ref)
+				}
 			}
 		}
 	}
 	add(x.byDevice[id])
 	add(x.byType[typ])
 	add(x.other)
+	if len(dr.fields) > maxScan {
+		dr.byName = idx
+	}
+	for i := range dr.fields {
+		fr := &dr.fields[i]
+		slices.SortFunc(fr.up, func(a, b ruleRef) int {
+			if c := cmp.Compare(a.num, b.num); c != 0 {
+				return c
+			}
+			return cmp.Compare(b.op, a.op) // opGE before opGT
+		})
+		slices.SortFunc(fr.down, func(a, b ruleRef) int {
+			if c := cmp.Compare(b.num, a.num); c != 0 {
+				return c
+			}
+			return cmp.Compare(b.op, a.op) // opLE before opLT
+		})
+	}
 	return dr
 }
 
 // current reports whether the cached rules still apply to the device.
 func (dr *devRules) current(x *index, typ string, labels map[string]string) bool {
 	return dr.gen == x.gen && dr.typ == typ && (!x.labels || maps.Equal(dr.labels, labels))
+}
+
+// link puts st in slot i. Called once dr is built: fields no longer moves.
+func (dr *devRules) link(i int32, st *state) {
+	dr.slots[i] = st
+	st.slot = &dr.slots[i]
+	st.live = nil
+	if f := dr.fieldOf[i]; f >= 0 {
+		dr.fields[f].liveN++
+		st.live = &dr.fields[f].liveN
+	}
 }

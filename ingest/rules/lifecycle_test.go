@@ -1,12 +1,15 @@
 package rules
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 )
 
@@ -275,5 +278,90 @@ func TestHistoryIsBounded(t *testing.T) {
 		require.Empty(t, h.e.Alerts(Filter{}), "resolved alerts older than the retention are dropped")
 		h = h.reopen(cfg)
 		require.Empty(t, h.e.Alerts(Filter{}), "and deleted from the database")
+	})
+}
+
+// TestConcurrentUse: readings from many publishers, presence changes, rule
+// changes and acknowledgements at once (run with -race); afterwards there
+// is at most one active alert per rule and device, and what was written to
+// the database is what the engine holds.
+func TestConcurrentUse(t *testing.T) {
+	h := newHarness(t, DefaultConfig())
+	for i := range 8 {
+		h.device(fmt.Sprintf("d%d", i), "thermostat", map[string]string{"room": fmt.Sprintf("r%d", i%2)})
+	}
+	h.rule(hotRule)
+	h.rule(`{"id":"rate","name":"rate","scope":{"labels":"room=r1"},"condition":{"kind":"rate","field":"temperature","op":">","value":5,"window":"1s"}}`)
+	h.rule(`{"id":"quiet","name":"quiet","scope":{},"condition":{"kind":"absence","for":"20ms"}}`)
+	h.rule(`{"id":"off","name":"off","scope":{},"condition":{"kind":"offline","for":"10ms"}}`)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				dev := fmt.Sprintf("d%d", (g+i)%8)
+				h.send(dev, "temperature", ingest.Number(float64(15+(i*7+g)%20)))
+				if i%50 == 0 {
+					h.e.PresenceChanged(devices.PresenceEvent{DeviceID: dev, Online: i%100 == 0})
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 20 {
+			s, _ := ParseRule([]byte(hotRule))
+			s.Condition.Value = float64(27 + i%3)
+			_, err := h.e.UpdateRule("hot", s, "admin")
+			require.NoError(t, err)
+			for _, a := range h.e.Alerts(Filter{States: []string{StateFiring}}) {
+				h.e.Ack(a.ID, "op", "")
+			}
+		}
+	})
+	wg.Wait()
+	active := map[string]bool{}
+	for _, a := range h.e.Alerts(Filter{States: []string{StatePending, StateFiring}}) {
+		k := a.RuleID + "/" + a.DeviceID
+		require.False(t, active[k], "two active alerts for %s", k)
+		active[k] = true
+	}
+	before := map[string]string{}
+	for _, a := range h.e.Alerts(Filter{}) {
+		before[a.ID] = a.State
+	}
+	require.NotEmpty(t, before)
+	h = h.reopen(DefaultConfig())
+	after := map[string]string{}
+	for _, a := range h.e.Alerts(Filter{}) {
+		after[a.ID] = a.State
+	}
+	for id, st := range before {
+		require.Equal(t, st, after[id], "alert %s written as it was", id)
+	}
+}
+
+// TestLabelChangeMovesDeviceInAndOutOfScope: a label selector follows the
+// registry: a device whose labels stop matching leaves the rule (its alert
+// resolves), one whose labels start matching is evaluated.
+func TestLabelChangeMovesDeviceInAndOutOfScope(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testConfig())
+		h.device("t1", "thermostat", map[string]string{"room": "lab"})
+		h.rule(`{"id":"lab","name":"lab hot","scope":{"labels":"room=lab"},"condition":{"kind":"threshold","field":"temperature","op":">","value":28}}`)
+		h.send("t1", "temperature", ingest.Number(30))
+		require.Equal(t, StateFiring, h.state("lab", "t1"))
+		kitchen := map[string]string{"room": "kitchen"}
+		_, err := h.reg.Update("t1", devices.Patch{Labels: &kitchen})
+		require.NoError(t, err)
+		h.wait(labelRecheck)
+		h.send("t1", "temperature", ingest.Number(31))
+		a := h.e.Alerts(Filter{RuleID: "lab"})[0]
+		require.Equal(t, StateResolved, a.State)
+		require.Equal(t, "device left the rule's scope", a.ResolveReason)
+		lab := map[string]string{"room": "lab"}
+		_, err = h.reg.Update("t1", devices.Patch{Labels: &lab})
+		require.NoError(t, err)
+		h.wait(labelRecheck)
+		h.send("t1", "temperature", ingest.Number(32))
+		require.Equal(t, StateFiring, h.state("lab", "t1"))
 	})
 }

@@ -7,7 +7,7 @@ import (
 
 // timers is a min-heap of states by deadline. Each state is in it at most
 // once (state.hidx), so a device that keeps reporting does not grow it.
-// Guarded by Engine.mu.
+// Guarded by shard.mu.
 type timers []*state
 
 var _ heap.Interface = (*timers)(nil)

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/telehub/telehub/devices"
 )
 
 // The engine's buckets in the hub's state database: rules by ID, alerts
@@ -18,10 +21,11 @@ var (
 	alertsBucket = []byte("alerts")
 )
 
-// load reads the rules and alerts and merges the declared rules. It returns
-// the IDs of rules whose scope or condition changed since the last run, so
-// that their alerts restart.
-func (e *Engine) load(declared []Spec, now time.Time) (changed map[string]bool, err error) {
+// load reads the rules and alerts and merges the declared rules. It
+// returns the alerts, and the IDs of rules whose scope or condition changed
+// since the last run, so that their alerts restart. Unreadable alerts are
+// deleted.
+func (e *Engine) load(declared []Spec, now time.Time) (alerts []*Alert, changed map[string]bool, err error) {
 	now = now.UTC().Truncate(time.Millisecond)
 	changed = map[string]bool{}
 	err = e.db.Update(func(tx *bolt.Tx) error {
@@ -71,24 +75,30 @@ func (e *Engine) load(declared []Spec, now time.Time) (changed map[string]bool, 
 				delete(e.rules, id)
 			}
 		}
-		return ab.ForEach(func(k, v []byte) error {
-			var a Alert
-			if err := json.Unmarshal(v, &a); err != nil {
-				e.log.Error("unreadable alert dropped", "alert_id", string(k), "err", err)
-				e.dirty[string(k)] = struct{}{}
+		var bad [][]byte
+		if err := ab.ForEach(func(k, v []byte) error {
+			a := &Alert{}
+			if err := json.Unmarshal(v, a); err != nil || a.ID != string(k) {
+				e.log.Error("unreadable alert deleted", "alert_id", string(k), "err", err)
+				bad = append(bad, bytes.Clone(k))
 				return nil
 			}
-			e.alerts[a.ID] = &a
-			if a.State == StateResolved {
-				e.resolved++
-			}
+			alerts = append(alerts, a)
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
+		for _, k := range bad {
+			if err := ab.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load rules and alerts: %w", err)
+		return nil, nil, fmt.Errorf("load rules and alerts: %w", err)
 	}
-	return changed, nil
+	return alerts, changed, nil
 }
 
 func sameSpec(a, b Spec) bool {
@@ -105,10 +115,9 @@ func putRule(b *bolt.Bucket, r *Rule) error {
 	return b.Put([]byte(r.ID), v)
 }
 
-// install builds the index from e.rules and brings the states in line:
-// states of deleted rules, or of rules whose scope or condition changed,
-// end (their alerts resolve); the others follow the new rule. Called with
-// mu held; e.rules must not change meanwhile (rulesMu).
+// install builds the index from e.rules, applies it to every shard (see
+// shard.apply) and updates the silences. e.rules must not change meanwhile
+// (rulesMu, or New before anything runs).
 func (e *Engine) install(now time.Time) {
 	old := e.idx.Load()
 	var gen uint64
@@ -128,29 +137,18 @@ func (e *Engine) install(now time.Time) {
 	}
 	x := buildIndex(gen, cs)
 	e.idx.Store(x)
-	for k, st := range e.states {
-		switch nc := cs[k.rule]; {
-		case nc == nil:
-			e.end(st, now, "rule deleted")
-		case nc.evalKey != st.rule.evalKey:
-			e.end(st, now, "rule changed")
-		default:
-			st.rule = nc
-			if a := st.alert; a != nil && (a.RuleName != nc.rule.Name || a.Severity != severity(nc.rule.Severity) || !slices.Equal(a.Targets, nc.rule.Notify)) {
-				a.RuleName, a.Severity, a.Targets = nc.rule.Name, severity(nc.rule.Severity), nc.rule.Notify
-				e.dirty[a.ID] = struct{}{}
-			}
-		}
-	}
+
+	var ended []string
+	wake := false
+	e.silMu.Lock()
 	for id, r := range e.rules {
 		if r.SilencedUntil != nil && now.Before(*r.SilencedUntil) {
 			if e.silences[id] != *r.SilencedUntil {
-				e.silences[id] = *r.SilencedUntil
-				e.wakeTimer = true
+				e.silences[id], wake = *r.SilencedUntil, true
 			}
 		} else if _, ok := e.silences[id]; ok {
 			delete(e.silences, id)
-			e.unsilenced(id, now)
+			ended = append(ended, id)
 		}
 	}
 	for id := range e.silences {
@@ -158,79 +156,88 @@ func (e *Engine) install(now time.Time) {
 			delete(e.silences, id)
 		}
 	}
-	if e.started {
+	e.silMu.Unlock()
+	if wake {
+		signal(e.wakeSil)
+	}
+
+	var devs []devices.Device
+	if e.started.Load() {
 		for _, c := range x.timed {
 			if old == nil || old.rules[c.rule.ID] == nil || old.rules[c.rule.ID].evalKey != c.evalKey {
-				e.watchAll(c, now)
+				devs = e.devs.List()
+				break
 			}
 		}
 	}
-}
-
-// end forgets a state, resolving its firing alert and dropping a pending
-// one.
-func (e *Engine) end(st *state, now time.Time, reason string) {
-	e.timers.unschedule(st)
-	switch {
-	case st.alert == nil:
-	case st.alert.State == StatePending:
-		e.discard(st, now)
-	default:
-		e.resolve(st, now, reason)
+	for _, sh := range e.shards {
+		sh.mu.Lock()
+		sh.apply(x, devs, now)
+		sh.unlockAndPublish()
 	}
-	delete(e.states, st.key)
+	e.announceUnsilenced(ended, now)
 }
 
-// restore rebuilds the state of the pending and firing alerts loaded from
-// the database. Alerts of rules that are gone or changed resolve. Called
-// with mu held, after install.
-func (e *Engine) restore(changed map[string]bool, now time.Time) {
-	x := e.idx.Load()
-	for _, a := range e.alerts {
-		if !a.active() {
-			continue
-		}
-		e.count(a.State, 1)
-		c := x.rules[a.RuleID]
-		k := stateKey{a.RuleID, a.DeviceID}
-		st := &state{key: k, rule: c, devType: a.DeviceType, alert: a, value: a.Value, hidx: -1}
-		switch {
-		case c == nil:
-			e.restoreEnd(st, now, "rule deleted")
-			continue
-		case changed[a.RuleID] || c.kind != a.Kind:
-			e.restoreEnd(st, now, "rule changed")
-			continue
-		case e.states[k] != nil:
-			// Two active alerts for one pair cannot happen; if a damaged
-			// database has them, the newer wins.
-			if other := e.states[k].alert; other.StartedAt.After(a.StartedAt) {
-				e.restoreEnd(st, now, "duplicate")
-				continue
-			}
-			e.restoreEnd(e.states[k], now, "duplicate")
-		}
-		switch c.kind {
-		case KindThreshold, KindRate:
-			st.active, st.activeSince = true, a.StartedAt
-		case KindAbsence:
-			st.lastSeen = a.StartedAt.Add(-c.forDur)
-		case KindOffline:
-			st.offline, st.offlineSince = true, a.StartedAt.Add(-c.forDur)
-		}
-		if a.FiredAt != nil {
-			st.fires = append(st.fires, *a.FiredAt)
-		}
-		e.states[k] = st
+// restore files the loaded alerts in their devices' shards and rebuilds the
+// state of the pending and firing ones. Alerts of rules that are gone or
+// changed resolve. Called by New, after install.
+func (e *Engine) restore(alerts []*Alert, changed map[string]bool, now time.Time) {
+	for _, a := range alerts {
+		sh := e.shardOf(a.DeviceID)
+		sh.mu.Lock()
+		sh.restore(a, changed, now)
+		sh.mu.Unlock()
 	}
 }
 
-func (e *Engine) restoreEnd(st *state, now time.Time, reason string) {
-	if st.alert.State == StatePending {
-		e.discard(st, now)
+func (sh *shard) restore(a *Alert, changed map[string]bool, now time.Time) {
+	sh.alerts[a.ID] = a
+	if !a.active() {
+		if a.State == StateResolved {
+			sh.resolved++
+		}
 		return
 	}
-	e.resolve(st, now, reason)
+	sh.count(a.State, 1)
+	c := sh.idx.rules[a.RuleID]
+	k := stateKey{a.RuleID, a.DeviceID}
+	st := &state{key: k, rule: c, devType: a.DeviceType, alert: a, value: a.Value, hidx: -1}
+	switch {
+	case c == nil:
+		sh.restoreEnd(st, now, "rule deleted")
+		return
+	case changed[a.RuleID] || c.kind != a.Kind:
+		sh.restoreEnd(st, now, "rule changed")
+		return
+	case sh.states[k] != nil:
+		// Two active alerts for one pair cannot happen; if a damaged
+		// database has them, the newer wins.
+		if other := sh.states[k].alert; other.ID > a.ID {
+			sh.restoreEnd(st, now, "duplicate")
+			return
+		}
+		sh.restoreEnd(sh.states[k], now, "duplicate")
+	}
+	switch c.kind {
+	case KindThreshold, KindRate:
+		st.active, st.activeSince = true, a.StartedAt
+	case KindAbsence:
+		st.lastSeen = a.StartedAt.Add(-c.forDur)
+	case KindOffline:
+		st.offline, st.offlineSince = true, a.StartedAt.Add(-c.forDur)
+	}
+	if a.FiredAt != nil {
+		st.fires = append(st.fires, *a.FiredAt)
+	}
+	sh.states[k] = st
+}
+
+func (sh *shard) restoreEnd(st *state, now time.Time, reason string) {
+	if st.alert.State == StatePending {
+		sh.discard(st, now)
+		return
+	}
+	sh.resolve(st, now, reason)
 }
 
 // flushLoop writes alert changes as they come, and once a minute prunes
@@ -244,9 +251,7 @@ func (e *Engine) flushLoop(ctx context.Context) {
 			return
 		case <-e.flush:
 		case <-tick.C:
-			e.mu.Lock()
 			e.prune(time.Now(), true)
-			e.mu.Unlock()
 		}
 		if err := e.flushNow(); err != nil {
 			e.metrics.persistErrors.Inc()
@@ -255,27 +260,30 @@ func (e *Engine) flushLoop(ctx context.Context) {
 	}
 }
 
-// flushNow writes the changed alerts in one transaction.
+// flushNow writes the changed alerts of every shard in one transaction.
 func (e *Engine) flushNow() error {
-	e.mu.Lock()
 	e.prune(time.Now(), false)
-	if len(e.dirty) == 0 {
-		e.mu.Unlock()
+	var puts []Alert
+	var dels []string
+	var taken [nShards]map[string]struct{}
+	for i, sh := range e.shards {
+		sh.mu.Lock()
+		if len(sh.dirty) > 0 {
+			for id := range sh.dirty {
+				if a, ok := sh.alerts[id]; ok {
+					puts = append(puts, a.clone(true))
+				} else {
+					dels = append(dels, id)
+				}
+			}
+			taken[i] = maps.Clone(sh.dirty)
+			clear(sh.dirty)
+		}
+		sh.mu.Unlock()
+	}
+	if len(puts) == 0 && len(dels) == 0 {
 		return nil
 	}
-	puts := make([]Alert, 0, len(e.dirty))
-	var dels []string
-	for id := range e.dirty {
-		if a, ok := e.alerts[id]; ok {
-			puts = append(puts, a.clone(true))
-		} else {
-			dels = append(dels, id)
-		}
-	}
-	ids := maps.Clone(e.dirty)
-	clear(e.dirty)
-	e.mu.Unlock()
-
 	err := e.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(alertsBucket)
 		for i := range puts {
@@ -295,34 +303,50 @@ func (e *Engine) flushNow() error {
 		return nil
 	})
 	if err != nil {
-		e.mu.Lock()
-		maps.Copy(e.dirty, ids)
-		e.mu.Unlock()
+		for i, sh := range e.shards {
+			if taken[i] != nil {
+				sh.mu.Lock()
+				maps.Copy(sh.dirty, taken[i])
+				sh.mu.Unlock()
+			}
+		}
 		return fmt.Errorf("write alerts: %w", err)
 	}
 	return nil
 }
 
 // prune drops resolved alerts beyond MaxResolved (the oldest first) and,
-// when byAge, those resolved longer ago than Retention. Called with mu
-// held.
+// when byAge, those resolved longer ago than Retention.
 func (e *Engine) prune(now time.Time, byAge bool) {
-	if !byAge && e.resolved <= e.cfg.MaxResolved {
+	total := 0
+	e.eachShard(func(sh *shard) { total += sh.resolved })
+	if !byAge && total <= e.cfg.MaxResolved {
 		return
 	}
-	var old []*Alert
-	for _, a := range e.alerts {
-		if a.State == StateResolved {
-			old = append(old, a)
-		}
+	type kept struct {
+		sh *shard
+		a  *Alert
 	}
-	slices.SortFunc(old, func(a, b *Alert) int { return a.UpdatedAt.Compare(b.UpdatedAt) })
-	for i, a := range old {
-		if len(old)-i <= e.cfg.MaxResolved && now.Sub(a.UpdatedAt) <= e.cfg.Retention {
+	var old []kept
+	e.eachShard(func(sh *shard) {
+		for _, a := range sh.alerts {
+			if a.State == StateResolved {
+				old = append(old, kept{sh, a})
+			}
+		}
+	})
+	// A resolved alert never changes again: sorting needs no lock.
+	slices.SortFunc(old, func(a, b kept) int { return a.a.UpdatedAt.Compare(b.a.UpdatedAt) })
+	for i, k := range old {
+		if len(old)-i <= e.cfg.MaxResolved && now.Sub(k.a.UpdatedAt) <= e.cfg.Retention {
 			break
 		}
-		delete(e.alerts, a.ID)
-		e.dirty[a.ID] = struct{}{}
-		e.resolved--
+		k.sh.mu.Lock()
+		if k.sh.alerts[k.a.ID] == k.a {
+			delete(k.sh.alerts, k.a.ID)
+			k.sh.dirty[k.a.ID] = struct{}{}
+			k.sh.resolved--
+		}
+		k.sh.mu.Unlock()
 	}
 }

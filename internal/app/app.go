@@ -22,6 +22,7 @@ import (
 	"github.com/telehub/telehub/broker"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/ingest/forward"
 	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/live"
@@ -58,8 +59,12 @@ type App struct {
 
 	// integrations are the MQTT clients that are not devices.
 	integrations *devices.Integrations
+	// forwarder sends the log on to an upstream; nil when forwarding is off.
+	forwarder *forward.Forwarder
 	// control is commands, their schemas and device state.
 	control *control
+	// alerting is the rule engine and the webhooks.
+	alerting *alerting
 }
 
 // Start opens the data directory and starts every part of the hub.
@@ -98,8 +103,11 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	if localWindow {
 		consumers = append(consumers, "local")
 	}
+	if cfg.Forward.Enabled() {
+		consumers = append(consumers, forward.Consumer)
+	}
 	if a.wal, err = wal.Open(filepath.Join(cfg.DataDir, "log"), wal.Options{MaxBytes: cfg.Log.MaxBytes,
-		SegmentBytes: cfg.Log.SegmentBytes, NoSync: !cfg.Log.Fsync, Consumers: consumers}, logger.With("component", "wal")); err != nil {
+		SegmentBytes: cfg.Log.SegmentBytes, NoSync: !cfg.Log.Fsync, SyncInterval: cfg.Log.SyncInterval, Consumers: consumers}, logger.With("component", "wal")); err != nil {
 		return nil, err
 	}
 	registerLogMetrics(reg, a.wal)
@@ -146,18 +154,29 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		filepath.Join(cfg.DataDir, "dead-letters.jsonl"), logger.With("component", "writer"))
 	a.writer.Start(ctx)
 
-	hub := live.New(cfg.Live.ReplayBuffer)
+	hub := live.NewAt(cfg.Live.ReplayBuffer, uint64(time.Now().UnixMicro()))
 	reg.GaugeFunc("telehub_live_last_seq", "Sequence number of the newest live stream message.", func() float64 { return float64(hub.Last()) })
+	if cfg.Forward.Enabled() {
+		if a.forwarder, err = forward.New(cfg.Forward, a.wal, hub, reg, logger.With("component", "forward")); err != nil {
+			return nil, err
+		}
+		a.forwarder.Start(ctx)
+		logger.Info("forwarding readings to an upstream", "url", cfg.Forward.URL, "alerts", cfg.Forward.Alerts)
+	}
 	latest := ingest.NewLatest()
 	presence := devices.NewPresence()
 	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), pipeMetrics, latest, logger.With("component", "ingest"))
 	if a.control, err = newControl(cfg, a.state, a.registry, hub, reg, logger); err != nil {
 		return nil, err
 	}
+	if a.alerting, err = newAlerting(cfg, a.state, a.registry, presence, pipe, hub, reg, logger); err != nil {
+		return nil, err
+	}
 
 	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Presence: presence, Stream: hub, History: history, Metrics: reg,
 		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait},
 		States: a.control.states, Commands: a.control.commands, Schemas: a.control.schemas,
+		Rules: a.alerting.rules, Alerts: a.alerting.rules, Webhooks: a.alerting.notify,
 		Tokens: a.tokens, Integrations: a.integrations, Logger: logger.With("component", "web")})
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP.Addr, err)
@@ -172,7 +191,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		a.https = true
 	}
 	a.http = &http.Server{Handler: a.web, ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn)} // e.g. TLS handshake errors
 	a.wg.Go(func() {
 		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server", "err", err)
@@ -194,9 +214,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 			latest.Forget(c.DeviceID)
 		}
 	})
-	if err := a.control.attach(a.broker, presence); err != nil {
+	if err := a.control.attach(a.broker, presence, a.registry); err != nil {
 		return nil, err
 	}
+	a.alerting.start(ctx)
 	if err := a.broker.Start(); err != nil {
 		return nil, err
 	}
@@ -263,6 +284,10 @@ func (a *App) Stop() {
 		}
 		a.wg.Wait()
 		a.control.stop()
+		a.alerting.stop()
+		if a.forwarder != nil {
+			a.forwarder.Stop()
+		}
 		if a.writer != nil {
 			a.writer.Stop()
 		}

@@ -44,14 +44,21 @@ func newControl(cfg config.Config, db *bolt.DB, reg devices.DeviceLookup, pub de
 	return c, nil
 }
 
-// attach adds the control hook to the broker (before it starts) and makes
-// devices coming online receive their queued commands.
-func (c *control) attach(b *broker.Broker, presence *devices.Presence) error {
+// attach adds the control hook to the broker (before it starts), makes
+// devices coming online receive their queued commands, and drops the
+// commands and state of deleted devices.
+func (c *control) attach(b *broker.Broker, presence *devices.Presence, reg *devices.Registry) error {
 	var err error
 	if c.bridge, err = broker.NewControl(b, c.commands, c.states, c.log.With("component", "control")); err != nil {
 		return err
 	}
 	presence.OnChange(c.commands.OnPresence)
+	reg.OnChange(func(ch devices.Change) {
+		if ch.Kind == devices.Deleted {
+			c.commands.Forget(ch.DeviceID)
+			c.states.Forget(ch.DeviceID)
+		}
+	})
 	return nil
 }
 

@@ -68,6 +68,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&d) == nil && d.Online && d.Latest["temperature"] != nil
 	})
 
+	// Screenshots go to docs/ for the README only when asked for
+	// (TELEHUB_UPDATE_SCREENSHOTS=1, `make screenshots`); otherwise to a
+	// temporary folder, so test runs leave the tree clean.
+	shots := t.TempDir()
+	if os.Getenv("TELEHUB_UPDATE_SCREENSHOTS") != "" {
+		shots = filepath.Join(root, "docs")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("web", "test", "dashboard.test.mjs"))
@@ -78,13 +85,28 @@ func TestDashboardInBrowser(t *testing.T) {
 		"TELEHUB_LAB_DEVICE="+lab,
 		"TELEHUB_CMD_DEVICE=sim-thermo-0001",
 		"TELEHUB_BULK=2000",
-		"TELEHUB_SCREENSHOTS="+filepath.Join(root, "docs"),
+		"TELEHUB_SCREENSHOTS="+shots,
 		"TELEHUB_CHROMIUM="+chromiumPath,
 	)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "the browser test failed:\n%s", out)
 	t.Logf("browser test:\n%s", out)
 	require.Contains(t, string(out), "ok   after a dropped connection the chart resumes with no gap and no duplicate")
+	require.FileExists(t, filepath.Join(shots, "dashboard.png"))
+}
+
+// TestDashboardChartPoints runs the page's unit tests under node --test:
+// the chart point store keeps each point once and in order whatever order
+// history and live points arrive in.
+func TestDashboardChartPoints(t *testing.T) {
+	node := testenv.Tool(t, "node")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--no-warnings", "--test", filepath.Join("web", "test", "dashboard-series.test.mjs"))
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "# fail 0")
 }
 
 // bulkDevices registers n devices that never connect, 1,000 per call.
@@ -157,7 +179,7 @@ func startLabThermostat(t *testing.T, a *App, id string) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 
-// runFleetInBackground runs six simulated thermostats and six wearables
+// runFleetInBackground runs three simulated thermostats and three wearables
 // (which execute commands) until the test ends.
 func runFleetInBackground(t *testing.T, a *App) {
 	t.Helper()
@@ -165,7 +187,7 @@ func runFleetInBackground(t *testing.T, a *App) {
 	cfg.HubURL = "http://" + a.HTTPAddr()
 	cfg.MQTTURL = "tcp://" + a.MQTTAddr()
 	cfg.Token = a.AdminToken
-	cfg.Thermostats, cfg.Wearables = 6, 6
+	cfg.Thermostats, cfg.Wearables = 3, 3
 	cfg.Interval = time.Second
 	cfg.DrainTimeout = time.Second
 	f, err := firmwaresim.New(cfg, testenv.Logger(t))

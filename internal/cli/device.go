@@ -60,7 +60,7 @@ func Device(ctx context.Context, args []string, env Env) error {
 			return err
 		}
 		if len(pos) != 1 || *typ == "" {
-			return fmt.Errorf("%w: telehub device add ID --type TYPE [--name N] [--label k=v]...", ErrUsage)
+			return fmt.Errorf("%w: telehub device add ID --type TYPE [--name N] [--label k=v (repeatable)]", ErrUsage)
 		}
 		c, err := cf.client()
 		if err != nil {

@@ -19,6 +19,9 @@ import (
 	"github.com/telehub/telehub/broker"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/ingest/forward"
+	"github.com/telehub/telehub/ingest/rules"
+	"github.com/telehub/telehub/internal/notify"
 	"github.com/telehub/telehub/web"
 )
 
@@ -39,6 +42,16 @@ type Config struct {
 	// Commands and State configure device control.
 	Commands devices.CommandConfig `yaml:"commands"`
 	State    devices.StateConfig   `yaml:"state"`
+	// Forward sends the readings on to an upstream hub or MQTT broker
+	// (store-and-forward); off while forward.url is empty.
+	Forward forward.Config `yaml:"forward"`
+
+	// Rules are alert rules declared in the file, each with an id; the API
+	// shows them but cannot change them. Alerts tunes the alert lifecycle,
+	// Webhooks the delivery of events to webhooks and its address policy.
+	Rules    []rules.Spec  `yaml:"rules"`
+	Alerts   rules.Config  `yaml:"alerts"`
+	Webhooks notify.Config `yaml:"webhooks"`
 }
 
 // StoreConfig configures the embedded store.
@@ -63,6 +76,11 @@ type LogConfig struct {
 	// acknowledged. Off, an acknowledged reading survives a crash of the
 	// process but not a power cut or a kernel crash.
 	Fsync bool `yaml:"fsync"`
+	// SyncInterval spaces the log's group commits at least this far apart
+	// (0: commit at once). Devices are still acknowledged only after the
+	// fsync; they wait up to this long for it, and a busy hub fsyncs at most
+	// 1/SyncInterval times a second, which spares an SD card.
+	SyncInterval time.Duration `yaml:"sync_interval"`
 }
 
 // LiveConfig sizes the live stream.
@@ -91,6 +109,9 @@ func Default() Config {
 		Store:    StoreConfig{Retention: 30 * 24 * time.Hour},
 		Commands: devices.DefaultCommandConfig(),
 		State:    devices.DefaultStateConfig(),
+		Forward:  forward.DefaultConfig(),
+		Alerts:   rules.DefaultConfig(),
+		Webhooks: notify.DefaultConfig(),
 	}
 }
 
@@ -108,6 +129,9 @@ func (c Config) Validate() error {
 	if c.Log.MaxBytes < 64<<10 {
 		errs = append(errs, errors.New("log.max_bytes must be at least 65536"))
 	}
+	if c.Log.SyncInterval < 0 || c.Log.SyncInterval > 10*time.Second {
+		errs = append(errs, errors.New("log.sync_interval must be between 0 and 10s"))
+	}
 	if c.Store.LocalWindow < 0 {
 		errs = append(errs, errors.New("store.local_window must not be negative"))
 	}
@@ -122,6 +146,8 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.MQTT.Validate(), c.HTTP.Validate(), c.Influx.Validate(), c.Writer.Validate())
 	errs = append(errs, c.Commands.Validate(), c.State.Validate())
+	errs = append(errs, c.Forward.Validate())
+	errs = append(errs, c.Alerts.Validate(), c.Webhooks.Validate(), rules.ValidateDeclared(c.Rules))
 	return errors.Join(errs...)
 }
 
@@ -152,7 +178,12 @@ var settings = []setting{
 	{"log-max-bytes", "bound of the durable log in bytes", func(c *Config) any { return &c.Log.MaxBytes }},
 	{"retention", "how long the embedded store keeps history (0: forever)", func(c *Config) any { return &c.Store.Retention }},
 	{"fsync", "fsync the durable log before acknowledging (false: a power cut may lose acknowledged readings)", func(c *Config) any { return &c.Log.Fsync }},
+	{"log-sync-interval", "space the durable log's fsyncs at least this far apart, e.g. 50ms (0: at once); spares SD cards", func(c *Config) any { return &c.Log.SyncInterval }},
 	{"local-window", "with InfluxDB, also keep this much recent history locally (0: off)", func(c *Config) any { return &c.Store.LocalWindow }},
+	{"forward-url", "upstream to forward readings to, e.g. mqtts://hub.example.com:8883 (empty: off)", func(c *Config) any { return &c.Forward.URL }},
+	{"forward-username", "username at the upstream (a Telehub upstream: an integration's name)", func(c *Config) any { return &c.Forward.Username }},
+	{"forward-password", "password at the upstream; prefer the environment or --forward-password-file", func(c *Config) any { return &c.Forward.Password }},
+	{"forward-password-file", "file holding the password at the upstream", func(c *Config) any { return &c.Forward.PasswordFile }},
 	{"batch-size", "readings per store write", func(c *Config) any { return &c.Writer.BatchSize }},
 	{"flush-interval", "how long a partial batch waits for more readings", func(c *Config) any { return &c.Writer.FlushInterval }},
 }

@@ -4,7 +4,10 @@
 // further behind than the ring holds is told so and skips ahead.
 package live
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Message is one event of the live stream. Body is a JSON object without the
 // sequence number; Frame adds it.
@@ -47,15 +50,30 @@ func appendUint(b []byte, v uint64) []byte {
 type Hub struct {
 	mu     sync.RWMutex
 	ring   []Message
-	next   uint64 // seq of the next message; the first is 1
+	first  uint64 // seq of the first message of this run
+	next   uint64 // seq of the next message
 	notify chan struct{}
+	// watched is set when Changed hands out notify, so Publish replaces it
+	// only when someone may be waiting on it.
+	watched atomic.Bool
 }
 
-// New returns a hub that keeps the last size messages for replay.
-func New(size int) *Hub {
+// New returns a hub that keeps the last size messages for replay; the first
+// message has seq 1.
+func New(size int) *Hub { return NewAt(size, 1) }
+
+// NewAt returns a hub whose first message has seq first. The hub starts
+// with the current time in microseconds, so that seq keeps growing across
+// restarts (as long as it averages under a million messages a second) and a
+// client resuming with a seq of an earlier run is recognised.
+func NewAt(size int, first uint64) *Hub {
 	size = max(size, 16)
-	return &Hub{ring: make([]Message, size), next: 1, notify: make(chan struct{})}
+	first = max(first, 1)
+	return &Hub{ring: make([]Message, size), first: first, next: first, notify: make(chan struct{})}
 }
+
+// First returns the seq of the first message of this run.
+func (h *Hub) First() uint64 { return h.first }
 
 // Publish appends messages, assigning their sequence numbers, and wakes the
 // readers. It never blocks on a reader.
@@ -69,13 +87,20 @@ func (h *Hub) Publish(msgs ...Message) {
 		h.ring[h.next%uint64(len(h.ring))] = m
 		h.next++
 	}
-	ch := h.notify
-	h.notify = make(chan struct{})
+	// Only a channel someone asked for needs closing and replacing: with
+	// no reader waiting, publishing allocates nothing for the wake-up.
+	var ch chan struct{}
+	if h.watched.Swap(false) {
+		ch = h.notify
+		h.notify = make(chan struct{})
+	}
 	h.mu.Unlock()
-	close(ch)
+	if ch != nil {
+		close(ch)
+	}
 }
 
-// Last returns the seq of the newest message, 0 if there is none.
+// Last returns the seq of the newest message, First()-1 if there is none.
 func (h *Hub) Last() uint64 {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -86,6 +111,7 @@ func (h *Hub) Last() uint64 {
 func (h *Hub) Changed() <-chan struct{} {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
+	h.watched.Store(true) // under the read lock: never concurrent with Publish's swap
 	return h.notify
 }
 
@@ -95,8 +121,8 @@ func (h *Hub) Changed() <-chan struct{} {
 func (h *Hub) Read(after uint64, buf []Message, max int) (msgs []Message, missed uint64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	oldest := uint64(1)
-	if h.next > uint64(len(h.ring)) {
+	oldest := h.first
+	if h.next-h.first > uint64(len(h.ring)) {
 		oldest = h.next - uint64(len(h.ring))
 	}
 	from := after + 1

@@ -161,5 +161,28 @@ func (r *Reader) closeSeg() {
 	}
 }
 
+// SkipSegment gives up on the rest of the segment holding the next record
+// (after a corruption that cannot be read past) and moves to the start of
+// the following segment. It returns how many records were skipped, 0 when
+// there is no following segment.
+func (r *Reader) SkipSegment() uint64 {
+	r.l.mu.Lock()
+	var next uint64
+	for _, s := range r.l.segs {
+		if s.first > r.next {
+			next = s.first
+			break
+		}
+	}
+	r.l.mu.Unlock()
+	if next == 0 {
+		return 0
+	}
+	r.closeSeg()
+	skipped := next - r.next
+	r.next = next
+	return skipped
+}
+
 // Close releases the reader's open file.
 func (r *Reader) Close() { r.closeSeg() }

@@ -5,7 +5,7 @@ import { h, ago, fmtValue, toMs, fmtTime, toast } from "./util.js";
 
 let filter = "active"; // active | all
 
-function ackButton(ctx, a) {
+function ackButton(ctx, a, label = "Acknowledge") {
   if (a.state !== "firing") return h("span");
   if (a.acked_at) {
     return h("span", { class: "sub", title: `Acknowledged by ${a.acked_by || "?"} at ${fmtTime(toMs(a.acked_at))}` }, "acked " + ago(toMs(a.acked_at)));
@@ -19,10 +19,10 @@ function ackButton(ctx, a) {
       toast("Alert acknowledged");
     } catch (err) {
       b.disabled = false;
-      b.textContent = "Acknowledge";
+      b.textContent = label;
       toast(err.status === 403 ? "Acknowledging needs an operator token." : "Acknowledge failed: " + err.message, "error");
     }
-  } }, "Acknowledge");
+  } }, label);
 }
 
 function stateLabel(a) {
@@ -40,16 +40,16 @@ export function alertRow(ctx, a, { compact = false } = {}) {
   if (compact) {
     return h("li", { dataset: { alert: a.id, state: a.state } },
       h("span", { class: "pill " + (a.severity || "") }, a.severity || "–"),
-      h("div", { class: "main" }, h("div", null, title(a)), h("div", { class: "sub" }, stateLabel(a), " ", a.state === "resolved" ? "resolved " + ago(toMs(a.resolved_at)) : "since " + ago(since))),
-      ackButton(ctx, a));
+      h("div", { class: "main" }, h("div", null, title(a)), h("div", { class: "sub" }, stateLabel(a), " ", a.state === "resolved" ? ago(toMs(a.resolved_at)) : ago(since))),
+      ackButton(ctx, a, "Ack"));
   }
   return h("div", { class: "row-a sev-" + (a.severity || ""), role: "row", dataset: { alert: a.id, state: a.state } },
-    h("div", null, h("span", { class: "pill " + (a.severity || "") }, a.severity || "–")),
-    h("div", null, stateLabel(a)),
-    h("div", { class: "main" }, h("div", null, h("b", null, title(a))), h("div", { class: "sub" }, a.summary || (a.field ? `${a.field} ${fmtValue(a.value)}` : ""))),
-    h("div", null, h("a", { href: "#/devices/" + encodeURIComponent(a.device_id) }, a.device_id)),
+    h("div", { class: "c-sev" }, h("span", { class: "pill " + (a.severity || "") }, a.severity || "–")),
+    h("div", { class: "c-state" }, stateLabel(a)),
+    h("div", { class: "main c-main" }, h("div", null, h("b", null, title(a))), h("div", { class: "sub" }, a.summary || (a.field ? `${a.field} ${fmtValue(a.value)}` : ""))),
+    h("div", { class: "c-dev" }, h("a", { href: "#/devices/" + encodeURIComponent(a.device_id) }, a.device_id)),
     h("div", { class: "sub c-since", title: fmtTime(since) }, a.state === "resolved" ? "resolved " + ago(toMs(a.resolved_at)) : "since " + ago(since)),
-    h("div", null, ackButton(ctx, a)));
+    h("div", { class: "c-ack" }, ackButton(ctx, a)));
 }
 
 /** AlertsView lists the hub's alerts. */

@@ -66,7 +66,7 @@ function boot() {
   setInterval(() => {
     samples.push([performance.now(), live.received]);
     while (samples.length > 6) samples.shift();
-    rateEl.textContent = live.state === "live" ? rate().toLocaleString() + " msg/s" : "";
+    rateEl.textContent = live.state === "live" && samples.length > 2 ? rate().toLocaleString() + " msg/s" : "";
   }, 1000);
 
   let unauthorized = false;

@@ -88,9 +88,20 @@ export class Chart {
 
   draw() {
     if (!this.plot) return;
-    const xs = new Float64Array(this.series.times.length);
-    for (let i = 0; i < xs.length; i++) xs[i] = this.series.times[i] / 1000;
-    this.plot.setData([xs, this.series.values]);
+    // Where no data came for much longer than usual (the device or the hub
+    // was down), break the line instead of drawing across the hole.
+    const ts = this.series.times, vs = this.series.values;
+    const gap = Math.max(10000, 5 * typicalStep(ts), this.series.every * 2);
+    const xs = [], ys = [];
+    for (let i = 0; i < ts.length; i++) {
+      if (i > 0 && ts[i] - ts[i - 1] > gap) {
+        xs.push((ts[i - 1] + 1) / 1000);
+        ys.push(null);
+      }
+      xs.push(ts[i] / 1000);
+      ys.push(vs[i]);
+    }
+    this.plot.setData([xs, ys]);
     if (this.plot.cursor.idx === null || this.plot.cursor.idx === undefined) this.showLast();
   }
 
@@ -102,6 +113,15 @@ export class Chart {
     if (this.plot) this.plot.destroy();
     this.plot = null;
   }
+}
+
+/** typicalStep is the median time between the last 100 points. */
+function typicalStep(ts) {
+  const d = [];
+  for (let i = Math.max(1, ts.length - 100); i < ts.length; i++) d.push(ts[i] - ts[i - 1]);
+  if (!d.length) return 0;
+  d.sort((a, b) => a - b);
+  return d[d.length >> 1];
 }
 
 /** pad gives a y range with a little room, and a sensible one for a flat line. */

@@ -19,6 +19,8 @@ export const RANGES = [
   { key: "7d", ms: 7 * 86400e3, every: 900e3 },
 ];
 let rangeKey = "1h"; // kept across devices
+const RECENT_MS = 30000;
+const RECENT_MAX = 5000;
 
 /** DeviceView shows one device; mount returns a function that unmounts it. */
 export class DeviceView {
@@ -29,7 +31,11 @@ export class DeviceView {
     this.charts = new Map(); // field -> Chart
     this.uPlot = undefined; // undefined: loading; null: not built in
     this.loadingHistory = false;
-    this.buffer = []; // live readings that arrive while history loads
+    // Live readings of the last RECENT_MS, merged again into every history
+    // answer: the store may not hold the newest readings yet when it answers
+    // (the writer flushes in batches), and readings that arrive while a
+    // request is in flight must not be lost either.
+    this.recent = [];
     this.histGen = 0;
     this.frame = 0;
     this.dirtyCharts = new Set();
@@ -148,7 +154,6 @@ export class DeviceView {
     const gen = ++this.histGen;
     const r = this.range;
     this.loadingHistory = true;
-    this.buffer = [];
     const q = new URLSearchParams({ from: "-" + Math.round(r.ms / 1000) + "s", to: "now" });
     if (r.every) { q.set("every", Math.round(r.every / 1000) + "s"); q.set("agg", "mean"); }
     let res;
@@ -159,7 +164,7 @@ export class DeviceView {
       this.loadingHistory = false;
       this.chartNote.hidden = false;
       this.chartNote.textContent = "Cannot load the history: " + e.message;
-      this.applyBuffer();
+      this.applyRecent();
       return;
     }
     if (gen !== this.histGen) return;
@@ -174,7 +179,7 @@ export class DeviceView {
       truncated ||= !!s.truncated;
     }
     this.loadingHistory = false;
-    this.applyBuffer();
+    this.applyRecent();
     if (truncated) {
       this.chartNote.hidden = false;
       this.chartNote.textContent = "The history has more points than one answer holds; choose a longer range for a downsampled view.";
@@ -182,25 +187,33 @@ export class DeviceView {
     this.syncCharts();
   }
 
-  applyBuffer() {
-    const buf = this.buffer;
-    this.buffer = [];
-    for (const m of buf) this.reading(m);
+  /** applyRecent merges the recent live readings into freshly loaded series. */
+  applyRecent() {
+    const horizon = new Map(); // windowed series: only windows after the history's last
+    for (const [f, s] of this.series) if (s.every && s.times.length) horizon.set(f, s.times[s.times.length - 1] + s.every);
+    for (const m of this.recent) this.apply(m, horizon);
   }
 
-  /** reading appends a live reading to the charts; while history loads it waits. */
+  /** reading takes a live reading of this device. */
   reading(m) {
-    if (this.loadingHistory) {
-      this.buffer.push(m);
-      return;
-    }
+    const now = Date.now();
+    this.recent.push(m);
+    m.receivedAt = now;
+    let k = 0;
+    while (k < this.recent.length && (now - this.recent[k].receivedAt > RECENT_MS || this.recent.length - k > RECENT_MAX)) k++;
+    if (k) this.recent.splice(0, k);
     if (m.conflated) this.reloadSoon(); // the hub merged readings this page never saw
+    if (!this.loadingHistory) this.apply(m);
+  }
+
+  /** apply appends a reading to the charts. */
+  apply(m, horizon) {
     const t = toMs(m.ts);
     const [from] = this.window();
     if (t < from) return;
     let added = false;
     for (const [f, v] of Object.entries(m.fields || {})) {
-      if (num(v) === null) continue;
+      if (num(v) === null || (horizon && t < (horizon.get(f) ?? 0))) continue;
       let s = this.series.get(f);
       if (!s) {
         s = new Series(this.range.every);

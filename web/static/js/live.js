@@ -116,8 +116,9 @@ export class Live {
     }
     this.received++;
     if (m.kind === "gap") {
-      // Messages are lost: continue from where the hub resumes, reload views.
-      if (typeof m.next === "number" && m.next - 1 > this.lastSeq) this.lastSeq = m.next - 1;
+      // Messages are lost: continue from where the hub resumes (also when it
+      // starts below our position: a restarted hub), and reload the views.
+      if (typeof m.next === "number" && m.next > 0) this.lastSeq = m.next - 1;
       this.emit("gap", m);
       return;
     }

@@ -1,0 +1,191 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
+
+	"github.com/telehub/telehub/internal/testenv"
+)
+
+func TestTokenBucket(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTokenBucket(10, 5, time.Now())
+		for range 5 {
+			require.True(t, b.allow(time.Now()), "the burst")
+		}
+		require.False(t, b.allow(time.Now()), "empty")
+		time.Sleep(100 * time.Millisecond)
+		require.True(t, b.allow(time.Now()), "one token per 100 ms")
+		require.False(t, b.allow(time.Now()))
+		time.Sleep(time.Hour)
+		for range 5 {
+			require.True(t, b.allow(time.Now()), "refilled to the burst, not beyond")
+		}
+		require.False(t, b.allow(time.Now()))
+	})
+	var unlimited *tokenBucket = newTokenBucket(0, 0, time.Now())
+	require.Nil(t, unlimited)
+	require.True(t, unlimited.allow(time.Now()))
+}
+
+func TestLimitsConfig(t *testing.T) {
+	require.NoError(t, DefaultConfig().Validate())
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		err  string
+	}{
+		{"negative", func(c *Config) { c.MaxConnections = -1 }, "negative"},
+		{"rate without burst", func(c *Config) { c.MessageBurst = 0 }, "message_burst"},
+		{"over_rate", func(c *Config) { c.OverRate = "ignore" }, "over_rate"},
+		{"shallow topics", func(c *Config) { c.MaxTopicLevels = 3 }, "max_topic_levels"},
+		{"short topics", func(c *Config) { c.MaxTopicBytes = 10 }, "max_topic_bytes"},
+		{"no connect timeout", func(c *Config) { c.ConnectTimeout = 0 }, "connect_timeout"},
+		{"tls without cert", func(c *Config) { c.TLSAddr = ":8883" }, "tls_cert"},
+		{"cert without key", func(c *Config) { c.TLSCert = "c.pem" }, "tls_key"},
+		{"client CA without TLS", func(c *Config) { c.ClientCA = "ca.pem" }, "client_ca"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.edit(&c)
+			require.ErrorContains(t, c.Validate(), tc.err)
+		})
+	}
+
+	// The keys sit directly under mqtt: and unknown keys are errors.
+	c := DefaultConfig()
+	dec := yaml.NewDecoder(strings.NewReader("addr: :1884\nallow_anonymous: true\ntls_addr: :8883\nws_addr: :8083\nmessage_rate: 5\nover_rate: disconnect\nmax_connections: 10\n"))
+	dec.KnownFields(true)
+	require.NoError(t, dec.Decode(&c))
+	require.True(t, c.AllowAnonymous)
+	require.Equal(t, ":8883", c.TLSAddr)
+	require.Equal(t, ":8083", c.WSAddr)
+	require.Equal(t, 5.0, c.MessageRate)
+	require.Equal(t, 200, c.MessageBurst, "defaults stay")
+	require.Equal(t, OverRateDisconnect, c.OverRate)
+	require.Equal(t, 10, c.MaxConnections)
+	dec = yaml.NewDecoder(strings.NewReader("message_rates: 5\n"))
+	dec.KnownFields(true)
+	require.Error(t, dec.Decode(&c))
+}
+
+// TestMessageRateDrop: over-rate publishes are dropped and counted, the
+// connection stays, and nothing over the rate reaches the pipeline.
+func TestMessageRateDrop(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MessageRate, c.MessageBurst = 0.001, 3 }) // a burst of 3, then nothing
+	tok := f.device(t, "fast")
+	c, err := f.dial(t, "", "fast", tok, nil)
+	require.NoError(t, err)
+	for range 10 {
+		require.NoError(t, c.Publish("devices/fast/telemetry", 0, false, `{"v":1}`).Error())
+	}
+	testenv.Eventually(t, 5*time.Second, "over-rate publishes counted", func() bool {
+		return f.metric(t, `telehub_mqtt_limit_hits_total{limit="message_rate"}`) == 7
+	})
+	require.Len(t, f.ingested.of("fast"), 3)
+	require.False(t, c.isLost(), "drop keeps the connection")
+
+	// MQTT 5 clients learn why: PUBACK 0x96.
+	bin := testenv.Tool(t, "mosquitto_pub")
+	host, port := hostPort(t, f.b.Addr())
+	tok5 := f.device(t, "fast5")
+	cmd := exec.Command(bin, "-V", "5", "-h", host, "-p", port, "-u", "fast5", "-P", tok5, "-q", "1", "-t", "devices/fast5/telemetry", "-l")
+	cmd.Stdin = strings.NewReader(strings.Repeat("{\"v\":1}\n", 5))
+	out, _ := cmd.CombinedOutput()
+	require.Contains(t, strings.ToLower(string(out)), "message rate too high", "%s", out)
+	require.Len(t, f.ingested.of("fast5"), 3)
+}
+
+// TestMessageRateDisconnect: with over_rate: disconnect the device is cut off.
+func TestMessageRateDisconnect(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MessageRate, c.MessageBurst, c.OverRate = 0.001, 2, OverRateDisconnect })
+	tok := f.device(t, "flood")
+	c, err := f.dial(t, "", "flood", tok, nil)
+	require.NoError(t, err)
+	for range 5 {
+		c.Publish("devices/flood/telemetry", 0, false, `{"v":1}`)
+	}
+	testenv.Eventually(t, 5*time.Second, "disconnected", c.isLost)
+	require.Len(t, f.ingested.of("flood"), 2)
+	require.Equal(t, 1.0, f.metric(t, `telehub_mqtt_limit_hits_total{limit="message_rate"}`))
+}
+
+// TestMaxPacketBytes: a packet over mqtt.max_packet_bytes ends the
+// connection and is counted; one under it passes.
+func TestMaxPacketBytes(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxPacketBytes = 4096 })
+	tok := f.device(t, "big")
+	c, err := f.dial(t, "", "big", tok, nil)
+	require.NoError(t, err)
+	c.publish(t, "devices/big/telemetry", 1, false, `{"v":"`+strings.Repeat("x", 3000)+`"}`)
+	c.Publish("devices/big/telemetry", 1, false, `{"v":"`+strings.Repeat("x", 5000)+`"}`)
+	testenv.Eventually(t, 5*time.Second, "disconnected", c.isLost)
+	require.Len(t, f.ingested.of("big"), 1)
+	testenv.Eventually(t, 5*time.Second, "counted", func() bool {
+		return f.metric(t, `telehub_mqtt_limit_hits_total{limit="packet_size"}`) == 1
+	})
+}
+
+func TestMaxConnections(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxConnections = 2 })
+	tok := f.device(t, "m1")
+	f.device(t, "m2")
+	_, err := f.dial(t, "m1-a", "m1", tok, nil)
+	require.NoError(t, err)
+	tok2 := f.device(t, "m3")
+	_, err = f.dial(t, "", "m3", tok2, nil)
+	require.NoError(t, err)
+	tok4 := f.device(t, "m4")
+	_, err = f.dial(t, "", "m4", tok4, nil)
+	require.Error(t, err)
+	require.Contains(t, strings.ToLower(err.Error()), "unavailable")
+	require.Equal(t, 1.0, f.metric(t, `telehub_mqtt_limit_hits_total{limit="max_connections"}`))
+	require.Equal(t, 2.0, f.metric(t, `telehub_mqtt_connections{kind="device"}`))
+}
+
+func TestConnectRate(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.ConnectRate, c.ConnectBurst = 0.001, 2 })
+	tok := f.device(t, "r1")
+	for i, want := range []bool{true, true, false, false} {
+		_, err := f.dial(t, "r1-"+string(rune('a'+i)), "r1", tok, nil)
+		require.Equal(t, want, err == nil, "connect %d: %v", i, err)
+	}
+	require.Equal(t, 2.0, f.metric(t, `telehub_mqtt_limit_hits_total{limit="connect_rate"}`))
+}
+
+// TestConnectTimeout: a connection that never sends CONNECT is closed, and
+// closing the broker does not wait for such connections.
+func TestConnectTimeout(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.ConnectTimeout = 200 * time.Millisecond })
+	c, err := net.Dial("tcp", f.b.Addr())
+	require.NoError(t, err)
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "closed by the broker, not by our own deadline")
+
+	g := newFixture(t, nil) // default timeout: 10 s
+	idle, err := net.Dial("tcp", g.b.Addr())
+	require.NoError(t, err)
+	defer idle.Close()
+	closed := make(chan struct{})
+	go func() { g.b.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waits for a connection that never sent CONNECT")
+	}
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = idle.Read(make([]byte, 1))
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the idle connection was closed: %v", err)
+}
