@@ -24,11 +24,12 @@ var version = "dev"
 const usage = `usage: telehub <command> [flags]
 
 commands:
-  serve     run the hub (telehub serve -h for its flags)
-  device    manage devices of a running hub: add, list, show, rm, token
-  token     manage API tokens of a running hub: create, list, rm
-  command   send commands to devices and follow them: send, show, list
-  version   print the version
+  serve        run the hub (telehub serve -h for its flags)
+  device       manage devices of a running hub: add, list, show, rm, token
+  token        manage API tokens of a running hub: create, list, rm
+  integration  manage MQTT credentials of other clients: add, list, show, rm
+  command      send commands to devices and follow them: send, show, list
+  version      print the version
 
 Commands that talk to a running hub take --url (env TELEHUB_URL, default
 http://localhost:8080), --token (env TELEHUB_TOKEN) or --token-file
@@ -47,6 +48,8 @@ func main() {
 		os.Exit(runCLI(cli.Device, os.Args[2:]))
 	case "token":
 		os.Exit(runCLI(cli.Token, os.Args[2:]))
+	case "integration":
+		os.Exit(runCLI(cli.Integration, os.Args[2:]))
 	case "command":
 		os.Exit(runCLI(cli.Command, os.Args[2:]))
 	case "version":

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -99,4 +100,35 @@ func TestCLIDeviceAndToken(t *testing.T) {
 	err = cli.Device(context.Background(), []string{"list", "--token-file", file}, viewerEnv)
 	require.ErrorAs(t, err, &ae)
 	require.Equal(t, 401, ae.Status)
+}
+
+func TestCLIIntegration(t *testing.T) {
+	a := startHub(t, nil)
+	var out bytes.Buffer
+	env := cli.Env{Stdout: &out, Stderr: &out, Getenv: func(k string) string {
+		return map[string]string{"TELEHUB_URL": "http://" + a.HTTPAddr(), "TELEHUB_TOKEN": a.AdminToken}[k]
+	}}
+	ctx := context.Background()
+	require.NoError(t, cli.Integration(ctx, []string{"add", "historian", "--subscribe", "devices/+/telemetry", "--json"}, env))
+	var created struct {
+		Secret string `json:"secret"`
+	}
+	require.NoError(t, json.Unmarshal(out.Bytes(), &created))
+	require.NotEmpty(t, created.Secret)
+
+	// The new credentials work on the broker: subscribe is granted.
+	c, err := connect(t, a, "historian", created.Secret)
+	require.NoError(t, err)
+	tok := c.Subscribe("devices/+/telemetry", 1, nil)
+	require.True(t, tok.WaitTimeout(5*time.Second))
+	require.NoError(t, tok.Error())
+
+	out.Reset()
+	require.NoError(t, cli.Integration(ctx, []string{"list"}, env))
+	require.Regexp(t, `historian\s+devices/\+/telemetry`, out.String())
+	out.Reset()
+	require.NoError(t, cli.Integration(ctx, []string{"rm", "historian"}, env))
+	_, err = connect(t, a, "historian", created.Secret)
+	require.Error(t, err, "deleted credentials are refused")
+	require.ErrorIs(t, cli.Integration(ctx, []string{"add", "x"}, env), cli.ErrUsage)
 }
