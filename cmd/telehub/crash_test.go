@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	firmwaresim "github.com/telehub/telehub/firmware-sim"
 	"github.com/telehub/telehub/internal/testenv"
 )
 
@@ -39,31 +37,33 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	influxd := testenv.StartInfluxd(t)
 	hub := newHubProcess(t, buildTelehub(t), influxd.Influx)
 	hub.start(t)
-	fleet := startCrashFleet(t, hub)
+	token, err := os.ReadFile(filepath.Join(hub.dataDir, "admin.token"))
+	require.NoError(t, err)
+	fleet := testenv.StartFleet(t, hub.url, "tcp://"+hub.mqtt, strings.TrimSpace(string(token)), "crash", crashTimeout)
 	var witnesses []*testenv.SeqDevice
 	for _, id := range []string{"witness-1", "witness-2"} {
 		witnesses = append(witnesses, testenv.StartSeqDevice(t, testenv.SeqDeviceConfig{Broker: "tcp://" + hub.mqtt,
 			ID: id, Token: hub.createDevice(t, id), Every: 50 * time.Millisecond}))
 	}
 
-	fleet.waitAcked(t, 300)
+	fleet.WaitAcked(t, 300)
 	hub.kill(t) // 1: while the writer keeps up with InfluxDB
 	influxd.Stop()
 	hub.start(t)
-	acked := fleet.stats().Acked
+	acked := fleet.Stats().Acked
 	testenv.Eventually(t, crashTimeout, "the restarted hub replays and acknowledges with InfluxDB down", func() bool {
-		return hub.metric(t, "telehub_store_retries_total") > 0 && fleet.stats().Acked >= acked+200
+		return hub.metric(t, "telehub_store_retries_total") > 0 && fleet.Stats().Acked >= acked+200
 	})
 	require.Positive(t, hub.metric(t, "telehub_log_pending_records"), "the log holds readings InfluxDB has not confirmed")
 	hub.kill(t) // 2: in the middle of a replay that cannot finish
 	hub.start(t)
-	acked = fleet.stats().Acked
-	fleet.waitAcked(t, acked+200)
+	acked = fleet.Stats().Acked
+	fleet.WaitAcked(t, acked+200)
 	influxd.Start()
 	testenv.Eventually(t, crashTimeout, "the log drains into InfluxDB", func() bool {
 		return hub.metric(t, "telehub_store_readings_written_total") > 0
 	})
-	st := fleet.finish(t)
+	st := fleet.Finish(t)
 	for _, w := range witnesses {
 		w.WaitAllAcked(t, crashTimeout)
 	}
@@ -248,57 +248,4 @@ func (h *hubProcess) stop() error {
 	}
 	h.cmd = nil
 	return h.err
-}
-
-// crashFleet is a simulated fleet publishing in the background until finish.
-type crashFleet struct {
-	fleet  *firmwaresim.Fleet
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
-}
-
-// startCrashFleet starts 5 thermostats and 5 wearables publishing QoS 1
-// every 50 ms to the hub, reconnecting at most 100 ms apart while it is down.
-func startCrashFleet(t *testing.T, h *hubProcess) *crashFleet {
-	t.Helper()
-	token, err := os.ReadFile(filepath.Join(h.dataDir, "admin.token"))
-	require.NoError(t, err)
-	cfg := firmwaresim.DefaultConfig()
-	cfg.HubURL, cfg.MQTTURL, cfg.Token = h.url, "tcp://"+h.mqtt, strings.TrimSpace(string(token))
-	cfg.IDPrefix = "crash"
-	cfg.Thermostats, cfg.Wearables = 5, 5
-	cfg.Interval = 50 * time.Millisecond
-	cfg.QoS = 1
-	cfg.ReconnectInterval = 100 * time.Millisecond
-	f, err := firmwaresim.New(cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &crashFleet{fleet: f, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		c.err = f.Run(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-c.done })
-	return c
-}
-
-func (c *crashFleet) stats() firmwaresim.Stats { return c.fleet.Stats() }
-
-// waitAcked waits until the fleet has had n readings acknowledged in all.
-func (c *crashFleet) waitAcked(t *testing.T, n int64) {
-	t.Helper()
-	testenv.Eventually(t, crashTimeout, fmt.Sprintf("fleet acknowledged %d readings", n), func() bool {
-		return c.stats().Acked >= n
-	})
-}
-
-// finish stops publishing, waits for outstanding acknowledgements and
-// returns the final counters.
-func (c *crashFleet) finish(t *testing.T) firmwaresim.Stats {
-	t.Helper()
-	c.cancel()
-	<-c.done
-	require.NoError(t, c.err)
-	return c.stats()
 }

@@ -46,27 +46,27 @@ func TestProofInfluxOutage(t *testing.T) {
 	influxd := testenv.StartInfluxd(t)
 	writes := newWriteRecorder(t, influxd.URL)
 	a := startProofHub(t, writes.URL(), influxd.Database, nil)
-	fleet := startProofFleet(t, a, "outage")
+	fleet := testenv.StartFleet(t, "http://"+a.HTTPAddr(), "tcp://"+a.MQTTAddr(), a.AdminToken, "outage", proofTimeout)
 	marker := startSeqDevices(t, a, "outage-marker", 1, 20*time.Millisecond, 0)[0]
 
-	fleet.waitAcked(t, 100)
+	fleet.WaitAcked(t, 100)
 	testenv.Eventually(t, proofTimeout, "the writer stored readings before the outage", func() bool {
 		return proofMetric(t, a, "telehub_store_readings_written_total") > 0
 	})
 
 	influxd.Stop()
-	down := fleet.stats().Acked
+	down := fleet.Stats().Acked
 	// Keep publishing while InfluxDB is down, until the writer has failed and
 	// a good number of readings were acknowledged that only the log holds.
 	testenv.Eventually(t, proofTimeout, "readings acknowledged while InfluxDB is down", func() bool {
-		return fleet.stats().Acked >= down+300 && proofMetric(t, a, "telehub_store_retries_total") > 0
+		return fleet.Stats().Acked >= down+300 && proofMetric(t, a, "telehub_store_retries_total") > 0
 	})
 	require.Positive(t, proofMetric(t, a, "telehub_log_pending_records"), "the log holds what InfluxDB has not confirmed")
 
 	influxd.Start()
-	up := fleet.stats().Sent
-	fleet.waitAcked(t, up+200)
-	st := fleet.finish(t)
+	up := fleet.Stats().Sent
+	fleet.WaitAcked(t, up+200)
+	st := fleet.Finish(t)
 	marker.WaitAllAcked(t, proofTimeout)
 
 	want := requireAllAcked(t, st)
@@ -269,59 +269,6 @@ func proofMetric(t *testing.T, a *App, name string) float64 {
 	v, ok := m[name]
 	require.True(t, ok, "metric %s is not exported", name)
 	return v
-}
-
-// proofFleet is a simulated fleet publishing in the background until finish.
-type proofFleet struct {
-	fleet  *firmwaresim.Fleet
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
-}
-
-// startProofFleet starts 5 thermostats and 5 wearables publishing QoS 1
-// every 50 ms, reconnecting within 100 ms when the hub drops them.
-func startProofFleet(t *testing.T, a *App, prefix string) *proofFleet {
-	t.Helper()
-	cfg := firmwaresim.DefaultConfig()
-	cfg.HubURL = "http://" + a.HTTPAddr()
-	cfg.MQTTURL = "tcp://" + a.MQTTAddr()
-	cfg.Token = a.AdminToken
-	cfg.IDPrefix = prefix
-	cfg.Thermostats, cfg.Wearables = 5, 5
-	cfg.Interval = 50 * time.Millisecond
-	cfg.QoS = 1
-	cfg.ReconnectInterval = 100 * time.Millisecond
-	f, err := firmwaresim.New(cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &proofFleet{fleet: f, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		p.err = f.Run(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-p.done })
-	return p
-}
-
-func (p *proofFleet) stats() firmwaresim.Stats { return p.fleet.Stats() }
-
-// waitAcked waits until the fleet has had n readings acknowledged in all.
-func (p *proofFleet) waitAcked(t *testing.T, n int64) {
-	t.Helper()
-	testenv.Eventually(t, proofTimeout, fmt.Sprintf("fleet acknowledged %d readings", n), func() bool {
-		return p.stats().Acked >= n
-	})
-}
-
-// finish stops publishing, waits for the outstanding acknowledgements and
-// returns the fleet's final counters.
-func (p *proofFleet) finish(t *testing.T) firmwaresim.Stats {
-	t.Helper()
-	p.cancel()
-	<-p.done
-	require.NoError(t, p.err)
-	return p.stats()
 }
 
 // requireAllAcked checks that every reading the fleet took was acknowledged
