@@ -63,6 +63,7 @@ type Control struct {
 	srv      *mqtt.Server
 	cl       *mqtt.Client
 	sessions *sessions
+	access   *accessHook
 	commands CommandEvents
 	states   StateEvents
 	log      *slog.Logger
@@ -74,7 +75,14 @@ type Control struct {
 	mu      sync.Mutex
 	flights map[flightKey]flight
 	capture *sendCapture
+	// unrouted holds devices a command found no route to (bounded by
+	// maxUnrouted; beyond, the command service's retry sweep finds them):
+	// a relay subscribing may be their route.
+	unrouted map[string]struct{}
 }
+
+// maxUnrouted bounds Control.unrouted.
+const maxUnrouted = 4096
 
 // sendCapture records what happened to one command publish while it runs
 // (mochi delivers inline publishes synchronously).
@@ -86,8 +94,8 @@ type sendCapture struct {
 
 // NewControl attaches the control hook to b; call it before b.Start.
 func NewControl(b *Broker, commands CommandEvents, states StateEvents, logger *slog.Logger) (*Control, error) {
-	c := &Control{srv: b.srv, sessions: b.access.sessions, commands: commands, states: states, log: logger,
-		flights: map[flightKey]flight{}}
+	c := &Control{srv: b.srv, sessions: b.access.sessions, access: b.access, commands: commands, states: states, log: logger,
+		flights: map[flightKey]flight{}, unrouted: map[string]struct{}{}}
 	c.cl = b.srv.NewClient(nil, "local", controlClientID, true)
 	if err := b.srv.AddHook(&controlHook{c: c}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add control hook: %w", err)
@@ -98,8 +106,9 @@ func NewControl(b *Broker, commands CommandEvents, states StateEvents, logger *s
 // SendCommand publishes a command QoS 1 on devices/{id}/commands/{cid},
 // with the MQTT 5 response topic, correlation data (the command ID),
 // content type and message expiry (the time left before the command
-// expires). It returns devices.ErrUnreachable unless the device is
-// connected and subscribed to the topic and the broker took the publish.
+// expires). It returns devices.ErrUnreachable unless the device, or a relay
+// for it (see relays), is connected and subscribed to the topic and the
+// broker took the publish.
 func (c *Control) SendCommand(cmd devices.Command) error {
 	topic := cmd.Topic()
 	if !DeviceOwns(cmd.DeviceID, topic) { // inline publishes bypass the ACL
@@ -111,7 +120,12 @@ func (c *Control) SendCommand(cmd devices.Command) error {
 	}
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
-	if !c.reachable(cmd.DeviceID, topic) {
+	if !c.reachable(cmd.DeviceID, cmd.ID) {
+		c.mu.Lock()
+		if len(c.unrouted) < maxUnrouted {
+			c.unrouted[cmd.DeviceID] = struct{}{}
+		}
+		c.mu.Unlock()
 		return devices.ErrUnreachable
 	}
 	capt := &sendCapture{topic: topic}
@@ -145,18 +159,51 @@ func (c *Control) SendCommand(cmd devices.Command) error {
 	return nil
 }
 
-// reachable reports whether a connected client of the device subscribes to
-// topic. A persistent session of a disconnected device does not count: the
-// hub keeps the command (durably) until the device is back.
-func (c *Control) reachable(deviceID, topic string) bool {
-	subs := c.srv.Topics.Subscribers(topic)
+// reachable reports whether a connected client of the device, or a relay
+// for it, subscribes to the command's topic. A persistent session of a
+// disconnected device does not count: the hub keeps the command (durably)
+// until the device is back.
+func (c *Control) reachable(deviceID, commandID string) bool {
+	subs := c.srv.Topics.Subscribers("devices/" + deviceID + "/" + commandsPrefix + commandID)
 	for clientID := range subs.Subscriptions {
 		cl, ok := c.srv.Clients.Get(clientID)
-		if ok && !cl.Closed() && c.deviceOf(cl) == deviceID {
+		if ok && !cl.Closed() && c.routes(cl, deviceID, commandID) {
 			return true
 		}
 	}
 	return false
+}
+
+// routes reports whether a command of the device reaches it through cl:
+// cl is the device, or a relay for it.
+func (c *Control) routes(cl *mqtt.Client, deviceID, commandID string) bool {
+	return c.deviceOf(cl) == deviceID || c.relays(cl, deviceID, commandID)
+}
+
+// relays reports whether cl is an integration that may answer the command
+// for the device: one whose publish filters cover
+// devices/{id}/commands/{cid}/result, such as an edge Telehub the device is
+// connected to. Its PUBACK counts as the delivery and its result as the
+// device's. An integration that may only read commands (a monitor) is not a
+// relay: its copy of the publish neither delivers nor completes anything.
+func (c *Control) relays(cl *mqtt.Client, deviceID, commandID string) bool {
+	if cl.Net.Inline {
+		return false
+	}
+	se := c.sessions.get(cl)
+	if se == nil || se.who.kind != KindIntegration {
+		return false
+	}
+	return c.access.allowed(se.who, "devices/"+deviceID+"/"+commandsPrefix+commandID+resultSuffix, true)
+}
+
+// isIntegration reports whether cl is an integration client.
+func (c *Control) isIntegration(cl *mqtt.Client) bool {
+	if cl.Net.Inline {
+		return false
+	}
+	se := c.sessions.get(cl)
+	return se != nil && se.who.kind == KindIntegration
 }
 
 // deviceOf returns the device ID of a client that is a device, else "".
@@ -211,7 +258,7 @@ func (h *controlHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 		return
 	}
 	devID, cmdID, ok := commandOf(pk.TopicName)
-	if !ok || devID != h.c.deviceOf(cl) {
+	if !ok || !h.c.routes(cl, devID, cmdID) {
 		return
 	}
 	h.c.mu.Lock()
@@ -256,7 +303,7 @@ func (h *controlHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 
 // OnPublishDropped: the client's write queue was full.
 func (h *controlHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
-	if devID, _, ok := commandOf(pk.TopicName); ok && devID == h.c.deviceOf(cl) {
+	if devID, cmdID, ok := commandOf(pk.TopicName); ok && h.c.routes(cl, devID, cmdID) {
 		h.c.mu.Lock()
 		if h.c.capture != nil && h.c.capture.topic == pk.TopicName {
 			h.c.capture.dropped, h.c.capture.tracked = true, false
@@ -285,10 +332,23 @@ func (h *controlHook) dropped(cl *mqtt.Client, id uint16) {
 	}
 }
 
-// OnSubscribed: a device that subscribes may now receive queued commands.
+// OnSubscribed: a device that subscribes may now receive queued commands;
+// an integration that subscribes may be the relay of the devices that
+// commands found no route to.
 func (h *controlHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
 	if id := h.c.deviceOf(cl); id != "" {
 		h.c.commands.Subscribed(id)
+		return
+	}
+	if !h.c.isIntegration(cl) {
+		return
+	}
+	h.c.mu.Lock()
+	ids := h.c.unrouted
+	h.c.unrouted = map[string]struct{}{}
+	h.c.mu.Unlock()
+	for id := range ids {
+		h.c.commands.Subscribed(id) // does not block
 	}
 }
 
@@ -303,9 +363,21 @@ func (h *controlHook) OnRetainedExpired(filter string) {
 // OnPublish takes command results, MQTT 5 responses and state reports, and
 // refuses device publishes on the topics only the hub may publish on (a
 // device's command topics and its desired state).
+//
+// An integration relaying for devices (an edge Telehub) answers their
+// commands on the result topic: the ACL has already allowed the publish
+// (its publish filters cover the topic), so the answer counts as the
+// device's. A device never answers for another: its ACL allows only its
+// own topics, and its publishes on other devices' topics end here.
 func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	id, rest, ok := SplitDeviceTopic(pk.TopicName)
-	if !ok || id != h.c.deviceOf(cl) {
+	if !ok {
+		return pk, nil
+	}
+	if id != h.c.deviceOf(cl) {
+		if isResult(rest) && h.c.isIntegration(cl) {
+			return h.result(cl, pk, id, rest)
+		}
 		return pk, nil
 	}
 	switch {
@@ -321,17 +393,8 @@ func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 			return pk, refuse(cl, pk, packets.ErrProtocolViolation)
 		}
 		h.answer(id, cmdID, devices.ParseResponse(pk.Payload))
-	case strings.HasPrefix(rest, commandsPrefix) && strings.HasSuffix(rest, resultSuffix):
-		cmdID := strings.TrimSuffix(strings.TrimPrefix(rest, commandsPrefix), resultSuffix)
-		if strings.Contains(cmdID, "/") || cmdID == "" {
-			return pk, nil
-		}
-		r, err := devices.ParseResult(pk.Payload)
-		if err != nil {
-			h.c.log.Warn("command result refused", "device_id", id, "command_id", cmdID, "err", err)
-			return pk, refuse(cl, pk, packets.ErrPayloadFormatInvalid)
-		}
-		h.answer(id, cmdID, r)
+	case isResult(rest):
+		return h.result(cl, pk, id, rest)
 	case rest == desiredTopic || strings.HasPrefix(rest, commandsPrefix):
 		h.c.log.Warn("device published on a hub topic", "device_id", id, "topic", pk.TopicName)
 		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
@@ -339,6 +402,27 @@ func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		}
 		return pk, refuse(cl, pk, packets.ErrNotAuthorized)
 	}
+	return pk, nil
+}
+
+// isResult reports whether rest (after devices/{id}/) is a result topic.
+func isResult(rest string) bool {
+	return strings.HasPrefix(rest, commandsPrefix) && strings.HasSuffix(rest, resultSuffix)
+}
+
+// result takes an answer on devices/{id}/commands/{cid}/result, rest being
+// the part after devices/{id}/.
+func (h *controlHook) result(cl *mqtt.Client, pk packets.Packet, id, rest string) (packets.Packet, error) {
+	cmdID := strings.TrimSuffix(strings.TrimPrefix(rest, commandsPrefix), resultSuffix)
+	if strings.Contains(cmdID, "/") || cmdID == "" {
+		return pk, nil
+	}
+	r, err := devices.ParseResult(pk.Payload)
+	if err != nil {
+		h.c.log.Warn("command result refused", "device_id", id, "command_id", cmdID, "err", err)
+		return pk, refuse(cl, pk, packets.ErrPayloadFormatInvalid)
+	}
+	h.answer(id, cmdID, r)
 	return pk, nil
 }
 

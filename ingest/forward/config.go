@@ -57,6 +57,13 @@ type Config struct {
 	Alerts bool `yaml:"alerts"`
 	// AlertTopic is the template of the alert topic.
 	AlertTopic string `yaml:"alert_topic"`
+	// Commands routes commands from the upstream down to the devices
+	// registered here: the forwarder subscribes to devices/+/commands/+
+	// upstream, queues each command in this hub's command service and
+	// publishes the device's answer on devices/{id}/commands/{cid}/result.
+	// On a Telehub upstream the integration needs that subscribe filter
+	// and devices/+/commands/+/result (or per-device filters) to publish.
+	Commands bool `yaml:"commands"`
 	// MaxInflight bounds the messages sent and not yet acknowledged by the
 	// upstream.
 	MaxInflight int `yaml:"max_inflight"`
@@ -73,12 +80,14 @@ type Config struct {
 	RetryMax time.Duration `yaml:"retry_max"`
 }
 
-// DefaultConfig returns the defaults: off, QoS 1, devices/{device_id}/telemetry.
+// DefaultConfig returns the defaults: off, QoS 1, devices/{device_id}/telemetry,
+// commands routed down.
 func DefaultConfig() Config {
 	return Config{
 		Topic:          "devices/" + PlaceholderDeviceID + "/telemetry",
 		AlertTopic:     "devices/" + PlaceholderDeviceID + "/alerts",
 		QoS:            1,
+		Commands:       true,
 		MaxInflight:    64,
 		AckTimeout:     30 * time.Second,
 		ConnectTimeout: 10 * time.Second,

@@ -58,19 +58,21 @@ type forwardMetrics struct {
 	Failures     *metrics.Counter
 	Corrupt      *metrics.Counter
 	LagMillis    *metrics.Gauge
+	*commandMetrics
 }
 
 func newMetrics(r *metrics.Registry, f *Forwarder) *forwardMetrics {
 	m := &forwardMetrics{
-		Connected:    r.Gauge("telehub_forward_connected", "1 while the uplink to the upstream is connected."),
-		Readings:     r.Counter("telehub_forward_readings_total", "Readings the upstream acknowledged."),
-		Messages:     r.Counter("telehub_forward_messages_total", "Telemetry messages the upstream acknowledged (one per logged publish)."),
-		Alerts:       r.Counter("telehub_forward_alerts_total", "Alert events the upstream acknowledged."),
-		AlertsMissed: r.Counter("telehub_forward_alerts_missed_total", "Live stream messages that left the replay buffer before the uplink returned; alerts among them were not forwarded."),
-		Connects:     r.Counter("telehub_forward_connects_total", "Connections to the upstream established."),
-		Failures:     r.Counter("telehub_forward_failures_total", "Connection attempts that failed and connections lost."),
-		Corrupt:      r.Counter("telehub_forward_corrupt_records_total", "Log records that could not be decoded and were skipped."),
-		LagMillis:    r.Gauge("telehub_forward_lag_ms", "Age, by its timestamp, of the newest reading in the last acknowledged message."),
+		Connected:      r.Gauge("telehub_forward_connected", "1 while the uplink to the upstream is connected."),
+		Readings:       r.Counter("telehub_forward_readings_total", "Readings the upstream acknowledged."),
+		Messages:       r.Counter("telehub_forward_messages_total", "Telemetry messages the upstream acknowledged (one per logged publish)."),
+		Alerts:         r.Counter("telehub_forward_alerts_total", "Alert events the upstream acknowledged."),
+		AlertsMissed:   r.Counter("telehub_forward_alerts_missed_total", "Live stream messages that left the replay buffer before the uplink returned; alerts among them were not forwarded."),
+		Connects:       r.Counter("telehub_forward_connects_total", "Connections to the upstream established."),
+		Failures:       r.Counter("telehub_forward_failures_total", "Connection attempts that failed and connections lost."),
+		Corrupt:        r.Counter("telehub_forward_corrupt_records_total", "Log records that could not be decoded and were skipped."),
+		LagMillis:      r.Gauge("telehub_forward_lag_ms", "Age, by its timestamp, of the newest reading in the last acknowledged message."),
+		commandMetrics: newCommandMetrics(r),
 	}
 	r.GaugeFunc("telehub_forward_lag_records", "Log records (publishes) not yet acknowledged by the upstream.", func() float64 {
 		return float64(f.Lag())
@@ -84,13 +86,17 @@ type Forwarder struct {
 	cfg    Config
 	sec    secrets
 	log    Log
-	stream Stream // nil: alerts are not forwarded
+	stream Stream // nil: neither alerts nor command results are forwarded
 	m      *forwardMetrics
 	logger *slog.Logger
 
 	acked atomic.Uint64 // log offset before which the upstream acknowledged everything
 
-	alertSeq uint64 // last live seq examined for alerts; owned by the alert goroutine of the session
+	alertSeq uint64 // last live seq examined for alerts and command results; owned by the events goroutine of the session
+
+	commands  Commands      // set once by RouteCommands, read after routed is closed
+	routed    chan struct{} // closed by RouteCommands
+	routeOnce sync.Once
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -100,7 +106,8 @@ type Forwarder struct {
 // New returns a forwarder reading log as the consumer "forward" (which
 // must be in the log's Options.Consumers). It loads the password file and
 // the TLS files now, so that a mistake shows at start-up. stream is read
-// for alerts when cfg.Alerts is set.
+// for alerts when cfg.Alerts is set, and for the completion of commands
+// from the upstream when cfg.Commands is (see RouteCommands).
 func New(cfg Config, log Log, stream Stream, reg *metrics.Registry, logger *slog.Logger) (*Forwarder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -112,8 +119,8 @@ func New(cfg Config, log Log, stream Stream, reg *metrics.Registry, logger *slog
 	if err != nil {
 		return nil, err
 	}
-	f := &Forwarder{cfg: cfg, sec: sec, log: log, logger: logger}
-	if cfg.Alerts && stream != nil {
+	f := &Forwarder{cfg: cfg, sec: sec, log: log, logger: logger, routed: make(chan struct{})}
+	if (cfg.Alerts || cfg.Commands) && stream != nil {
 		f.stream = stream
 		f.alertSeq = stream.Last()
 	}
@@ -256,6 +263,9 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 			}
 		})
 	}
+	if f.cfg.Commands {
+		wg.Go(func() { f.subscribeCommands(sctx, c) })
+	}
 	return true, f.pump(ctx, c, lost, alertErr)
 }
 
@@ -345,8 +355,9 @@ func (f *Forwarder) pump(ctx context.Context, c paho.Client, lost, alertErr <-ch
 	}
 }
 
-// alerts forwards alert events from the live stream, one at a time, until
-// ctx ends or a publish fails.
+// alerts forwards alert events (when configured) and the results of
+// commands from the upstream (see commands.go) from the live stream, one at
+// a time, until ctx ends or a publish fails.
 func (f *Forwarder) alerts(ctx context.Context, c paho.Client) error {
 	var buf []live.Message
 	for {
@@ -355,10 +366,15 @@ func (f *Forwarder) alerts(ctx context.Context, c paho.Client) error {
 		buf, missed = f.stream.Read(f.alertSeq, buf[:0], 256)
 		if missed > 0 {
 			f.m.AlertsMissed.Add(missed)
-			f.logger.Warn("alerts raised while the uplink was down may be lost: the live stream moved past them", "messages_missed", missed)
+			f.logger.Warn("alerts raised and command results reached while the uplink was down may be lost: the live stream moved past them", "messages_missed", missed)
 		}
 		for _, m := range buf {
-			if m.Kind == live.KindAlert {
+			if m.Kind == live.KindCommand && f.cfg.Commands {
+				if err := f.forwardResult(ctx, c, m); err != nil {
+					return err
+				}
+			}
+			if m.Kind == live.KindAlert && f.cfg.Alerts {
 				tok := c.Publish(topic(f.cfg.AlertTopic, m.DeviceID, ""), f.cfg.QoS, false, m.Body)
 				t := time.NewTimer(f.cfg.AckTimeout)
 				select {

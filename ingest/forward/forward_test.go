@@ -78,7 +78,11 @@ func testConfig(url string) Config {
 func start(t *testing.T, cfg Config, l *wal.Log, hub *live.Hub) (*Forwarder, *metrics.Registry) {
 	t.Helper()
 	reg := metrics.NewRegistry()
-	f, err := New(cfg, l, hub, reg, testenv.Logger(t))
+	var stream Stream // no typed nil: a nil hub means no stream
+	if hub != nil {
+		stream = hub
+	}
+	f, err := New(cfg, l, stream, reg, testenv.Logger(t))
 	require.NoError(t, err)
 	f.Start(context.Background())
 	t.Cleanup(f.Stop)

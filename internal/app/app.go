@@ -169,6 +169,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	if a.control, err = newControl(cfg, a.state, a.registry, hub, reg, logger); err != nil {
 		return nil, err
 	}
+	if a.forwarder != nil {
+		a.forwarder.RouteCommands(a.control.commands) // commands from the upstream to devices here
+	}
 	if a.alerting, err = newAlerting(cfg, a.state, a.registry, presence, pipe, hub, reg, logger); err != nil {
 		return nil, err
 	}

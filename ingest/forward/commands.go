@@ -1,0 +1,249 @@
+package forward
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/internal/live"
+	"github.com/telehub/telehub/internal/metrics"
+)
+
+// Routing commands down: the forwarder's connection subscribes upstream to
+// the command topics of every device (the upstream's ACL decides which it
+// gets). A command for a device registered here is submitted to this hub's
+// command service, which keeps it (persisted, with its expiry), sends it
+// when the device is connected and follows its delivery and answer, as for
+// a command sent here. The upstream's command ID, kept in the local
+// command's idempotency key, makes a redelivered command the same local
+// command. When the local command succeeds or fails, the forwarder
+// publishes the device's answer upstream on the upstream command's result
+// topic. A command for a device not registered here is acknowledged and
+// ignored: another edge may serve it.
+const (
+	// CommandFilter is the subscription made upstream.
+	CommandFilter = "devices/+/commands/+"
+	// UpstreamKeyPrefix starts the idempotency key of a command from the
+	// upstream; the upstream's command ID follows.
+	UpstreamKeyPrefix = "upstream:"
+)
+
+// Commands is the command service of this hub that commands from the
+// upstream are submitted to (devices.Commands).
+type Commands interface {
+	Submit(req devices.CommandRequest) (cmd devices.Command, replayed bool, err error)
+}
+
+// commandMetrics count the commands routed down and the results sent up.
+type commandMetrics struct {
+	CommandsQueued  *metrics.Counter
+	CommandsIgnored *metrics.Counter
+	CommandsRefused *metrics.Counter
+	Results         *metrics.Counter
+	SubscribeDenied *metrics.Counter
+}
+
+func newCommandMetrics(r *metrics.Registry) *commandMetrics {
+	const routed = "Commands received from the upstream, by outcome: queued here, ignored (device not registered here) or refused (failed at once, the reason sent upstream)."
+	return &commandMetrics{
+		CommandsQueued:  r.Counter(`telehub_forward_commands_total{outcome="queued"}`, routed),
+		CommandsIgnored: r.Counter(`telehub_forward_commands_total{outcome="ignored"}`, routed),
+		CommandsRefused: r.Counter(`telehub_forward_commands_total{outcome="refused"}`, routed),
+		Results:         r.Counter("telehub_forward_command_results_total", "Results of commands from the upstream that the upstream acknowledged."),
+		SubscribeDenied: r.Counter("telehub_forward_command_subscribe_denied_total", "Connections on which the upstream refused the command subscription."),
+	}
+}
+
+// RouteCommands makes the forwarder route commands from the upstream down
+// to cmds. Call it once, before or after Start; without it (or with
+// Config.Commands off) the forwarder does not subscribe upstream.
+func (f *Forwarder) RouteCommands(cmds Commands) {
+	if !f.cfg.Commands || cmds == nil {
+		return
+	}
+	f.routeOnce.Do(func() {
+		f.commands = cmds
+		close(f.routed)
+	})
+}
+
+// subscribeCommands subscribes upstream once commands are routed. A refusal
+// leaves the telemetry flowing: it is logged and counted.
+func (f *Forwarder) subscribeCommands(ctx context.Context, c paho.Client) {
+	select {
+	case <-f.routed:
+	case <-ctx.Done():
+		return
+	}
+	tok := c.Subscribe(CommandFilter, 1, f.onCommand)
+	t := time.NewTimer(f.cfg.AckTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+	case <-t.C:
+		f.logger.Warn("upstream did not answer the command subscription; commands from the upstream are not routed until the next connection", "filter", CommandFilter)
+		return
+	case <-ctx.Done():
+		return
+	}
+	if err := tok.Error(); err != nil {
+		f.logger.Warn("subscribe to upstream commands", "filter", CommandFilter, "err", err)
+		return
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok && st.Result()[CommandFilter] >= 0x80 {
+		f.m.SubscribeDenied.Inc()
+		f.logger.Warn("the upstream refused the command subscription: commands from the upstream will not reach devices here. "+
+			"On a Telehub upstream, let the integration subscribe to "+CommandFilter+" and publish to "+CommandFilter+"/result, "+
+			"or set forward.commands: false", "filter", CommandFilter)
+		return
+	}
+	f.logger.Info("routing commands from the upstream to devices here", "filter", CommandFilter)
+}
+
+// upstreamCommand is the command message a Telehub publishes.
+type upstreamCommand struct {
+	ID        string          `json:"id"`
+	Name      string          `json:"name"`
+	Params    json.RawMessage `json:"params"`
+	ExpiresAt time.Time       `json:"expires_at"`
+}
+
+// onCommand takes a command from the upstream. It runs on a goroutine of
+// the MQTT client, which acknowledges the message when it returns: after
+// the command is stored here (Submit is durable) or answered.
+func (f *Forwarder) onCommand(c paho.Client, m paho.Message) {
+	devID, cmdID, ok := splitCommandTopic(m.Topic())
+	if !ok {
+		return
+	}
+	var msg upstreamCommand
+	if err := json.Unmarshal(m.Payload(), &msg); err != nil {
+		f.m.CommandsRefused.Inc()
+		f.publishResult(c, devID, cmdID, resultPayload(false, nil, fmt.Sprintf("the edge hub could not decode the command: %v", err)))
+		return
+	}
+	cmd, replayed, err := f.commands.Submit(devices.CommandRequest{DeviceID: devID, Name: msg.Name, Params: msg.Params,
+		ExpiresAt: msg.ExpiresAt, IdempotencyKey: UpstreamKeyPrefix + cmdID, By: "upstream " + f.cfg.Username})
+	switch {
+	case errors.Is(err, devices.ErrNotFound):
+		f.m.CommandsIgnored.Inc()
+		f.logger.Debug("command from the upstream for a device not registered here ignored", "device_id", devID, "command_id", cmdID)
+	case err != nil:
+		f.m.CommandsRefused.Inc()
+		f.logger.Info("command from the upstream refused", "device_id", devID, "command_id", cmdID, "err", err)
+		f.publishResult(c, devID, cmdID, resultPayload(false, nil, "refused by the edge hub: "+err.Error()))
+	case replayed && cmd.Status.Final():
+		// A redelivery of a command already answered: the answer may not
+		// have reached the upstream, so it goes again (the upstream ignores
+		// a second answer).
+		if p, ok := finalResult(cmd); ok {
+			f.publishResult(c, devID, cmdID, p)
+		}
+	case !replayed:
+		f.m.CommandsQueued.Inc()
+		f.logger.Debug("command from the upstream queued", "device_id", devID, "upstream_command_id", cmdID, "command_id", cmd.ID)
+	}
+}
+
+// publishResult publishes an answer from the MQTT client's goroutine,
+// waiting at most AckTimeout for the acknowledgement; a lost answer lets the
+// upstream command expire.
+func (f *Forwarder) publishResult(c paho.Client, devID, cmdID string, payload []byte) {
+	tok := c.Publish(resultTopic(devID, cmdID), 1, false, payload)
+	if !tok.WaitTimeout(f.cfg.AckTimeout) || tok.Error() != nil {
+		f.logger.Warn("command result not acknowledged by the upstream", "device_id", devID, "command_id", cmdID, "err", tok.Error())
+		return
+	}
+	f.m.Results.Inc()
+}
+
+// forwardResult publishes upstream the answer of a command from the
+// upstream that m (a command event of the live stream) shows final, and
+// waits for the acknowledgement. Other events are skipped. An expired
+// command is not answered: the upstream command expires at the same time.
+func (f *Forwarder) forwardResult(ctx context.Context, c paho.Client, m live.Message) error {
+	var ev struct {
+		Command devices.Command `json:"command"`
+	}
+	if err := json.Unmarshal(m.Body, &ev); err != nil {
+		return nil // not a command event of this hub's making
+	}
+	cmdID, ok := strings.CutPrefix(ev.Command.IdempotencyKey, UpstreamKeyPrefix)
+	if !ok || cmdID == "" {
+		return nil
+	}
+	payload, ok := finalResult(ev.Command)
+	if !ok {
+		return nil
+	}
+	tok := c.Publish(resultTopic(ev.Command.DeviceID, cmdID), 1, false, payload)
+	t := time.NewTimer(f.cfg.AckTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+	case <-t.C:
+		return errAckTimeout
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return err
+	}
+	f.m.Results.Inc()
+	return nil
+}
+
+// finalResult returns the answer to send upstream for a command that
+// succeeded or failed.
+func finalResult(cmd devices.Command) ([]byte, bool) {
+	switch cmd.Status {
+	case devices.StatusSucceeded:
+		return resultPayload(true, cmd.Result, ""), true
+	case devices.StatusFailed:
+		return resultPayload(false, nil, cmd.Error), true
+	}
+	return nil, false
+}
+
+// resultPayload encodes an answer in the result topic's format:
+// {"status":"ok","result":...} or {"status":"error","error":"..."}.
+func resultPayload(ok bool, result json.RawMessage, reason string) []byte {
+	r := struct {
+		Status string          `json:"status"`
+		Result json.RawMessage `json:"result,omitempty"`
+		Error  string          `json:"error,omitempty"`
+	}{Status: "ok", Result: result}
+	if !ok {
+		r.Status, r.Error = "error", reason
+		if r.Error == "" {
+			r.Error = "the device reported an error without a reason"
+		}
+	}
+	b, err := json.Marshal(r)
+	if err != nil { // a result that is not valid JSON: keep the status
+		b, _ = json.Marshal(struct {
+			Status string `json:"status"`
+		}{r.Status})
+	}
+	return b
+}
+
+// resultTopic is the result topic of a command.
+func resultTopic(devID, cmdID string) string {
+	return "devices/" + devID + "/commands/" + cmdID + "/result"
+}
+
+// splitCommandTopic splits devices/{id}/commands/{cid}.
+func splitCommandTopic(topic string) (devID, cmdID string, ok bool) {
+	parts := strings.Split(topic, "/")
+	if len(parts) != 4 || parts[0] != "devices" || parts[2] != "commands" || parts[1] == "" || parts[3] == "" {
+		return "", "", false
+	}
+	return parts[1], parts[3], true
+}
