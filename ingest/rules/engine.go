@@ -240,10 +240,10 @@ func (e *Engine) Observe(dev ingest.Device, pts []ingest.Point) {
 			}
 		}
 	}
-	for _, ref := range dr.anyData {
-		sh.onData(dr, ref, dev.ID, now)
+	if len(dr.anyData.refs) > 0 {
+		sh.onSeen(dr, &dr.anyData, dev.ID, now)
+		n += len(dr.anyData.refs)
 	}
-	n += len(dr.anyData)
 	sh.unlockAndPublish()
 	if n > 0 {
 		e.metrics.evaluations.Add(uint64(n))
@@ -265,7 +265,7 @@ func (e *Engine) PresenceChanged(ev devices.PresenceEvent) {
 	sh.mu.Lock()
 	dr := sh.deviceRules(d.ID, d.Type, now)
 	for _, ref := range dr.offline {
-		st := dr.slots[ref.slot]
+		st := dr.slots[ref.slot].st
 		if st == nil {
 			st = sh.addState(ref.c, d.ID, d.Type)
 		}

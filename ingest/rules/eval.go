@@ -12,16 +12,6 @@ import (
 // stateKey identifies the state of one rule on one device.
 type stateKey struct{ rule, device string }
 
-// sample is one value of a rate rule's window.
-type sample struct {
-	t time.Time
-	v float64
-}
-
-// maxSamples bounds a rate window; samples closer together than
-// window/maxSamples are merged (the newer replaces the older).
-const maxSamples = 64
-
 // state is what the engine knows of one rule on one device. Guarded by
 // its shard's mu.
 type state struct {
@@ -33,21 +23,23 @@ type state struct {
 	active      bool
 	activeSince time.Time
 	value       any       // the value that last decided the condition
-	lastTS      time.Time // newest reading time evaluated; older ones are ignored
+	lastTS      time.Time // threshold: newest reading time evaluated; older ones are ignored (rate: rateWin.lastTS)
 
-	lastSeen     time.Time // absence: arrival of the last matching reading
+	lastSeen     time.Time // absence: arrival of the last matching reading (see lastSeenAt)
+	seen         *absence  // absence: the group of the device's cached rules it is in
 	offline      bool      // offline: the device is disconnected
 	offlineSince time.Time
-	samples      []sample // rate
+	win          *rateWin // rate: its window, shared (see rateWin)
+	busy         bool     // rate: counted in win.busy (active, or has an alert)
 
 	alert      *Alert      // the pending or firing alert, nil when none
 	fires      []time.Time // recent firings, for flap detection
 	clearSince time.Time   // flapping and clear since then; zero otherwise
 
 	deadline time.Time
-	hidx     int     // position in shard.timers, -1 when not scheduled
-	slot     **state // where the device's cached rules hold this state
-	live     *int    // the counter of live ordered thresholds it adds to
+	hidx     int   // position in shard.timers, -1 when not scheduled
+	slot     *slot // where the device's cached rules hold this state
+	live     *int  // the counter of live ordered thresholds it adds to
 }
 
 func newState(c *compiled, devID, devType string) *state {
@@ -63,31 +55,13 @@ func valueOf(v ingest.Value) any {
 	return v.Any()
 }
 
-// addSample adds a reading to a rate window and returns the change from the
-// oldest sample in the window to this one.
-func (st *state) addSample(t time.Time, v float64, window time.Duration) float64 {
-	res := window / maxSamples
-	if n := len(st.samples); n >= 2 && t.Sub(st.samples[n-2].t) < res {
-		st.samples[n-1] = sample{t, v}
-	} else {
-		st.samples = append(st.samples, sample{t, v})
-	}
-	from := t.Add(-window)
-	drop := 0
-	for drop < len(st.samples)-1 && st.samples[drop].t.Before(from) {
-		drop++
-	}
-	if drop > 0 {
-		st.samples = append(st.samples[:0], st.samples[drop:]...)
-	}
-	return v - st.samples[0].v
-}
-
 // onValue evaluates a threshold or rate rule on one reading field. The
-// common paths read only the ref and the state: the compiled rule is
-// touched when a state is created or changes.
-func (sh *shard) onValue(dr *devRules, ref ruleRef, devID string, ts time.Time, v ingest.Value, now time.Time) {
-	st := dr.slots[ref.slot]
+// common paths read only the ref and the state (a quiet rate rule: the ref,
+// its slot and its shared window): the compiled rule is touched when a
+// state is created or changes.
+func (sh *shard) onValue(dr *devRules, fr *fieldRules, ref ruleRef, devID string, ts time.Time, v ingest.Value, now time.Time) {
+	sl := &dr.slots[ref.slot]
+	st := sl.st
 	switch ref.kind {
 	case codeThreshold:
 		c := ref.c
@@ -112,33 +86,31 @@ func (sh *shard) onValue(dr *devRules, ref ruleRef, devID string, ts time.Time, 
 		if v.Kind != ingest.KindNumber {
 			return
 		}
+		if w := sl.win; w != nil && w.busy == 0 {
+			// Every rule sharing the window is inactive without an
+			// alert: one that does not hold has nothing to change.
+			if d, ok := w.observe(sh.seq, ts, v.Num); !ok || !ref.op.num(d, ref.num) {
+				return
+			}
+		}
 		if st == nil {
 			st = sh.addState(ref.c, devID, dr.typ)
 		}
-		if ts.Before(st.lastTS) {
+		if st.win == nil {
+			st.join(fr.freshWin(sh.seq, ref.window))
+			if st.slot != nil {
+				st.slot.win = st.win
+			}
+		}
+		d, ok := st.win.observe(sh.seq, ts, v.Num)
+		if !ok {
 			return
 		}
-		st.lastTS = ts
-		d := st.addSample(ts, v.Num, ref.window)
 		hold := ref.op.num(d, ref.num)
 		if hold != st.active || st.alert != nil {
 			st.value = d // boxing allocates: only when it is shown
 		}
 		sh.setActive(st, hold, now)
-	case codeAbsence:
-		sh.onData(dr, ref, devID, now)
-	}
-}
-
-// onData records that a reading arrived for an absence rule.
-func (sh *shard) onData(dr *devRules, ref ruleRef, devID string, now time.Time) {
-	st := dr.slots[ref.slot]
-	if st == nil {
-		st = sh.addState(ref.c, devID, dr.typ)
-	}
-	st.lastSeen = now
-	if st.active || st.hidx < 0 {
-		sh.reconcile(st, now)
 	}
 }
 
@@ -158,8 +130,10 @@ func (sh *shard) addState(c *compiled, devID, devType string) *state {
 // dropState forgets a state, and empties its slot.
 func (sh *shard) dropState(st *state) {
 	delete(sh.states, st.key)
-	if st.slot != nil && *st.slot == st {
-		*st.slot = nil
+	st.leaveWin()
+	st.leaveAbsence()
+	if st.slot != nil && st.slot.st == st {
+		*st.slot = slot{}
 		if st.live != nil {
 			*st.live--
 		}
@@ -170,26 +144,37 @@ func (sh *shard) dropState(st *state) {
 // onField evaluates a device's rules on one field of a reading and returns
 // how many it evaluated.
 func (sh *shard) onField(dr *devRules, fr *fieldRules, devID string, ts time.Time, v ingest.Value, now time.Time) int {
+	sh.seq++
 	for _, ref := range fr.each {
-		sh.onValue(dr, ref, devID, ts, v, now)
+		sh.onValue(dr, fr, ref, devID, ts, v, now)
 	}
 	n := len(fr.each)
+	if len(fr.absent.refs) > 0 {
+		sh.onSeen(dr, &fr.absent, devID, now)
+		n += len(fr.absent.refs)
+	}
+	for i := range fr.rates {
+		n += fr.rates[i].n
+	}
 	if v.Kind != ingest.KindNumber {
 		return n
+	}
+	for i := range fr.rates {
+		sh.onRates(dr, fr, &fr.rates[i], devID, ts, v, now)
 	}
 	all := fr.liveN > 0
 	for _, ref := range fr.up {
 		if !all && !ref.op.num(v.Num, ref.num) {
 			break
 		}
-		sh.onValue(dr, ref, devID, ts, v, now)
+		sh.onValue(dr, fr, ref, devID, ts, v, now)
 		n++
 	}
 	for _, ref := range fr.down {
 		if !all && !ref.op.num(v.Num, ref.num) {
 			break
 		}
-		sh.onValue(dr, ref, devID, ts, v, now)
+		sh.onValue(dr, fr, ref, devID, ts, v, now)
 		n++
 	}
 	return n
@@ -241,7 +226,7 @@ func (sh *shard) reconcile(st *state, now time.Time) {
 	c := st.rule
 	switch c.kind {
 	case KindAbsence:
-		due := st.lastSeen.Add(c.forDur)
+		due := st.lastSeenAt().Add(c.forDur)
 		if !now.Before(due) && !st.active {
 			st.activeSince = due
 		}
@@ -276,8 +261,12 @@ func (sh *shard) reconcile(st *state, now time.Time) {
 	default:
 		sh.resolve(st, now, "condition cleared")
 	}
+	st.updateBusy()
 	if sh.timers.schedule(st, st.nextDeadline(sh.e.cfg)) {
 		sh.wakeTimer = true
+	}
+	if g := st.seen; g != nil && (st.active || st.hidx < 0) {
+		g.quiet = false
 	}
 }
 
@@ -292,7 +281,7 @@ func (st *state) nextDeadline(cfg Config) time.Time {
 	case a != nil && !st.clearSince.IsZero():
 		return st.clearSince.Add(cfg.FlapHold)
 	case c.kind == KindAbsence && !st.active:
-		return st.lastSeen.Add(c.forDur)
+		return st.lastSeenAt().Add(c.forDur)
 	case c.kind == KindOffline && st.offline && !st.active:
 		return st.offlineSince.Add(c.forDur)
 	}

@@ -147,9 +147,9 @@ type devRules struct {
 	checked time.Time    // when labels were last compared with the registry
 	fields  []fieldRules // by field
 	byName  map[string]int32
-	anyData []ruleRef // absence rules without a field
+	anyData absence // absence rules without a field
 	offline []ruleRef
-	slots   []*state
+	slots   []slot
 	fieldOf []int32          // by slot: index in fields of an ordered threshold, or -1
 	slotOf  map[string]int32 // rule ID -> slot
 }
@@ -159,11 +159,18 @@ type devRules struct {
 // those it crosses, as long as none of them holds a state (liveN == 0): in a
 // healthy fleet, a reading within every limit costs a comparison or two.
 type fieldRules struct {
-	name  string
-	each  []ruleRef // evaluated on every reading: rates, absence, ==, !=
-	up    []ruleRef // > and >=, by value ascending (>= first on ties)
-	down  []ruleRef // < and <=, by value descending (<= first on ties)
-	liveN int       // states of up and down rules that exist
+	name   string
+	each   []ruleRef   // evaluated on every reading: ==, !=
+	absent absence     // absence rules
+	rates  []rateGroup // rate rules, by window length
+	up     []ruleRef   // > and >=, by value ascending (>= first on ties)
+	down   []ruleRef   // < and <=, by value descending (<= first on ties)
+	liveN  int         // states of up and down rules that exist
+
+	// fresh are the rate windows created at reading freshSeq, which the
+	// rate states that begin at that reading share.
+	fresh    []*rateWin
+	freshSeq uint64
 }
 
 // ruleRef is a rule and the slot of its state in a devRules, with the
@@ -175,6 +182,14 @@ type ruleRef struct {
 	op     op
 	num    float64
 	window time.Duration
+}
+
+// slot holds a rule's state on a device, and for a rate rule the state's
+// window, so that a reading can update the window and find the rule quiet
+// without touching the state.
+type slot struct {
+	st  *state
+	win *rateWin
 }
 
 // kindCode is a condition kind as a number, for the evaluation switch.
@@ -217,14 +232,14 @@ func (x *index) forDevice(id, typ string, labels map[string]string) *devRules {
 				continue
 			}
 			ref := ruleRef{c: c, slot: int32(len(dr.slots)), kind: kindCodes[c.kind], op: c.op, num: c.num, window: c.window}
-			dr.slots = append(dr.slots, nil)
+			dr.slots = append(dr.slots, slot{})
 			dr.fieldOf = append(dr.fieldOf, -1)
 			dr.slotOf[c.rule.ID] = ref.slot
 			switch {
 			case c.kind == KindOffline:
 				dr.offline = append(dr.offline, ref)
 			case c.field == "":
-				dr.anyData = append(dr.anyData, ref)
+				dr.anyData.refs = append(dr.anyData.refs, ref)
 			default:
 				i, ok := idx[c.field]
 				if !ok {
@@ -241,6 +256,10 @@ func (x *index) forDevice(id, typ string, labels map[string]string) *devRules {
 				case ordered && (c.op == opLT || c.op == opLE):
 					fr.down = append(fr.down, ref)
 					dr.fieldOf[ref.slot] = i
+				case c.kind == KindAbsence:
+					fr.absent.refs = append(fr.absent.refs, ref)
+				case c.kind == KindRate:
+					fr.addRate(ref)
 				default:
 					fr.each = append(fr.each, ref)
 				}
@@ -255,20 +274,35 @@ func (x *index) forDevice(id, typ string, labels map[string]string) *devRules {
 	}
 	for i := range dr.fields {
 		fr := &dr.fields[i]
-		slices.SortFunc(fr.up, func(a, b ruleRef) int {
-			if c := cmp.Compare(a.num, b.num); c != 0 {
-				return c
-			}
-			return cmp.Compare(b.op, a.op) // opGE before opGT
-		})
-		slices.SortFunc(fr.down, func(a, b ruleRef) int {
-			if c := cmp.Compare(b.num, a.num); c != 0 {
-				return c
-			}
-			return cmp.Compare(b.op, a.op) // opLE before opLT
-		})
+		sortUp(fr.up)
+		sortDown(fr.down)
+		for j := range fr.rates {
+			sortUp(fr.rates[j].up)
+			sortDown(fr.rates[j].down)
+		}
 	}
 	return dr
+}
+
+// sortUp sorts > and >= rules by value ascending, >= first on ties: a
+// value walks them until the first it does not cross.
+func sortUp(refs []ruleRef) {
+	slices.SortFunc(refs, func(a, b ruleRef) int {
+		if c := cmp.Compare(a.num, b.num); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.op, a.op) // opGE before opGT
+	})
+}
+
+// sortDown sorts < and <= rules by value descending, <= first on ties.
+func sortDown(refs []ruleRef) {
+	slices.SortFunc(refs, func(a, b ruleRef) int {
+		if c := cmp.Compare(b.num, a.num); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.op, a.op) // opLE before opLT
+	})
 }
 
 // current reports whether the cached rules still apply to the device.
@@ -278,11 +312,16 @@ func (dr *devRules) current(x *index, typ string, labels map[string]string) bool
 
 // link puts st in slot i. Called once dr is built: fields no longer moves.
 func (dr *devRules) link(i int32, st *state) {
-	dr.slots[i] = st
+	dr.slots[i] = slot{st: st, win: st.win}
 	st.slot = &dr.slots[i]
 	st.live = nil
 	if f := dr.fieldOf[i]; f >= 0 {
 		dr.fields[f].liveN++
 		st.live = &dr.fields[f].liveN
+	}
+	if st.rule.kind == KindAbsence {
+		if g := dr.absenceGroup(st.rule.field); g != nil {
+			st.joinAbsence(g)
+		}
 	}
 }

@@ -26,6 +26,7 @@ type shard struct {
 	events    []Event             // to publish once mu is released
 	counts    map[string]int      // alerts by state
 	resolved  int                 // resolved alerts kept
+	seq       uint64              // readings of a field evaluated, numbering them for rate windows
 	wakeTimer bool
 
 	pubMu sync.Mutex // keeps events in order between mu and the stream
