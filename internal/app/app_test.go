@@ -484,8 +484,9 @@ func TestPresenceAndTakeover(t *testing.T) {
 		SetConnectionLostHandler(func(paho.Client, error) { close(lost) })
 	first := paho.NewClient(opts)
 	require.True(t, first.Connect().WaitTimeout(5*time.Second))
-	s := get()
-	require.True(t, s.Online)
+	// mochi reports the session after it has sent the CONNACK.
+	var s status
+	testenv.Eventually(t, 5*time.Second, "online", func() bool { s = get(); return s.Online })
 	require.Equal(t, "first", s.Connection.ClientID)
 	require.Equal(t, "3.1.1", s.Connection.Protocol)
 
@@ -496,9 +497,11 @@ func TestPresenceAndTakeover(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the older connection of the device was not closed")
 	}
-	s = get()
+	testenv.Eventually(t, 5*time.Second, "the new connection is the device's", func() bool {
+		s = get()
+		return s.Connection != nil && s.Connection.ClientID == "pres-1-test"
+	})
 	require.True(t, s.Online, "the takeover leaves the device online")
-	require.Equal(t, "pres-1-test", s.Connection.ClientID)
 
 	second.Disconnect(100)
 	testenv.Eventually(t, 5*time.Second, "offline after disconnect", func() bool { return !get().Online })
