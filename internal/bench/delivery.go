@@ -41,8 +41,10 @@ func (r *runner) deliver(ctx context.Context, s deliverySystem, n int, rate floa
 		return row
 	}
 	defer ws.Close()
+	pctx, cancel := context.WithTimeout(ctx, d+time.Minute) // a wedged system cannot hang the suite
+	defer cancel()
 	cpu := startCPU(s.pids...)
-	res, err := s.fleet.Publish(ctx, load.PublishConfig{Rate: rate, Duration: d, QoS: 1, AfterSend: func() { row.Cores = cpu.cores() }})
+	res, err := s.fleet.Publish(pctx, load.PublishConfig{Rate: rate, Duration: d, QoS: 1, AfterSend: func() { row.Cores = cpu.cores() }})
 	if err != nil {
 		row.Err = err.Error()
 		return row

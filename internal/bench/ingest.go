@@ -105,8 +105,10 @@ func (r *runner) step(ctx context.Context, t ingestTarget, rate float64, d time.
 		st.Why = err.Error()
 		return st
 	}
+	sctx, cancel := context.WithTimeout(ctx, d+time.Minute) // a wedged system cannot hang the suite
+	defer cancel()
 	cpu, gen := startCPU(t.pids...), startCPU(0)
-	st.PublishResult, err = t.send(ctx, rate, d, qos, func() { st.Cores, st.GenCores = cpu.cores(), gen.cores() })
+	st.PublishResult, err = t.send(sctx, rate, d, qos, func() { st.Cores, st.GenCores = cpu.cores(), gen.cores() })
 	if err != nil {
 		st.Why = err.Error()
 		return st

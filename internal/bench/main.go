@@ -137,6 +137,8 @@ func Run(ctx context.Context, c Config, logger *slog.Logger) error {
 			return err
 		}
 		defer os.RemoveAll(c.Dir)
+	} else if err := os.MkdirAll(c.Dir, 0o750); err != nil {
+		return err
 	}
 	for _, b := range []*string{&c.Telehub, &c.Benchpeer, &c.Mosquitto, &c.Telegraf, &c.TelegrafConfig} {
 		if *b, err = filepath.Abs(*b); err != nil {

@@ -87,6 +87,9 @@ func (r *runner) memory(ctx context.Context) error {
 // here, less room for their other files.
 func (r *runner) idleConns() int {
 	n := r.plan.idleConns
+	if n < 50000 {
+		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("Scenario 3 in %s mode attempts %d connections; `make bench-full` attempts 50,000.", r.cfg.Mode, n))
+	}
 	if lim := fdLimit(); lim > 0 && uint64(n)+500 > lim {
 		capped := int(lim) - 500
 		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("Scenario 3 attempted %d connections, not %d: the open-file limit "+

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -21,6 +22,7 @@ type proc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error // set before done closes
+	wg   sync.WaitGroup
 }
 
 // startProc starts bin with args, its output to dir/name.log.
@@ -38,11 +40,11 @@ func startProc(dir, name string, env []string, bin string, args ...string) (*pro
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { // ends when the process does; stop waits for it
+	p.wg.Go(func() { // ends when the process does; stop waits for it
 		p.err = cmd.Wait()
 		logf.Close()
 		close(p.done)
-	}()
+	})
 	return p, nil
 }
 
@@ -68,8 +70,8 @@ func (p *proc) stop() {
 	case <-p.done:
 	case <-time.After(15 * time.Second):
 		p.cmd.Process.Kill()
-		<-p.done
 	}
+	p.wg.Wait()
 }
 
 // rssKB returns the resident set of a process in KiB, from /proc.

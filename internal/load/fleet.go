@@ -76,6 +76,9 @@ type fleetClient struct {
 	seq    uint64
 }
 
+var _ Handler = (*fleetClient)(nil)
+
+// Puback records the acknowledgement's latency in the current run.
 func (c *fleetClient) Puback(id uint16) {
 	c.mu.Lock()
 	sent, ok := c.inflight[id]
@@ -89,6 +92,7 @@ func (c *fleetClient) Puback(id uint16) {
 	r.ack.Record(time.Duration(time.Now().UnixNano() - sent))
 }
 
+// Message ignores messages: devices of a fleet subscribe to nothing.
 func (c *fleetClient) Message(_, _ []byte) {}
 
 // Connect connects every device of cfg, Concurrency at a time, and returns
@@ -269,6 +273,13 @@ func (f *Fleet) Publish(ctx context.Context, cfg PublishConfig) (PublishResult, 
 	}
 	rs := &runStats{}
 	f.run.Store(rs)
+	// Writes do not watch ctx: when it ends, a past write deadline unblocks
+	// any send stuck on a broker that stopped reading.
+	defer context.AfterFunc(ctx, func() {
+		for _, c := range f.clients {
+			c.conn.SetWriteDeadline(time.Now())
+		}
+	})()
 	total := int64(cfg.Rate * cfg.Duration.Seconds())
 	var late Histogram
 	var sent, failed atomic.Int64

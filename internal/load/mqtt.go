@@ -47,6 +47,7 @@ type ConnectError struct {
 	Code byte
 }
 
+// Error names the return code.
 func (e *ConnectError) Error() string {
 	reasons := map[byte]string{1: "unacceptable protocol version", 2: "identifier rejected",
 		3: "server unavailable", 4: "bad user name or password", 5: "not authorized"}

@@ -75,10 +75,15 @@ func (ws *Watchers) Close() {
 	ws.wg.Wait()
 }
 
+// subHandler feeds what an MQTT subscriber receives to a Watch.
 type subHandler struct{ w *Watch }
 
+var _ Handler = subHandler{}
+
+// Puback is never called: watchers do not publish.
 func (h subHandler) Puback(uint16) {}
 
+// Message records a received reading.
 func (h subHandler) Message(_, payload []byte) { h.w.observe(payload, time.Now()) }
 
 // Subscribe connects n MQTT clients that each subscribe to filter at QoS 0:
