@@ -58,6 +58,8 @@ type Registry interface {
 // Ingester takes a device's telemetry payload and returns once it is durable.
 type Ingester interface {
 	Ingest(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, error)
+	// IngestNoWait is for QoS 0: it does not wait for the log's fsync.
+	IngestNoWait(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, error)
 }
 
 // Broker is the embedded MQTT broker.

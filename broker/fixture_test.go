@@ -42,6 +42,10 @@ func (l *ingestLog) Ingest(_ context.Context, dev ingest.Device, payload []byte,
 	return 1, nil
 }
 
+func (l *ingestLog) IngestNoWait(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, error) {
+	return l.Ingest(ctx, dev, payload, f)
+}
+
 func (l *ingestLog) of(id string) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -67,7 +67,11 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if bytes.EqualFold([]byte(pk.Properties.ContentType), senmlType) {
 		f = ingest.FormatSenML
 	}
-	_, err := h.ing.Ingest(h.ctx, ingest.Device{ID: dev.ID, Type: dev.Type}, pk.Payload, f)
+	ingestFn := h.ing.Ingest
+	if pk.FixedHeader.Qos == 0 {
+		ingestFn = h.ing.IngestNoWait // nothing to acknowledge: do not wait for the fsync
+	}
+	_, err := ingestFn(h.ctx, ingest.Device{ID: dev.ID, Type: dev.Type}, pk.Payload, f)
 	if err == nil {
 		return pk, nil
 	}

@@ -23,6 +23,7 @@ var ErrBackpressure = errors.New("ingest: durable log full, try again later")
 // Log is the durable log the pipeline appends to.
 type Log interface {
 	Append(ctx context.Context, recs ...[]byte) (uint64, error)
+	Enqueue(ctx context.Context, recs ...[]byte) error
 }
 
 // Publisher takes messages for the live stream; it must not block.
@@ -93,6 +94,18 @@ func NewPipeline(log Log, pub Publisher, lim Limits, m *Metrics, latest *Latest,
 // them. A *DecodeError means the payload is bad; ErrBackpressure that the log
 // is full.
 func (p *Pipeline) Ingest(ctx context.Context, dev Device, payload []byte, f Format) (int, error) {
+	return p.ingest(ctx, dev, payload, f, true)
+}
+
+// IngestNoWait is Ingest for payloads that get no acknowledgement (MQTT QoS
+// 0): the readings go into the log's next group commit without waiting for
+// its fsync, so a QoS 0 publisher never pays the disk's latency. A crash
+// before that commit loses them, as QoS 0 allows.
+func (p *Pipeline) IngestNoWait(ctx context.Context, dev Device, payload []byte, f Format) (int, error) {
+	return p.ingest(ctx, dev, payload, f, false)
+}
+
+func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f Format, wait bool) (int, error) {
 	now := time.Now()
 	pts, err := Decode(payload, f, now, p.limits)
 	if err != nil {
@@ -100,10 +113,17 @@ func (p *Pipeline) Ingest(ctx context.Context, dev Device, payload []byte, f For
 		p.logger.Warn("telemetry rejected", "device_id", dev.ID, "err", err)
 		return 0, err
 	}
-	bp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bp)
-	*bp = AppendRecord((*bp)[:0], dev.ID, dev.Type, pts)
-	if _, err := p.log.Append(ctx, *bp); err != nil {
+	var err2 error
+	if wait {
+		bp := p.bufs.Get().(*[]byte)
+		*bp = AppendRecord((*bp)[:0], dev.ID, dev.Type, pts)
+		_, err2 = p.log.Append(ctx, *bp)
+		p.bufs.Put(bp)
+	} else {
+		// The log keeps the record until its commit: it cannot be pooled.
+		err2 = p.log.Enqueue(ctx, AppendRecord(make([]byte, 0, 64+len(payload)), dev.ID, dev.Type, pts))
+	}
+	if err := err2; err != nil {
 		if errors.Is(err, wal.ErrFull) {
 			p.metrics.Backpressure.Inc()
 			return 0, ErrBackpressure

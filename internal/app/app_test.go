@@ -526,3 +526,21 @@ func TestPresenceAndTakeover(t *testing.T) {
 	}
 	require.Equal(t, []bool{true, true, false}, events)
 }
+
+// QoS 0 readings go into the log without waiting for its fsync, and are
+// stored and streamed like the others.
+func TestQoS0ReadingsAreStored(t *testing.T) {
+	a := startHub(t, nil)
+	ws := dialLive(t, a)
+	tok := createDevice(t, a, "q0-1", "thermostat")
+	c, err := connect(t, a, "q0-1", tok)
+	require.NoError(t, err)
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range 200 {
+		tk := c.Publish("devices/q0-1/telemetry", 0, false, fmt.Sprintf(`{"ts":%d,"temperature":%d}`, base+int64(i), i))
+		require.True(t, tk.WaitTimeout(5*time.Second))
+	}
+	testenv.Eventually(t, 10*time.Second, "200 QoS 0 readings stored", func() bool { return len(storedValues(t, a, "q0-1")) == 200 })
+	testenv.Eventually(t, 5*time.Second, "and streamed", func() bool { return ws.count("q0-1") == 200 })
+	require.Equal(t, 199.0, storedValues(t, a, "q0-1")[199])
+}

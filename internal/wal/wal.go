@@ -304,6 +304,34 @@ func (l *Log) Append(ctx context.Context, recs ...[]byte) (uint64, error) {
 	}
 }
 
+// Enqueue hands records to the next group commit without waiting for it:
+// for data whose sender expects no acknowledgement (MQTT QoS 0), so that it
+// does not pay the fsync's latency. The records are durable only once that
+// commit is done; a crash before it loses them. The caller must not modify
+// them afterwards. Like Append it fails fast with ErrFull or ErrClosed, and
+// it waits only while the commit queue is full.
+func (l *Log) Enqueue(ctx context.Context, recs ...[]byte) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	if l.Full() {
+		return ErrFull
+	}
+	for _, r := range recs {
+		if len(r) > MaxRecordBytes {
+			return fmt.Errorf("wal: record of %d bytes exceeds %d", len(r), MaxRecordBytes)
+		}
+	}
+	select {
+	case l.reqs <- appendReq{recs: recs}:
+		return nil
+	case <-l.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Full reports whether the unconsumed log has reached its byte bound.
 func (l *Log) Full() bool {
 	l.mu.Lock()
@@ -385,14 +413,27 @@ func (l *Log) gatherFor(wait time.Duration, batch []appendReq) ([]appendReq, int
 }
 
 // drainOnStop fails appends still queued when the log closes.
+// drainOnStop commits the appends still queued when the log closes, so that
+// a graceful stop loses nothing that was handed to the log.
 func (l *Log) drainOnStop() {
+	var batch []appendReq
 	for {
 		select {
 		case r := <-l.reqs:
-			r.done <- appendRes{err: ErrClosed}
+			batch = append(batch, r)
 		default:
+			if len(batch) > 0 {
+				l.commit(batch)
+			}
 			return
 		}
+	}
+}
+
+// answer tells an appender the outcome; Enqueue's callers are not waiting.
+func (r appendReq) answer(res appendRes) {
+	if r.done != nil {
+		r.done <- res
 	}
 }
 
@@ -434,7 +475,7 @@ func (l *Log) commit(batch []appendReq) {
 			l.log.Error("wal: truncate after failed commit", "err", terr)
 		}
 		for _, r := range batch {
-			r.done <- appendRes{err: fmt.Errorf("wal: commit: %w", err)}
+			r.answer(appendRes{err: fmt.Errorf("wal: commit: %w", err)})
 		}
 		return
 	}
@@ -455,7 +496,7 @@ func (l *Log) commit(batch []appendReq) {
 	l.mu.Unlock()
 	l.commits.Add(1)
 	for i, r := range batch {
-		r.done <- appendRes{last: lasts[i]}
+		r.answer(appendRes{last: lasts[i]})
 	}
 	if rotate {
 		if err := l.f.Close(); err != nil {

@@ -213,3 +213,28 @@ func TestConsumersKeepSegmentsUntilTheSlowestIsDone(t *testing.T) {
 	require.False(t, l3.Full())
 	require.NoFileExists(t, filepath.Join(dir, "checkpoint.forward"))
 }
+
+func TestEnqueueIsCommittedWithoutWaiting(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	for i := range 100 {
+		require.NoError(t, l.Enqueue(context.Background(), fmt.Appendf(nil, "q0-%d", i)))
+	}
+	// An Append after them is committed after them: once it returns, all are durable.
+	off, err := l.Append(context.Background(), []byte("q1"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(101), off)
+	for i := range 50 {
+		require.NoError(t, l.Enqueue(context.Background(), fmt.Appendf(nil, "late-%d", i)))
+	}
+	require.NoError(t, l.Close(), "closing commits what is queued")
+	require.ErrorIs(t, l.Enqueue(context.Background(), []byte("x")), ErrClosed)
+
+	l2 := open(t, dir, Options{})
+	got := readAll(t, l2)
+	require.Len(t, got, 151)
+	require.Equal(t, "q0-0", got[0])
+	require.Equal(t, "q1", got[100])
+	require.Equal(t, "late-49", got[150])
+}
