@@ -135,7 +135,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 			history = ingest.FallbackHistory{Primary: a.influx, Local: a.store, Window: cfg.Store.LocalWindow, Logger: logger}
 			a.localWriter = ingest.NewWriter(a.wal, a.store, cfg.Writer, ingest.NewWriterMetricsNamed(reg, "telehub_local_store"),
 				filepath.Join(cfg.DataDir, "dead-letters-local.jsonl"), logger.With("component", "local-writer")).As("local")
-			a.localWriter.Start(ctx)
+			a.localWriter.Start(context.WithoutCancel(ctx)) // stopped by Stop, after a drain
 			logger.Info("keeping a local window of history", "window", cfg.Store.LocalWindow)
 		}
 	} else {
@@ -152,7 +152,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	})
 	a.writer = ingest.NewWriter(a.wal, sink, cfg.Writer, writerMetrics,
 		filepath.Join(cfg.DataDir, "dead-letters.jsonl"), logger.With("component", "writer"))
-	a.writer.Start(ctx)
+	// The writer outlives the hub's context: Stop lets it drain the log
+	// (bounded by writer.drain_timeout) after the broker has closed.
+	a.writer.Start(context.WithoutCancel(ctx))
 
 	hub := live.NewAt(cfg.Live.ReplayBuffer, uint64(time.Now().UnixMicro()))
 	reg.GaugeFunc("telehub_live_last_seq", "Sequence number of the newest live stream message.", func() float64 { return float64(hub.Last()) })

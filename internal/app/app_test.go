@@ -544,3 +544,27 @@ func TestQoS0ReadingsAreStored(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "and streamed", func() bool { return ws.count("q0-1") == 200 })
 	require.Equal(t, 199.0, storedValues(t, a, "q0-1")[199])
 }
+
+// A graceful stop drains the log into the store: nothing is left for the
+// next start.
+func TestStopDrainsTheLog(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.DataDir = dir
+	cfg.MQTT.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Writer.FlushInterval = time.Hour // nothing is written before the stop
+	cfg.Writer.BatchSize = 1000
+	a, err := Start(context.Background(), cfg, testenv.Logger(t))
+	require.NoError(t, err)
+	tok := createDevice(t, a, "drain-1", "thermostat")
+	c, err := connect(t, a, "drain-1", tok)
+	require.NoError(t, err)
+	require.NoError(t, publish(t, c, "devices/drain-1/telemetry", `{"temperature":1}`))
+	require.NoError(t, publish(t, c, "devices/drain-1/telemetry", `{"temperature":2}`))
+	c.Disconnect(0)
+	a.Stop()
+
+	b := startHubIn(t, dir, nil)
+	require.Equal(t, []float64{1, 2}, storedValues(t, b, "drain-1"))
+	require.Equal(t, 0.0, scrape(t, b, "telehub_log_pending_readings"), "nothing left in the log")
+}
