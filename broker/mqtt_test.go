@@ -82,6 +82,12 @@ func TestPersistentSession(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, byte(1), dev.subscribe(t, "devices/ps/commands/+", 1))
 	dev.Disconnect(100)
+	// Publish only once the broker has seen the device go, so the commands
+	// are queued in its session rather than racing the old connection.
+	testenv.Eventually(t, 5*time.Second, "the broker saw the device go", func() bool {
+		cl, ok := f.b.Server().Clients.Get("ps-session")
+		return ok && cl.Closed()
+	})
 
 	ctl, err := f.dial(t, "", "ctl", f.integration(t, "ctl", []string{"devices/+/commands/+"}, nil), nil)
 	require.NoError(t, err)
