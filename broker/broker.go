@@ -98,7 +98,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	for _, h := range []mqtt.Hook{
 		&limitsHook{srv: srv, cfg: cfg.Limits, sessions: ss, m: m, warn: warn}, // before ingest: refused means not stored
 		&presenceHook{srv: srv, presence: presence, sessions: ss},
-		&ingestHook{ctx: ctx, reg: reg, ing: ing, presence: presence, sessions: ss, log: logger},
+		&ingestHook{ctx: ctx, reg: reg, ing: ing, presence: presence, sessions: ss, warn: warn},
 		&relayHook{ctx: ctx, reg: reg, ing: ing, sessions: ss, warn: warn}, // integrations relaying devices' telemetry (relay.go)
 		access, // last: the hooks above still know who disconnects
 	} {

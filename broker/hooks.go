@@ -1,10 +1,8 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -36,7 +34,7 @@ type ingestHook struct {
 	ing      Ingester
 	presence Presence
 	sessions *sessions
-	log      *slog.Logger
+	warn     *warnLog // rate-limited: a flood must not flood the log
 }
 
 var _ mqtt.Hook = (*ingestHook)(nil)
@@ -45,7 +43,7 @@ func (h *ingestHook) ID() string { return "telehub-ingest" }
 
 func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 
-var senmlType = []byte("application/senml+json")
+const senmlType = "application/senml+json"
 
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
@@ -64,7 +62,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, packets.ErrRejectPacket // deleted while connected
 	}
 	f := ingest.FormatAuto
-	if bytes.EqualFold([]byte(pk.Properties.ContentType), senmlType) {
+	if strings.EqualFold(pk.Properties.ContentType, senmlType) {
 		f = ingest.FormatSenML
 	}
 	ingestFn := h.ing.Ingest
@@ -75,38 +73,38 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if err == nil {
 		return pk, nil
 	}
-	v5 := cl.Properties.ProtocolVersion == 5
+	if errors.Is(err, ingest.ErrBackpressure) {
+		h.warn.Warn("durable log full, pushing back on the device", "device_id", id)
+	}
+	return pk, ingestRefusal(cl, pk, err)
+}
+
+// ingestRefusal answers a publish the pipeline refused. A payload that does
+// not decode is acknowledged and dropped (there is nothing better to say to
+// an MQTT 3 client; MQTT 5 gets 0x99), since a resend would fail again. A
+// full or failing log is not acknowledged: MQTT 5 gets 0x97 or 0x80; an
+// MQTT 3 QoS 1 or 2 sender is disconnected, because MQTT 3 resends only
+// after a reconnect.
+func ingestRefusal(cl *mqtt.Client, pk packets.Packet, err error) error {
+	v5 := cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0
 	var de *ingest.DecodeError
+	code := packets.ErrUnspecifiedError
 	switch {
 	case errors.As(err, &de):
-		// Acknowledged (there is nothing better to say to an MQTT 3 device),
-		// not stored, not forwarded. MQTT 5 devices get the reason code.
-		if v5 && pk.FixedHeader.Qos > 0 {
-			return pk, packets.ErrPayloadFormatInvalid
+		if v5 {
+			return packets.ErrPayloadFormatInvalid
 		}
-		return pk, packets.CodeSuccessIgnore
+		return packets.CodeSuccessIgnore
 	case errors.Is(err, ingest.ErrBackpressure):
-		if v5 && pk.FixedHeader.Qos > 0 {
-			return pk, packets.ErrQuotaExceeded
-		}
-		if pk.FixedHeader.Qos > 0 {
-			// MQTT 3 has no negative PUBACK and resends only on reconnect:
-			// close the connection so the device backs off and resends.
-			h.log.Warn("durable log full, disconnecting device to push back", "device_id", id)
-			cl.Stop(packets.ErrServerBusy)
-		}
-		return pk, packets.ErrRejectPacket
-	default:
-		if v5 && pk.FixedHeader.Qos > 0 {
-			return pk, packets.ErrUnspecifiedError
-		}
-		if pk.FixedHeader.Qos > 0 {
-			// As for backpressure: no PUBACK, and a reconnect makes the
-			// MQTT 3 device resend.
-			cl.Stop(packets.ErrUnspecifiedError)
-		}
-		return pk, packets.ErrRejectPacket
+		code = packets.ErrQuotaExceeded
 	}
+	if v5 {
+		return code
+	}
+	if pk.FixedHeader.Qos > 0 {
+		cl.Stop(packets.ErrServerBusy)
+	}
+	return packets.ErrRejectPacket
 }
 
 // SplitDeviceTopic splits devices/{id}/{rest} into id and rest.

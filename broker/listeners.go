@@ -77,7 +77,7 @@ func (t *transports) all() []listeners.Listener {
 
 // newTransports prepares the configured listeners; mochi opens them.
 func newTransports(cfg Config) (*transports, error) {
-	t := &transports{tcp: &netListener{id: "tcp", proto: "tcp", addr: cfg.Addr, timeout: cfg.ConnectTimeout}}
+	t := &transports{tcp: &netListener{socket: socket{id: "tcp", proto: "tcp", addr: cfg.Addr}, timeout: cfg.ConnectTimeout}}
 	if cfg.TLSAddr == "" && cfg.WSAddr == "" && cfg.WSSAddr == "" {
 		return t, nil
 	}
@@ -92,7 +92,7 @@ func newTransports(cfg Config) (*transports, error) {
 		}
 	}
 	if cfg.TLSAddr != "" {
-		t.tls = &netListener{id: "tls", proto: "tls", addr: cfg.TLSAddr, tls: mutual, timeout: cfg.ConnectTimeout}
+		t.tls = &netListener{socket: socket{id: "tls", proto: "tls", addr: cfg.TLSAddr, tls: mutual}, timeout: cfg.ConnectTimeout}
 	}
 	if cfg.WSAddr != "" {
 		t.ws = newWSListener("ws", cfg.WSAddr, nil, cfg.ConnectTimeout)
@@ -157,33 +157,39 @@ func (cs *conns) close() {
 // transient accept error, and closes connections that never sent CONNECT
 // when it closes.
 type netListener struct {
-	id, proto, addr string
-	tls             *tls.Config
-	timeout         time.Duration
+	socket
+	timeout time.Duration
 
-	ln    net.Listener
-	log   *slog.Logger
 	conns conns
 }
 
 var _ listeners.Listener = (*netListener)(nil)
 
-// ID returns the listener's ID.
-func (l *netListener) ID() string { return l.id }
+// socket is what the TCP and WebSocket listeners share: the identity of the
+// listener and its (optionally TLS) socket.
+type socket struct {
+	id, proto, addr string
+	tls             *tls.Config
+	ln              net.Listener
+	log             *slog.Logger
+}
 
-// Protocol returns tcp or tls.
-func (l *netListener) Protocol() string { return l.proto }
+// ID returns the listener's ID.
+func (l *socket) ID() string { return l.id }
+
+// Protocol returns tcp, tls, ws or wss.
+func (l *socket) Protocol() string { return l.proto }
 
 // Address returns the bound address once listening.
-func (l *netListener) Address() string {
+func (l *socket) Address() string {
 	if l.ln != nil {
 		return l.ln.Addr().String()
 	}
 	return l.addr
 }
 
-// Init opens the socket.
-func (l *netListener) Init(log *slog.Logger) error {
+// open opens the socket, wrapped in TLS when configured.
+func (l *socket) open(log *slog.Logger) error {
 	l.log = log
 	ln, err := net.Listen("tcp", l.addr)
 	if err != nil {
@@ -195,6 +201,9 @@ func (l *netListener) Init(log *slog.Logger) error {
 	l.ln = ln
 	return nil
 }
+
+// Init opens the socket.
+func (l *netListener) Init(log *slog.Logger) error { return l.open(log) }
 
 // Serve accepts connections until Close.
 func (l *netListener) Serve(establish listeners.EstablishFn) {
@@ -234,14 +243,11 @@ func (l *netListener) Close(closeClients listeners.CloseFn) {
 // wsListener is a mochi listener for MQTT over WebSocket (RFC 6455 binary
 // frames, subprotocol "mqtt"), plain or over TLS.
 type wsListener struct {
-	id, proto, addr string
-	tls             *tls.Config
-	timeout         time.Duration
-	upgrader        websocket.Upgrader
+	socket
+	timeout  time.Duration
+	upgrader websocket.Upgrader
 
-	ln        net.Listener
 	srv       *http.Server
-	log       *slog.Logger
 	establish listeners.EstablishFn
 	conns     conns
 }
@@ -253,7 +259,7 @@ func newWSListener(id, addr string, tlsConfig *tls.Config, timeout time.Duration
 	if tlsConfig != nil {
 		proto = "wss"
 	}
-	return &wsListener{id: id, proto: proto, addr: addr, tls: tlsConfig, timeout: timeout,
+	return &wsListener{socket: socket{id: id, proto: proto, addr: addr, tls: tlsConfig}, timeout: timeout,
 		upgrader: websocket.Upgrader{
 			Subprotocols:     []string{"mqtt", "mqttv3.1"},
 			HandshakeTimeout: timeout,
@@ -263,31 +269,11 @@ func newWSListener(id, addr string, tlsConfig *tls.Config, timeout time.Duration
 		}}
 }
 
-// ID returns the listener's ID.
-func (l *wsListener) ID() string { return l.id }
-
-// Protocol returns ws or wss.
-func (l *wsListener) Protocol() string { return l.proto }
-
-// Address returns the bound address once listening.
-func (l *wsListener) Address() string {
-	if l.ln != nil {
-		return l.ln.Addr().String()
-	}
-	return l.addr
-}
-
 // Init opens the socket.
 func (l *wsListener) Init(log *slog.Logger) error {
-	l.log = log
-	ln, err := net.Listen("tcp", l.addr)
-	if err != nil {
-		return fmt.Errorf("mqtt %s listener on %s: %w", l.proto, l.addr, err)
+	if err := l.open(log); err != nil {
+		return err
 	}
-	if l.tls != nil {
-		ln = tls.NewListener(ln, l.tls)
-	}
-	l.ln = ln
 	l.srv = &http.Server{Handler: l, ReadHeaderTimeout: l.timeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return nil
 }

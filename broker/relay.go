@@ -1,9 +1,9 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -55,36 +55,19 @@ func (h *relayHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		return pk, packets.CodeSuccessIgnore
 	}
 	f := ingest.FormatAuto
-	if bytes.EqualFold([]byte(pk.Properties.ContentType), senmlType) {
+	if strings.EqualFold(pk.Properties.ContentType, senmlType) {
 		f = ingest.FormatSenML
 	}
 	_, err := h.ing.Ingest(h.ctx, ingest.Device{ID: dev.ID, Type: dev.Type}, pk.Payload, f)
 	if err == nil {
 		return pk, nil
 	}
-	v5 := cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0
 	var de *ingest.DecodeError
 	switch {
 	case errors.As(err, &de):
-		if v5 {
-			return pk, packets.ErrPayloadFormatInvalid
-		}
 		h.warn.Warn("relayed telemetry does not decode, dropped", se.who.attrs(cl, "device_id", id, "err", err)...)
-		return pk, packets.CodeSuccessIgnore
 	case errors.Is(err, ingest.ErrBackpressure):
-		if v5 {
-			return pk, packets.ErrQuotaExceeded
-		}
-		if pk.FixedHeader.Qos > 0 {
-			// As for devices: MQTT 3 resends only after a reconnect.
-			h.warn.Warn("durable log full, disconnecting a relaying integration to push back", se.who.attrs(cl)...)
-			cl.Stop(packets.ErrServerBusy)
-		}
-		return pk, packets.ErrRejectPacket
-	default:
-		if v5 {
-			return pk, packets.ErrUnspecifiedError
-		}
-		return pk, packets.ErrRejectPacket
+		h.warn.Warn("durable log full, pushing back on a relaying integration", se.who.attrs(cl)...)
 	}
+	return pk, ingestRefusal(cl, pk, err)
 }

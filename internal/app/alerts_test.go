@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -27,21 +26,13 @@ import (
 // receivers and retry quickly.
 func startAlertHub(t *testing.T, dir string, edit func(*config.Config)) *App {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = dir
-	cfg.MQTT.Addr = "127.0.0.1:0"
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Writer.FlushInterval = 50 * time.Millisecond
-	cfg.Webhooks.AllowLoopback = true
-	cfg.Webhooks.RetryMin, cfg.Webhooks.RetryMax = 20*time.Millisecond, 100*time.Millisecond
-	if edit != nil {
-		edit(&cfg)
-	}
-	require.NoError(t, cfg.Validate())
-	a, err := Start(context.Background(), cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(a.Stop)
-	return a
+	return startHubWith(t, dir, func(cfg *config.Config) {
+		cfg.Webhooks.AllowLoopback = true
+		cfg.Webhooks.RetryMin, cfg.Webhooks.RetryMax = 20*time.Millisecond, 100*time.Millisecond
+		if edit != nil {
+			edit(cfg)
+		}
+	})
 }
 
 // hookReceiver is a webhook endpoint on a fixed loopback address that can

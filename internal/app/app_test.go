@@ -32,13 +32,25 @@ func startHub(t *testing.T, db *testenv.Influx) *App {
 
 func startHubIn(t *testing.T, dir string, db *testenv.Influx) *App {
 	t.Helper()
+	return startHubWith(t, dir, func(cfg *config.Config) {
+		if db != nil {
+			cfg.Influx.URL, cfg.Influx.Bucket = db.URL, db.Database
+		}
+	})
+}
+
+// startHubWith runs a hub in dir on loopback ports, storing in the embedded
+// store unless edit (which may be nil) changes its configuration. Every
+// test hub is built here.
+func startHubWith(t *testing.T, dir string, edit func(*config.Config)) *App {
+	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = dir
 	cfg.MQTT.Addr = "127.0.0.1:0"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Writer.FlushInterval = 50 * time.Millisecond
-	if db != nil {
-		cfg.Influx.URL, cfg.Influx.Bucket = db.URL, db.Database
+	if edit != nil {
+		edit(&cfg)
 	}
 	require.NoError(t, cfg.Validate())
 	a, err := Start(context.Background(), cfg, testenv.Logger(t))
@@ -549,13 +561,10 @@ func TestQoS0ReadingsAreStored(t *testing.T) {
 // next start.
 func TestStopDrainsTheLog(t *testing.T) {
 	dir := t.TempDir()
-	cfg := config.Default()
-	cfg.DataDir = dir
-	cfg.MQTT.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Writer.FlushInterval = time.Hour // nothing is written before the stop
-	cfg.Writer.BatchSize = 1000
-	a, err := Start(context.Background(), cfg, testenv.Logger(t))
-	require.NoError(t, err)
+	a := startHubWith(t, dir, func(cfg *config.Config) {
+		cfg.Writer.FlushInterval = time.Hour // nothing is written before the stop
+		cfg.Writer.BatchSize = 1000
+	})
 	tok := createDevice(t, a, "drain-1", "thermostat")
 	c, err := connect(t, a, "drain-1", tok)
 	require.NoError(t, err)

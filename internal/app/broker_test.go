@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -25,17 +24,7 @@ import (
 // configuration.
 func startBrokerHub(t *testing.T, edit func(*config.Config)) *App {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTT.Addr = "127.0.0.1:0"
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Writer.FlushInterval = 50 * time.Millisecond
-	edit(&cfg)
-	require.NoError(t, cfg.Validate())
-	a, err := Start(context.Background(), cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(a.Stop)
-	return a
+	return startHubWith(t, t.TempDir(), edit)
 }
 
 // transportHub is a hub with MQTT over TLS, WebSocket and secure WebSocket;

@@ -21,23 +21,6 @@ import (
 	"github.com/telehub/telehub/internal/testenv"
 )
 
-// startHubWith runs a hub in dir on loopback ports, with the embedded
-// store, after edit has changed its configuration.
-func startHubWith(t *testing.T, dir string, edit func(*config.Config)) *App {
-	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = dir
-	cfg.MQTT.Addr = "127.0.0.1:0"
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Writer.FlushInterval = 20 * time.Millisecond
-	edit(&cfg)
-	require.NoError(t, cfg.Validate())
-	a, err := Start(context.Background(), cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(a.Stop)
-	return a
-}
-
 // edgeDevice publishes numbered readings QoS 1 to the edge: value n at
 // ts = base + n ms, so that a reading is known by its value and its time.
 type edgeDevice struct {

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"testing"
@@ -23,17 +22,11 @@ func TestLocalWindowAnswersWhileInfluxIsDown(t *testing.T) {
 	deadURL := "http://" + ln.Addr().String()
 	ln.Close() // nothing listens there now: connection refused
 
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTT.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Writer.FlushInterval = 50 * time.Millisecond
-	cfg.Influx.URL, cfg.Influx.Bucket = deadURL, "telehub"
-	cfg.Store.LocalWindow = time.Hour
-	cfg.Writer.DrainTimeout = time.Millisecond // InfluxDB never answers: do not wait at stop
-	require.NoError(t, cfg.Validate())
-	a, err := Start(context.Background(), cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(a.Stop)
+	a := startHubWith(t, t.TempDir(), func(cfg *config.Config) {
+		cfg.Influx.URL, cfg.Influx.Bucket = deadURL, "telehub"
+		cfg.Store.LocalWindow = time.Hour
+		cfg.Writer.DrainTimeout = time.Millisecond // InfluxDB never answers: do not wait at stop
+	})
 
 	tok := createDevice(t, a, "edge-1", "thermostat")
 	c, err := connect(t, a, "edge-1", tok)
@@ -59,13 +52,12 @@ func TestPendingReadingsMetricCountsTheBacklog(t *testing.T) {
 	require.NoError(t, err)
 	deadURL := "http://" + ln.Addr().String()
 	ln.Close()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTT.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Influx.URL, cfg.Influx.Bucket = deadURL, "telehub"
-	cfg.Writer.DrainTimeout = time.Millisecond
-	a, err := Start(context.Background(), cfg, testenv.Logger(t))
-	require.NoError(t, err)
+	dir := t.TempDir()
+	deadInflux := func(cfg *config.Config) {
+		cfg.Influx.URL, cfg.Influx.Bucket = deadURL, "telehub"
+		cfg.Writer.DrainTimeout = time.Millisecond
+	}
+	a := startHubWith(t, dir, deadInflux)
 	tok := createDevice(t, a, "pend-1", "thermostat")
 	c, err := connect(t, a, "pend-1", tok)
 	require.NoError(t, err)
@@ -75,9 +67,7 @@ func TestPendingReadingsMetricCountsTheBacklog(t *testing.T) {
 	c.Disconnect(0)
 	a.Stop()
 
-	b, err := Start(context.Background(), cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(b.Stop)
+	b := startHubWith(t, dir, deadInflux)
 	require.Equal(t, 4.0, scrape(t, b, "telehub_log_pending_readings"), "the backlog of the last run")
 }
 

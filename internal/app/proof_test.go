@@ -9,7 +9,6 @@ package app
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -239,21 +238,13 @@ func startProofHub(t *testing.T, influxURL, database string, tune func(*config.C
 
 func startProofHubIn(t *testing.T, dir, influxURL, database string, tune func(*config.Config)) *App {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = dir
-	cfg.MQTT.Addr = "127.0.0.1:0"
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Influx.URL, cfg.Influx.Bucket = influxURL, database
-	cfg.Writer.FlushInterval = 50 * time.Millisecond
-	cfg.Writer.RetryMax = 500 * time.Millisecond
-	if tune != nil {
-		tune(&cfg)
-	}
-	require.NoError(t, cfg.Validate())
-	a, err := Start(context.Background(), cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(a.Stop)
-	return a
+	return startHubWith(t, dir, func(cfg *config.Config) {
+		cfg.Influx.URL, cfg.Influx.Bucket = influxURL, database
+		cfg.Writer.RetryMax = 500 * time.Millisecond
+		if tune != nil {
+			tune(cfg)
+		}
+	})
 }
 
 func proofMetrics(t *testing.T, a *App) map[string]float64 {
