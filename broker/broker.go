@@ -16,6 +16,7 @@ import (
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/metrics"
+	"github.com/telehub/telehub/internal/wal"
 )
 
 // Config configures the broker.
@@ -60,6 +61,9 @@ type Ingester interface {
 	Ingest(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, error)
 	// IngestNoWait is for QoS 0: it does not wait for the log's fsync.
 	IngestNoWait(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, error)
+	// IngestAsync does not wait for the fsync either, but returns the
+	// commit to wait on before the readings are acknowledged.
+	IngestAsync(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, wal.Commit, error)
 }
 
 // Broker is the embedded MQTT broker.

@@ -17,6 +17,7 @@ import (
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/testenv"
+	"github.com/telehub/telehub/internal/wal"
 )
 
 // fixture is a broker on loopback with a real registry, integration store
@@ -44,6 +45,11 @@ func (l *ingestLog) Ingest(_ context.Context, dev ingest.Device, payload []byte,
 
 func (l *ingestLog) IngestNoWait(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, error) {
 	return l.Ingest(ctx, dev, payload, f)
+}
+
+func (l *ingestLog) IngestAsync(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, wal.Commit, error) {
+	n, err := l.Ingest(ctx, dev, payload, f)
+	return n, wal.Commit{}, err
 }
 
 func (l *ingestLog) of(id string) []string {

@@ -65,11 +65,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if strings.EqualFold(pk.Properties.ContentType, senmlType) {
 		f = ingest.FormatSenML
 	}
-	ingestFn := h.ing.Ingest
-	if pk.FixedHeader.Qos == 0 {
-		ingestFn = h.ing.IngestNoWait // nothing to acknowledge: do not wait for the fsync
-	}
-	_, err := ingestFn(h.ctx, ingest.Device{ID: dev.ID, Type: dev.Type}, pk.Payload, f)
+	err := ingestPublish(h.ctx, h.ing, cl, pk, ingest.Device{ID: dev.ID, Type: dev.Type}, f)
 	if err == nil {
 		return pk, nil
 	}
@@ -85,6 +81,28 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 // full or failing log is not acknowledged: MQTT 5 gets 0x97 or 0x80; an
 // MQTT 3 QoS 1 or 2 sender is disconnected, because MQTT 3 resends only
 // after a reconnect.
+// ingestPublish hands a publish's payload to the pipeline. QoS 0 does not
+// wait for the log's fsync (nothing is acknowledged). For QoS 1 and 2 the
+// client's connection holds its acknowledgement back until the readings
+// are durable (ackHold), so the read goroutine goes on to the next publish;
+// on a connection without an ackHold it waits here.
+func ingestPublish(ctx context.Context, ing Ingester, cl *mqtt.Client, pk packets.Packet, dev ingest.Device, f ingest.Format) error {
+	if pk.FixedHeader.Qos == 0 {
+		_, err := ing.IngestNoWait(ctx, dev, pk.Payload, f)
+		return err
+	}
+	a, ok := cl.Net.Conn.(*ackHold)
+	if !ok {
+		_, err := ing.Ingest(ctx, dev, pk.Payload, f)
+		return err
+	}
+	_, c, err := ing.IngestAsync(ctx, dev, pk.Payload, f)
+	if err != nil {
+		return err
+	}
+	return a.hold(c)
+}
+
 func ingestRefusal(cl *mqtt.Client, pk packets.Packet, err error) error {
 	v5 := cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0
 	var de *ingest.DecodeError

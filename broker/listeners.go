@@ -115,6 +115,7 @@ type conns struct {
 
 // serve runs establish for c on a goroutine it owns, unless closing.
 func (cs *conns) serve(c net.Conn, establish func(net.Conn)) {
+	c = newAckHold(c)
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if cs.closed {

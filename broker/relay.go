@@ -58,7 +58,7 @@ func (h *relayHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	if strings.EqualFold(pk.Properties.ContentType, senmlType) {
 		f = ingest.FormatSenML
 	}
-	_, err := h.ing.Ingest(h.ctx, ingest.Device{ID: dev.ID, Type: dev.Type}, pk.Payload, f)
+	err := ingestPublish(h.ctx, h.ing, cl, pk, ingest.Device{ID: dev.ID, Type: dev.Type}, f)
 	if err == nil {
 		return pk, nil
 	}

@@ -22,7 +22,7 @@ var ErrBackpressure = errors.New("ingest: durable log full, try again later")
 
 // Log is the durable log the pipeline appends to.
 type Log interface {
-	Append(ctx context.Context, recs ...[]byte) (uint64, error)
+	Submit(ctx context.Context, recs ...[]byte) (wal.Commit, error)
 	Enqueue(ctx context.Context, recs ...[]byte) error
 }
 
@@ -31,10 +31,10 @@ type Publisher interface {
 	Publish(msgs ...live.Message)
 }
 
-// Observer is told of a device's readings once they are durable (the alert
-// rule engine). It runs on the publishing client's goroutine, so it must do
-// bounded work and never block; it must not keep pts, whose strings share
-// the payload's buffer.
+// Observer is told of a device's readings once they are in the log (the
+// alert rule engine), which may be just before they are durable. It runs
+// on the publishing client's goroutine, so it must do bounded work and never
+// block; it must not keep pts, whose strings share the payload's buffer.
 type Observer interface {
 	Observe(dev Device, pts []Point)
 }
@@ -75,18 +75,16 @@ type Pipeline struct {
 	metrics *Metrics
 	logger  *slog.Logger
 	latest  *Latest
-	bufs    sync.Pool
 	observe Observer // nil: none
 }
 
-// SetObserver registers o to see every durable reading. Call it before the
+// SetObserver registers o to see every logged reading. Call it before the
 // broker starts.
 func (p *Pipeline) SetObserver(o Observer) { p.observe = o }
 
 // NewPipeline returns a pipeline appending to log and publishing to pub.
 func NewPipeline(log Log, pub Publisher, lim Limits, m *Metrics, latest *Latest, logger *slog.Logger) *Pipeline {
-	return &Pipeline{log: log, live: pub, limits: lim, metrics: m, latest: latest, logger: logger,
-		bufs: sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}}
+	return &Pipeline{log: log, live: pub, limits: lim, metrics: m, latest: latest, logger: logger}
 }
 
 // Ingest decodes a telemetry payload of dev and appends it to the durable log.
@@ -94,6 +92,25 @@ func NewPipeline(log Log, pub Publisher, lim Limits, m *Metrics, latest *Latest,
 // them. A *DecodeError means the payload is bad; ErrBackpressure that the log
 // is full.
 func (p *Pipeline) Ingest(ctx context.Context, dev Device, payload []byte, f Format) (int, error) {
+	n, c, err := p.ingest(ctx, dev, payload, f, true)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.Wait(); err != nil {
+		return 0, p.logFailed(dev, err)
+	}
+	return n, nil
+}
+
+// IngestAsync is Ingest without the wait for the fsync: it returns once the
+// readings are handed to the log's next group commit, with that commit. The
+// caller must wait on it (Commit.Wait) before it acknowledges the readings;
+// if the wait fails, the readings are not stored and the sender must send
+// them again. Meanwhile the caller can take the sender's next payload (the
+// broker reads the client's next publish and holds back the PUBACKs, see
+// broker's ackHold), so that one device's throughput is not one payload
+// per fsync. The live stream and the observer see the readings at once.
+func (p *Pipeline) IngestAsync(ctx context.Context, dev Device, payload []byte, f Format) (int, wal.Commit, error) {
 	return p.ingest(ctx, dev, payload, f, true)
 }
 
@@ -102,35 +119,39 @@ func (p *Pipeline) Ingest(ctx context.Context, dev Device, payload []byte, f For
 // its fsync, so a QoS 0 publisher never pays the disk's latency. A crash
 // before that commit loses them, as QoS 0 allows.
 func (p *Pipeline) IngestNoWait(ctx context.Context, dev Device, payload []byte, f Format) (int, error) {
-	return p.ingest(ctx, dev, payload, f, false)
+	n, _, err := p.ingest(ctx, dev, payload, f, false)
+	return n, err
 }
 
-func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f Format, wait bool) (int, error) {
+// logFailed counts and reports a reading the log did not take.
+func (p *Pipeline) logFailed(dev Device, err error) error {
+	if errors.Is(err, wal.ErrFull) {
+		p.metrics.Backpressure.Inc()
+		return ErrBackpressure
+	}
+	p.metrics.LogErrors.Inc()
+	p.logger.Error("telemetry not logged", "device_id", dev.ID, "err", err)
+	return fmt.Errorf("ingest: append to log: %w", err)
+}
+
+func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f Format, commit bool) (int, wal.Commit, error) {
 	now := time.Now()
 	pts, err := Decode(payload, f, now, p.limits)
 	if err != nil {
 		p.metrics.Rejected.Inc()
 		p.logger.Warn("telemetry rejected", "device_id", dev.ID, "err", err)
-		return 0, err
+		return 0, wal.Commit{}, err
 	}
-	var err2 error
-	if wait {
-		bp := p.bufs.Get().(*[]byte)
-		*bp = AppendRecord((*bp)[:0], dev.ID, dev.Type, pts)
-		_, err2 = p.log.Append(ctx, *bp)
-		p.bufs.Put(bp)
+	// The log keeps the record until its commit: it cannot be reused.
+	rec := AppendRecord(make([]byte, 0, 64+len(payload)), dev.ID, dev.Type, pts)
+	var c wal.Commit
+	if commit {
+		c, err = p.log.Submit(ctx, rec)
 	} else {
-		// The log keeps the record until its commit: it cannot be pooled.
-		err2 = p.log.Enqueue(ctx, AppendRecord(make([]byte, 0, 64+len(payload)), dev.ID, dev.Type, pts))
+		err = p.log.Enqueue(ctx, rec)
 	}
-	if err := err2; err != nil {
-		if errors.Is(err, wal.ErrFull) {
-			p.metrics.Backpressure.Inc()
-			return 0, ErrBackpressure
-		}
-		p.metrics.LogErrors.Inc()
-		p.logger.Error("telemetry not logged", "device_id", dev.ID, "err", err)
-		return 0, fmt.Errorf("ingest: append to log: %w", err)
+	if err != nil {
+		return 0, wal.Commit{}, p.logFailed(dev, err)
 	}
 	p.metrics.Payloads.Inc()
 	p.metrics.Readings.Add(uint64(len(pts)))
@@ -144,7 +165,7 @@ func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f For
 	if p.observe != nil {
 		p.observe.Observe(dev, pts)
 	}
-	return len(pts), nil
+	return len(pts), c, nil
 }
 
 // ReadingBody encodes the live message of a reading, as the live stream

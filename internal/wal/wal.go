@@ -270,33 +270,34 @@ func syncDir(dir string) error {
 // of the last one. It fails fast with ErrFull when the log is at its bound.
 // Safe for concurrent use; concurrent appends share one fsync.
 func (l *Log) Append(ctx context.Context, recs ...[]byte) (uint64, error) {
-	if l.closed.Load() {
-		return 0, ErrClosed
+	c, err := l.Submit(ctx, recs...)
+	if err != nil {
+		return 0, err
 	}
-	if l.Full() {
-		return 0, ErrFull
+	return c.Wait()
+}
+
+// Commit is an append on its way to disk (Submit): Wait tells when it is
+// durable. Once submitted, an append completes even if the caller stops
+// waiting. The zero Commit is complete (for callers' fakes).
+type Commit struct {
+	done   chan appendRes
+	exited <-chan struct{}
+}
+
+// Wait returns once the append is durable, with the offset of its last
+// record, or with the error that kept it from disk. Call it once (or
+// TryWait until it reports done).
+func (c Commit) Wait() (uint64, error) {
+	if c.done == nil {
+		return 0, nil
 	}
-	for _, r := range recs {
-		if len(r) > MaxRecordBytes {
-			return 0, fmt.Errorf("wal: record of %d bytes exceeds %d", len(r), MaxRecordBytes)
-		}
-	}
-	req := appendReq{recs: recs, done: make(chan appendRes, 1)}
 	select {
-	case l.reqs <- req:
-	case <-l.stop:
-		return 0, ErrClosed
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-	// Once queued the append will complete; wait for it even if ctx ends so the
-	// caller learns the truth about durability.
-	select {
-	case res := <-req.done:
+	case res := <-c.done:
 		return res.last, res.err
-	case <-l.exited:
+	case <-c.exited:
 		select {
-		case res := <-req.done:
+		case res := <-c.done:
 			return res.last, res.err
 		default:
 			return 0, ErrClosed
@@ -304,13 +305,49 @@ func (l *Log) Append(ctx context.Context, recs ...[]byte) (uint64, error) {
 	}
 }
 
-// Enqueue hands records to the next group commit without waiting for it:
-// for data whose sender expects no acknowledgement (MQTT QoS 0), so that it
-// does not pay the fsync's latency. The records are durable only once that
-// commit is done; a crash before it loses them. The caller must not modify
-// them afterwards. Like Append it fails fast with ErrFull or ErrClosed, and
-// it waits only while the commit queue is full.
-func (l *Log) Enqueue(ctx context.Context, recs ...[]byte) error {
+// NewCommit returns a Commit that is complete once complete is called,
+// with err as its outcome: for tests of code that waits on commits.
+func NewCommit() (c Commit, complete func(err error)) {
+	done := make(chan appendRes, 1)
+	return Commit{done: done, exited: make(chan struct{})}, func(err error) { done <- appendRes{err: err} }
+}
+
+// TryWait is Wait that does not block: done is false while the append is
+// not yet committed, else err is Wait's.
+func (c Commit) TryWait() (done bool, err error) {
+	if c.done == nil {
+		return true, nil
+	}
+	select {
+	case res := <-c.done:
+		return true, res.err
+	default:
+		return false, nil
+	}
+}
+
+// Submit hands the records to the next group commit and returns without
+// waiting for it: the caller does other work (the broker reads the client's
+// next publish) and waits on the Commit when it must know. The caller must
+// not modify the records afterwards. Like Append it fails fast with ErrFull
+// or ErrClosed, and it waits only while the commit queue is full.
+func (l *Log) Submit(ctx context.Context, recs ...[]byte) (Commit, error) {
+	if err := l.admit(recs); err != nil {
+		return Commit{}, err
+	}
+	req := appendReq{recs: recs, done: make(chan appendRes, 1)}
+	select {
+	case l.reqs <- req:
+		return Commit{done: req.done, exited: l.exited}, nil
+	case <-l.stop:
+		return Commit{}, ErrClosed
+	case <-ctx.Done():
+		return Commit{}, ctx.Err()
+	}
+}
+
+// admit refuses records the log cannot take now.
+func (l *Log) admit(recs [][]byte) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
@@ -321,6 +358,19 @@ func (l *Log) Enqueue(ctx context.Context, recs ...[]byte) error {
 		if len(r) > MaxRecordBytes {
 			return fmt.Errorf("wal: record of %d bytes exceeds %d", len(r), MaxRecordBytes)
 		}
+	}
+	return nil
+}
+
+// Enqueue hands records to the next group commit without waiting for it:
+// for data whose sender expects no acknowledgement (MQTT QoS 0), so that it
+// does not pay the fsync's latency. The records are durable only once that
+// commit is done; a crash before it loses them. The caller must not modify
+// them afterwards. Like Append it fails fast with ErrFull or ErrClosed, and
+// it waits only while the commit queue is full.
+func (l *Log) Enqueue(ctx context.Context, recs ...[]byte) error {
+	if err := l.admit(recs); err != nil {
+		return err
 	}
 	select {
 	case l.reqs <- appendReq{recs: recs}:

@@ -1,0 +1,212 @@
+package broker
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/telehub/telehub/internal/wal"
+)
+
+const (
+	// maxHolds bounds the publishes of one connection waiting for the log:
+	// past it, the client's read goroutine waits for its own publish's
+	// commit, as if there were no ackHold, so a client that outruns the
+	// disk is slowed to its pace.
+	maxHolds = 1024
+	// closeGrace is how long Close waits for the held bytes to be let out
+	// (their commits are normally a few milliseconds away).
+	closeGrace = time.Second
+)
+
+// ackHold holds back what the broker writes to a client until the durable
+// log has committed every reading the client published before the write.
+// So a PUBACK is never on the wire before its reading is on disk, yet the
+// client's read goroutine does not wait for the fsync: the broker reads the
+// client's next publish at once, a device can have many publishes in
+// flight, and the PUBACKs that one group commit releases leave in one write.
+// Holding the whole outbound stream, not just PUBACKs, keeps the order of
+// everything the client is sent (MQTT requires PUBACKs in the order of
+// their PUBLISHes).
+//
+// The broker's writes to a client are serialised by mochi; hold is called
+// on the client's read goroutine. A goroutine (the flusher) runs only
+// while something is held, so idle connections cost none.
+type ackHold struct {
+	net.Conn
+
+	mu       sync.Mutex
+	pending  []wal.Commit // registered and not yet seen committed, in order
+	held     uint64       // holds registered since the connection opened
+	waited   uint64       // of those, the first waited are committed
+	buf      []byte       // bytes written while something was held
+	marks    []holdMark   // the writes in buf, in order
+	flushing bool         // the flusher is running
+	idle     chan struct{}
+	err      error // the connection failed or closed: writes fail
+
+	wmu sync.Mutex // serialises writes to the connection
+	out []byte     // the flusher's write buffer, reused
+	wg  sync.WaitGroup
+}
+
+// holdMark is where a write into buf ends and how many holds it waits for.
+type holdMark struct {
+	end  int
+	need uint64
+}
+
+var _ net.Conn = (*ackHold)(nil)
+
+func newAckHold(c net.Conn) *ackHold { return &ackHold{Conn: c} }
+
+// hold makes the connection's next writes wait for c. Past maxHolds it
+// waits for c itself and returns its error.
+func (a *ackHold) hold(c wal.Commit) error {
+	a.mu.Lock()
+	if len(a.pending) >= maxHolds {
+		a.mu.Unlock()
+		_, err := c.Wait()
+		return err
+	}
+	a.pending = append(a.pending, c)
+	a.held++
+	a.mu.Unlock()
+	return nil
+}
+
+// Write sends b at once when nothing is held, else queues it behind the
+// holds registered so far and returns.
+func (a *ackHold) Write(b []byte) (int, error) {
+	a.mu.Lock()
+	if a.err != nil {
+		a.mu.Unlock()
+		return 0, a.err
+	}
+	if !a.flushing && a.waited == a.held {
+		a.wmu.Lock()
+		a.mu.Unlock()
+		defer a.wmu.Unlock()
+		return a.Conn.Write(b)
+	}
+	a.buf = append(a.buf, b...)
+	a.marks = append(a.marks, holdMark{end: len(a.buf), need: a.held})
+	if !a.flushing {
+		a.flushing = true
+		a.idle = make(chan struct{})
+		a.wg.Go(a.flush)
+	}
+	a.mu.Unlock()
+	return len(b), nil
+}
+
+// flush waits for the holds in order and writes out what each releases,
+// until nothing is held.
+func (a *ackHold) flush() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	defer func() {
+		a.flushing = false
+		close(a.idle)
+	}()
+	for a.err == nil {
+		// The writes whose holds are all committed go out in one write.
+		n, end := 0, 0
+		for n < len(a.marks) && a.marks[n].need <= a.waited {
+			end = a.marks[n].end
+			n++
+		}
+		if end > 0 {
+			a.out = append(a.out[:0], a.buf[:end]...)
+			a.buf = a.buf[:copy(a.buf, a.buf[end:])]
+			a.marks = a.marks[:copy(a.marks, a.marks[n:])]
+			for i := range a.marks {
+				a.marks[i].end -= end
+			}
+			a.wmu.Lock()
+			a.mu.Unlock()
+			_, err := a.Conn.Write(a.out)
+			a.wmu.Unlock()
+			a.mu.Lock()
+			if err != nil {
+				a.fail(err)
+			}
+			continue
+		}
+		if len(a.pending) == 0 {
+			return // every write is out: every need <= held == waited
+		}
+		// Wait for the oldest hold, then take those committed with it.
+		c := a.pending[0]
+		a.mu.Unlock()
+		_, err := c.Wait()
+		a.mu.Lock()
+		a.pop()
+		for err == nil && len(a.pending) > 0 {
+			var done bool
+			if done, err = a.pending[0].TryWait(); !done {
+				break
+			}
+			a.pop()
+		}
+		if err != nil {
+			// The reading is not on disk: its PUBACK must not be sent.
+			// Closing the connection makes the client send it again.
+			a.fail(fmt.Errorf("reading not made durable: %w", err))
+			a.mu.Unlock()
+			a.Conn.Close()
+			a.mu.Lock()
+		}
+	}
+}
+
+// pop drops the oldest hold, which is committed. a.mu is held.
+func (a *ackHold) pop() {
+	a.pending[0] = wal.Commit{}
+	a.pending = a.pending[1:]
+	if len(a.pending) == 0 {
+		a.pending = a.pending[:0:0]
+	}
+	a.waited++
+}
+
+// fail makes the connection unusable and drops what is held. a.mu is held.
+func (a *ackHold) fail(err error) {
+	if a.err == nil {
+		a.err = err
+	}
+	a.buf, a.marks = nil, nil
+}
+
+// Close lets the held bytes out (waiting at most closeGrace for their
+// commits), then closes the connection. Safe to call twice.
+func (a *ackHold) Close() error {
+	a.mu.Lock()
+	idle, flushing := a.idle, a.flushing
+	a.mu.Unlock()
+	if flushing {
+		t := time.NewTimer(closeGrace)
+		select {
+		case <-idle:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	a.mu.Lock()
+	a.fail(net.ErrClosed)
+	a.mu.Unlock()
+	err := a.Conn.Close()
+	a.wg.Wait()
+	return err
+}
+
+// ConnectionState is the TLS state of the connection (empty when it is not
+// TLS), for the mTLS identity check.
+func (a *ackHold) ConnectionState() tls.ConnectionState {
+	if c, ok := a.Conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		return c.ConnectionState()
+	}
+	return tls.ConnectionState{}
+}

@@ -1,0 +1,123 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/telehub/telehub/internal/wal"
+)
+
+// heldBytes returns what the connection holds back.
+func (a *ackHold) heldBytes() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return string(a.buf)
+}
+
+func pipe(t *testing.T) (*ackHold, net.Conn) {
+	t.Helper()
+	srv, cli := net.Pipe()
+	a := newAckHold(srv)
+	t.Cleanup(func() { a.Close(); cli.Close() })
+	return a, cli
+}
+
+func readN(t *testing.T, c net.Conn, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	_, err := io.ReadFull(c, b)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func TestAckHoldWritesAtOnceWhenNothingIsHeld(t *testing.T) {
+	a, cli := pipe(t)
+	go a.Write([]byte("ping"))
+	require.Equal(t, "ping", readN(t, cli, 4))
+}
+
+func TestAckHoldReleasesWritesAfterTheirCommitsInOrder(t *testing.T) {
+	a, cli := pipe(t)
+	c1, done1 := wal.NewCommit()
+	c2, done2 := wal.NewCommit()
+	require.NoError(t, a.hold(c1))
+	n, err := a.Write([]byte("A"))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.NoError(t, a.hold(c2))
+	_, err = a.Write([]byte("B"))
+	require.NoError(t, err)
+
+	// The second commit finishing first releases nothing: B waits for A's.
+	done2(nil)
+	require.Equal(t, "AB", a.heldBytes())
+	done1(nil)
+	require.Equal(t, "AB", readN(t, cli, 2))
+
+	// Nothing held any more: the next write goes straight out.
+	go a.Write([]byte("C"))
+	require.Equal(t, "C", readN(t, cli, 1))
+}
+
+func TestAckHoldWriteWaitsOnlyForEarlierHolds(t *testing.T) {
+	a, cli := pipe(t)
+	c1, done1 := wal.NewCommit()
+	c2, done2 := wal.NewCommit()
+	require.NoError(t, a.hold(c1))
+	_, err := a.Write([]byte("A")) // needs c1
+	require.NoError(t, err)
+	require.NoError(t, a.hold(c2))
+	_, err = a.Write([]byte("B")) // needs c1 and c2
+	require.NoError(t, err)
+	done1(nil)
+	require.Equal(t, "A", readN(t, cli, 1))
+	require.Equal(t, "B", a.heldBytes())
+	done2(nil)
+	require.Equal(t, "B", readN(t, cli, 1))
+}
+
+func TestAckHoldClosesInsteadOfAcknowledgingAFailedCommit(t *testing.T) {
+	a, cli := pipe(t)
+	c1, done1 := wal.NewCommit()
+	require.NoError(t, a.hold(c1))
+	_, err := a.Write([]byte("PUBACK"))
+	require.NoError(t, err)
+	done1(errors.New("disk on fire"))
+	_, err = cli.Read(make([]byte, 8))
+	require.ErrorIs(t, err, io.EOF, "the client sees the connection close, not the acknowledgement")
+	_, err = a.Write([]byte("more"))
+	require.ErrorContains(t, err, "disk on fire")
+}
+
+func TestAckHoldCloseLetsHeldBytesOut(t *testing.T) {
+	a, cli := pipe(t)
+	c1, done1 := wal.NewCommit()
+	require.NoError(t, a.hold(c1))
+	_, err := a.Write([]byte("DISCONNECT"))
+	require.NoError(t, err)
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(cli)
+		got <- string(b)
+	}()
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	done1(nil)
+	require.NoError(t, <-closed)
+	require.Equal(t, "DISCONNECT", <-got)
+}
+
+func TestAckHoldBoundsThePendingHolds(t *testing.T) {
+	a, _ := pipe(t)
+	for range maxHolds {
+		c, _ := wal.NewCommit()
+		require.NoError(t, a.hold(c))
+	}
+	c, done := wal.NewCommit()
+	done(errors.New("refused"))
+	require.ErrorContains(t, a.hold(c), "refused", "past the bound, hold waits for the commit itself")
+}
