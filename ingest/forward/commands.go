@@ -47,6 +47,8 @@ type commandMetrics struct {
 	CommandsRefused *metrics.Counter
 	Results         *metrics.Counter
 	SubscribeDenied *metrics.Counter
+	// ResultsRecovered counts answers sent from the pending list (answers.go).
+	ResultsRecovered *metrics.Counter
 }
 
 func newCommandMetrics(r *metrics.Registry) *commandMetrics {
@@ -57,6 +59,8 @@ func newCommandMetrics(r *metrics.Registry) *commandMetrics {
 		CommandsRefused: r.Counter(`telehub_forward_commands_total{outcome="refused"}`, routed),
 		Results:         r.Counter("telehub_forward_command_results_total", "Results of commands from the upstream that the upstream acknowledged."),
 		SubscribeDenied: r.Counter("telehub_forward_command_subscribe_denied_total", "Connections on which the upstream refused the command subscription."),
+		ResultsRecovered: r.Counter("telehub_forward_command_results_recovered_total",
+			"Answers of commands from the upstream sent on a later connection than the one they were reached on, or after a restart (a subset of telehub_forward_command_results_total)."),
 	}
 }
 
@@ -130,6 +134,9 @@ func (f *Forwarder) onCommand(c paho.Client, m paho.Message) {
 	}
 	cmd, replayed, err := f.commands.Submit(devices.CommandRequest{DeviceID: devID, Name: msg.Name, Params: msg.Params,
 		ExpiresAt: msg.ExpiresAt, IdempotencyKey: UpstreamKeyPrefix + cmdID, By: "upstream " + f.cfg.Username})
+	if err == nil {
+		f.noteAnswer(devID, cmdID, cmd.ID) // before the PUBACK: the answer survives a restart
+	}
 	switch {
 	case errors.Is(err, devices.ErrNotFound):
 		f.m.CommandsIgnored.Inc()
@@ -161,6 +168,7 @@ func (f *Forwarder) publishResult(c paho.Client, devID, cmdID string, payload []
 		return
 	}
 	f.m.Results.Inc()
+	f.answered(devID, cmdID)
 }
 
 // forwardResult publishes upstream the answer of a command from the
@@ -196,6 +204,7 @@ func (f *Forwarder) forwardResult(ctx context.Context, c paho.Client, m live.Mes
 		return err
 	}
 	f.m.Results.Inc()
+	f.answered(ev.Command.DeviceID, cmdID)
 	return nil
 }
 

@@ -64,6 +64,12 @@ type Config struct {
 	// On a Telehub upstream the integration needs that subscribe filter
 	// and devices/+/commands/+/result (or per-device filters) to publish.
 	Commands bool `yaml:"commands"`
+	// State passes desired state set upstream down to the devices
+	// registered here: the forwarder subscribes to devices/+/state/desired
+	// upstream and sets each such device's desired state here when it
+	// differs. On a Telehub upstream the integration needs that subscribe
+	// filter.
+	State bool `yaml:"state"`
 	// MaxInflight bounds the messages sent and not yet acknowledged by the
 	// upstream.
 	MaxInflight int `yaml:"max_inflight"`
@@ -88,6 +94,7 @@ func DefaultConfig() Config {
 		AlertTopic:     "devices/" + PlaceholderDeviceID + "/alerts",
 		QoS:            1,
 		Commands:       true,
+		State:          true,
 		MaxInflight:    64,
 		AckTimeout:     30 * time.Second,
 		ConnectTimeout: 10 * time.Second,

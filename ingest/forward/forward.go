@@ -98,6 +98,11 @@ type Forwarder struct {
 	routed    chan struct{} // closed by RouteCommands
 	routeOnce sync.Once
 
+	state stateRoute // desired state from the upstream (state.go)
+
+	answers *answerBook   // nil: answers go only by the live stream (answers.go)
+	recheck chan struct{} // the live stream lost completions: go over the answers
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
@@ -128,6 +133,8 @@ func New(cfg Config, log Log, stream Stream, reg *metrics.Registry, logger *slog
 	f.acked.Store(rd.Next())
 	rd.Close()
 	f.m = newMetrics(reg, f)
+	f.state.ready, f.state.m = make(chan struct{}), newStateMetrics(reg)
+	f.recheck = make(chan struct{}, 1)
 	if sec.tls == nil && (sec.password != "" || cfg.Username != "") {
 		logger.Warn("forwarding without TLS: the upstream credentials and readings travel in clear", "url", cfg.URL)
 	}
@@ -265,6 +272,10 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 	}
 	if f.cfg.Commands {
 		wg.Go(func() { f.subscribeCommands(sctx, c) })
+		wg.Go(func() { f.relayPending(sctx, c) })
+	}
+	if f.cfg.State {
+		wg.Go(func() { f.routeDesired(sctx, c) })
 	}
 	return true, f.pump(ctx, c, lost, alertErr)
 }
@@ -366,6 +377,10 @@ func (f *Forwarder) alerts(ctx context.Context, c paho.Client) error {
 		buf, missed = f.stream.Read(f.alertSeq, buf[:0], 256)
 		if missed > 0 {
 			f.m.AlertsMissed.Add(missed)
+			select { // answers among them are in the pending list
+			case f.recheck <- struct{}{}:
+			default:
+			}
 			f.logger.Warn("alerts raised and command results reached while the uplink was down may be lost: the live stream moved past them", "messages_missed", missed)
 		}
 		for _, m := range buf {

@@ -172,7 +172,11 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		return nil, err
 	}
 	if a.forwarder != nil {
+		if err := a.forwarder.KeepAnswers(a.state); err != nil { // answers to the upstream survive restarts
+			return nil, err
+		}
 		a.forwarder.RouteCommands(a.control.commands) // commands from the upstream to devices here
+		a.forwarder.RouteState(a.control.states)      // desired state from the upstream to devices here
 	}
 	if a.alerting, err = newAlerting(cfg, a.state, a.registry, presence, pipe, hub, reg, logger); err != nil {
 		return nil, err

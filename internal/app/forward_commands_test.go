@@ -86,8 +86,8 @@ func (u *uplink) cut() {
 func (u *uplink) restore() { u.down.Store(false) }
 
 // startEdgePair starts an upstream hub with an integration for the edge
-// (telemetry and command results it may publish, commands it may
-// subscribe to) and an edge hub forwarding to it over TLS through a
+// (telemetry and command results it may publish, commands and desired
+// state it may subscribe to) and an edge hub forwarding to it over TLS through a
 // cuttable uplink. edit changes the upstream's configuration.
 func startEdgePair(t *testing.T, editUpstream func(*config.Config)) (up, edge *App, link *uplink) {
 	t.Helper()
@@ -102,7 +102,7 @@ func startEdgePair(t *testing.T, editUpstream func(*config.Config)) (up, edge *A
 	})
 	_, secret, err := up.integrations.Create(devices.Integration{ID: "edge-1",
 		Publish:   []string{"devices/+/telemetry", "devices/+/commands/+/result"},
-		Subscribe: []string{"devices/+/commands/+"}}, "test")
+		Subscribe: []string{"devices/+/commands/+", "devices/+/state/desired"}}, "test")
 	require.NoError(t, err)
 	secretFile := filepath.Join(t.TempDir(), "upstream.secret")
 	require.NoError(t, os.WriteFile(secretFile, []byte(secret+"\n"), 0o600))

@@ -43,10 +43,16 @@ type Config struct {
 	// TelehubYAML is appended to every hub's configuration, for experiments
 	// (e.g. "writer:\n  batch_size: 20000"); the report says so.
 	TelehubYAML string
+	// PiConfig and PiUnit are configs/telehub.pi.yaml and
+	// configs/telehub.service, the edge scenario's profile and GOMEMLIMIT.
+	PiConfig, PiUnit string
+	// Qemu runs the arm64 build in the edge scenario; TelehubArm64 is that
+	// build (empty: built from the working directory).
+	Qemu, TelehubArm64 string
 }
 
 // Scenarios names every scenario in the order they run.
-var Scenarios = []string{"memory", "ingest", "live", "fanout", "idle"}
+var Scenarios = []string{"memory", "ingest", "live", "fanout", "idle", "edge"}
 
 // plan is the size of each scenario in a mode.
 type plan struct {
@@ -64,11 +70,14 @@ type plan struct {
 	fanoutDur      time.Duration
 	idleConns      int
 	settle         time.Duration
+	edgeDevices    int           // devices of the edge scenario, 1 reading/s each
+	edgeDur        time.Duration // how long they publish
 }
 
 func planFor(mode string) (plan, error) {
 	p := plan{ingestDevices: 1000, drainOK: 5 * time.Second, maxP99: time.Second,
-		liveRates: []float64{1000, 10000}, liveDashboards: 10, fanoutClients: []int{10, 100, 1000}, fanoutRate: 100}
+		liveRates: []float64{1000, 10000}, liveDashboards: 10, fanoutClients: []int{10, 100, 1000}, fanoutRate: 100,
+		edgeDevices: 1000, edgeDur: 15 * time.Second}
 	switch mode {
 	case "quick":
 		p.ingestRates = []float64{5000, 10000, 20000, 40000, 80000, 120000}
@@ -79,6 +88,7 @@ func planFor(mode string) (plan, error) {
 		p.ingestRates = []float64{5000, 10000, 15000, 20000, 25000, 30000, 40000, 50000, 60000, 80000, 100000, 120000, 150000}
 		p.stepDur, p.drainMax, p.liveDur, p.fanoutDur = 15*time.Second, 30*time.Second, 20*time.Second, 15*time.Second
 		p.idleConns, p.settle = 50000, 10*time.Second
+		p.edgeDur = 60 * time.Second
 	default:
 		return p, fmt.Errorf("mode %q: use quick or full", mode)
 	}
@@ -101,6 +111,10 @@ func Main(ctx context.Context, args []string, logger *slog.Logger) error {
 	fs.StringVar(&c.InfluxURL, "influx-url", "", "influxd base URL")
 	fs.StringVar(&c.Influxd, "influxd", "", "influxd binary, for its version")
 	fs.StringVar(&c.TelehubYAML, "telehub-yaml", "", "YAML appended to every hub's configuration, for experiments (recorded in the report)")
+	fs.StringVar(&c.PiConfig, "pi-config", "configs/telehub.pi.yaml", "the Raspberry Pi profile (edge scenario)")
+	fs.StringVar(&c.PiUnit, "pi-unit", "configs/telehub.service", "the systemd unit whose GOMEMLIMIT the edge scenario uses")
+	fs.StringVar(&c.Qemu, "qemu", "qemu-aarch64-static", "qemu user emulator for the arm64 build (edge scenario)")
+	fs.StringVar(&c.TelehubArm64, "telehub-arm64", "", "linux/arm64 telehub binary (default: built with go build)")
 	fs.StringVar(&systems, "systems", "", "comma-separated systems of the ingest scenario: telehub,telegraf,direct,mochi (default all)")
 	fs.StringVar(&only, "only", "", "comma-separated scenarios to run: "+strings.Join(Scenarios, ","))
 	if err := fs.Parse(args); err != nil {
@@ -140,7 +154,7 @@ func Run(ctx context.Context, c Config, logger *slog.Logger) error {
 	} else if err := os.MkdirAll(c.Dir, 0o750); err != nil {
 		return err
 	}
-	for _, b := range []*string{&c.Telehub, &c.Benchpeer, &c.Mosquitto, &c.Telegraf, &c.TelegrafConfig} {
+	for _, b := range []*string{&c.Telehub, &c.Benchpeer, &c.Mosquitto, &c.Telegraf, &c.TelegrafConfig, &c.PiConfig, &c.PiUnit} {
 		if *b, err = filepath.Abs(*b); err != nil {
 			return err
 		}
@@ -159,6 +173,7 @@ func Run(ctx context.Context, c Config, logger *slog.Logger) error {
 	}
 	steps := map[string]func(context.Context) error{
 		"memory": r.memory, "ingest": r.ingest, "live": r.live, "fanout": r.fanout, "idle": r.idle,
+		"edge": r.edge,
 	}
 	for _, s := range Scenarios {
 		if !slices.Contains(c.Scenarios, s) {

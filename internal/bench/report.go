@@ -22,6 +22,7 @@ type Report struct {
 	Fanout     []DeliveryRow
 	Idle       []IdleRow
 	Memory     []MemoryRow
+	Edge       []EdgeRow
 }
 
 // The generated part of BENCHMARKS.md sits between these markers; the rest
@@ -136,6 +137,7 @@ func (r *Report) markdown() string {
 		}
 		w("\n")
 	}
+	r.edgeMarkdown(w)
 	if len(r.Notes) > 0 {
 		w("### Notes of this run\n\n")
 		for _, n := range r.Notes {
@@ -200,6 +202,7 @@ func (r *Report) targets(w func(string, ...any)) {
 			w("| idle hub < 30 MB resident | %s | %s |\n", mb(m.RSSKB), yes(m.RSSKB < 30*1024))
 		}
 	}
+	r.edgeTargets(w)
 	w("\n")
 }
 
