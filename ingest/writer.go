@@ -50,12 +50,17 @@ type WriterConfig struct {
 	RetryMax time.Duration `yaml:"retry_max"`
 	// DrainTimeout bounds the final flush on shutdown.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// InFlight is the most batches being written at once. The checkpoint
+	// still advances in log order: past a batch only once it and every
+	// batch before it are stored.
+	InFlight int `yaml:"in_flight"`
 }
 
-// DefaultWriterConfig returns the defaults: 5,000 readings or 1 s.
+// DefaultWriterConfig returns the defaults: 5,000 readings or 1 s, four
+// batches in flight.
 func DefaultWriterConfig() WriterConfig {
 	return WriterConfig{BatchSize: 5000, FlushInterval: time.Second, RetryMin: 100 * time.Millisecond,
-		RetryMax: 30 * time.Second, DrainTimeout: 5 * time.Second}
+		RetryMax: 30 * time.Second, DrainTimeout: 5 * time.Second, InFlight: 4}
 }
 
 // Validate checks the values.
@@ -63,6 +68,8 @@ func (c WriterConfig) Validate() error {
 	switch {
 	case c.BatchSize < 1:
 		return errors.New("writer.batch_size must be at least 1")
+	case c.InFlight < 1:
+		return errors.New("writer.in_flight must be at least 1")
 	case c.FlushInterval < 0:
 		return errors.New("writer.flush_interval must not be negative")
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
@@ -155,7 +162,17 @@ func (w *Writer) Stop() {
 func (w *Writer) run(ctx context.Context) {
 	rd := w.log.Consumer(w.consumer)
 	defer rd.Close()
-	var batch []Reading
+	// Batches go to the sink on their own goroutines, at most InFlight at
+	// once; commitInOrder takes them in log order and advances the
+	// checkpoint. The channel holds InFlight-1 and commitInOrder the one it
+	// waits for, so filling the next batch overlaps the writes.
+	flights := make(chan *flight, w.cfg.InFlight-1)
+	var wg sync.WaitGroup
+	wg.Go(func() { w.commitInOrder(rd, flights) })
+	defer func() {
+		close(flights)
+		wg.Wait()
+	}()
 	readFailures := 0
 	for {
 		draining := false
@@ -179,8 +196,7 @@ func (w *Writer) run(ctx context.Context) {
 			}
 			continue
 		}
-		var err error
-		batch, err = w.fill(ctx, rd, batch[:0])
+		batch, err := w.fill(ctx, rd, make([]Reading, 0, min(w.cfg.BatchSize, 1024)))
 		if err != nil && len(batch) == 0 {
 			if !w.readFailed(ctx, rd, err, &readFailures) {
 				return
@@ -191,15 +207,40 @@ func (w *Writer) run(ctx context.Context) {
 		if len(batch) == 0 {
 			continue
 		}
-		start := time.Now()
-		if err := w.write(ctx, batch); err != nil {
-			return // ctx ended; the log keeps the batch for the next start
+		f := &flight{batch: batch, end: rd.Next(), start: time.Now(), done: make(chan error, 1)}
+		select {
+		case flights <- f:
+		case <-ctx.Done():
+			return // the log keeps the batch for the next start
 		}
-		w.metrics.BatchMillis.Set(time.Since(start).Milliseconds())
-		w.metrics.LagMillis.Set(time.Since(batch[0].Time).Milliseconds())
-		w.metrics.Written.Add(uint64(len(batch)))
+		wg.Go(func() { f.done <- w.write(ctx, f.batch) })
+	}
+}
+
+// flight is a batch being written: the log offset after it, and the
+// outcome of its write.
+type flight struct {
+	batch []Reading
+	end   uint64
+	start time.Time
+	done  chan error
+}
+
+// commitInOrder waits for each batch in log order and moves the checkpoint
+// past it. After a batch that was not stored (the context ended), it moves
+// the checkpoint no further: the log keeps the rest for the next start.
+func (w *Writer) commitInOrder(rd *wal.Reader, flights <-chan *flight) {
+	stopped := false
+	for f := range flights {
+		if err := <-f.done; err != nil || stopped {
+			stopped = true
+			continue
+		}
+		w.metrics.BatchMillis.Set(time.Since(f.start).Milliseconds())
+		w.metrics.LagMillis.Set(time.Since(f.batch[0].Time).Milliseconds())
+		w.metrics.Written.Add(uint64(len(f.batch)))
 		w.metrics.Batches.Inc()
-		if err := rd.Commit(rd.Next()); err != nil {
+		if err := rd.Commit(f.end); err != nil {
 			w.logger.Warn("write log checkpoint", "err", err)
 		}
 	}

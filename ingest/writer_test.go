@@ -77,6 +77,7 @@ func TestWriterRetriesIsolatesPoisonAndCheckpoints(t *testing.T) {
 	sink := &flakySink{down: 2}
 	cfg := DefaultWriterConfig()
 	cfg.BatchSize, cfg.FlushInterval, cfg.RetryMin = 8, 0, time.Millisecond
+	cfg.InFlight = 1 // one batch at a time: the sink sees the log's order
 	reg := metrics.NewRegistry()
 	m := NewWriterMetrics(reg)
 	dead := filepath.Join(dir, "dead.jsonl")
@@ -96,6 +97,75 @@ func TestWriterRetriesIsolatesPoisonAndCheckpoints(t *testing.T) {
 	require.Contains(t, lines[0], `"poison":17`)
 	testenv.Eventually(t, 10*time.Second, "checkpoint advanced", func() bool { return l.Consumed() == 51 })
 	require.Equal(t, uint64(51), l.Consumed(), "checkpoint past every record")
+}
+
+// gatedSink holds the write of the batch holding reading 0 until released,
+// and lets every other batch through.
+type gatedSink struct {
+	release chan struct{}
+	mu      sync.Mutex
+	written map[float64]int
+}
+
+func (s *gatedSink) Write(ctx context.Context, rs []Reading) error {
+	for _, r := range rs {
+		if r.Fields[0].Value.Num == 0 {
+			select {
+			case <-s.release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range rs {
+		s.written[r.Fields[0].Value.Num]++
+	}
+	return nil
+}
+
+func (s *gatedSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.written)
+}
+
+func TestWriterInFlightCheckpointsOnlyAConfirmedPrefix(t *testing.T) {
+	dir := t.TempDir()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{}, logger)
+	require.NoError(t, err)
+	defer l.Close()
+	ts := time.Unix(1700000000, 0)
+	for i := range 32 {
+		rec := AppendRecord(nil, "d1", "thermostat", []Point{{Time: ts.Add(time.Duration(i) * time.Second),
+			Fields: []Field{{Name: "v", Value: Number(float64(i))}}}})
+		_, err := l.Append(context.Background(), rec)
+		require.NoError(t, err)
+	}
+	start := l.Consumed()
+	sink := &gatedSink{release: make(chan struct{}), written: map[float64]int{}}
+	cfg := DefaultWriterConfig()
+	cfg.BatchSize, cfg.FlushInterval, cfg.InFlight = 8, 0, 4
+	m := NewWriterMetrics(metrics.NewRegistry())
+	w := NewWriter(l, sink, cfg, m, filepath.Join(dir, "dead.jsonl"), logger)
+	w.Start(context.Background())
+	defer w.Stop()
+
+	// The three later batches are stored while the first is held...
+	testenv.Eventually(t, 10*time.Second, "later batches written", func() bool { return sink.count() == 24 })
+	// ...but the checkpoint stays before the first, which is not stored.
+	require.Equal(t, start, l.Consumed(), "no checkpoint past an unconfirmed batch")
+	require.Zero(t, m.Written.Value())
+
+	close(sink.release)
+	testenv.Eventually(t, 10*time.Second, "checkpoint past every batch", func() bool { return l.Consumed() == start+32 })
+	require.Equal(t, 32, sink.count())
+	for v, n := range sink.written {
+		require.Equal(t, 1, n, "reading %v written once", v)
+	}
+	require.Equal(t, uint64(32), m.Written.Value())
 }
 
 func TestRecordRoundTrip(t *testing.T) {

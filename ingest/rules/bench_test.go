@@ -79,13 +79,19 @@ func benchEngine(b *testing.B, rules []Spec) (*Engine, *live.Hub) {
 		require.NoError(b, err)
 	}
 	hub := live.New(1 << 16)
-	e, err := New(DefaultConfig(), rules, Deps{DB: db, Devices: reg, Live: hub, Metrics: metrics.NewRegistry(),
+	e, err := New(DefaultConfig(), rules, Deps{DB: db, Devices: reg, Presence: allOnline{}, Live: hub, Metrics: metrics.NewRegistry(),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(b, err)
 	e.Start(context.Background())
 	b.Cleanup(e.Stop)
 	return e, hub
 }
+
+// allOnline is the presence of a healthy fleet: every device is connected
+// (the devices of the benchmarks publish all the time).
+type allOnline struct{}
+
+func (allOnline) Online(string) bool { return true }
 
 func benchSpecs(n int) []Spec {
 	out := make([]Spec, n)

@@ -267,6 +267,9 @@ func (e *Engine) PresenceChanged(ev devices.PresenceEvent) {
 	for _, ref := range dr.offline {
 		st := dr.slots[ref.slot].st
 		if st == nil {
+			if ev.Online {
+				continue
+			}
 			st = sh.addState(ref.c, d.ID, d.Type)
 		}
 		if ev.Online {
@@ -275,6 +278,7 @@ func (e *Engine) PresenceChanged(ev devices.PresenceEvent) {
 			st.offline, st.offlineSince = true, now
 		}
 		sh.reconcile(st, now)
+		sh.maybeDrop(st, now)
 	}
 	sh.unlockAndPublish()
 }

@@ -86,14 +86,15 @@ func (sh *shard) onValue(dr *devRules, fr *fieldRules, ref ruleRef, devID string
 		if v.Kind != ingest.KindNumber {
 			return
 		}
-		if w := sl.win; w != nil && w.busy == 0 {
-			// Every rule sharing the window is inactive without an
-			// alert: one that does not hold has nothing to change.
-			if d, ok := w.observe(sh.seq, ts, v.Num); !ok || !ref.op.num(d, ref.num) {
+		if st == nil {
+			// A rule without a state is quiet: its window, in the slot,
+			// is all there is of it until it holds.
+			if sl.win == nil {
+				sl.win = fr.freshWin(sh.seq, ref.window)
+			}
+			if d, ok := sl.win.observe(sh.seq, ts, v.Num, ref.window); !ok || !ref.op.num(d, ref.num) {
 				return
 			}
-		}
-		if st == nil {
 			st = sh.addState(ref.c, devID, dr.typ)
 		}
 		if st.win == nil {
@@ -102,7 +103,7 @@ func (sh *shard) onValue(dr *devRules, fr *fieldRules, ref ruleRef, devID string
 				st.slot.win = st.win
 			}
 		}
-		d, ok := st.win.observe(sh.seq, ts, v.Num)
+		d, ok := st.win.observe(sh.seq, ts, v.Num, ref.window)
 		if !ok {
 			return
 		}
@@ -111,6 +112,7 @@ func (sh *shard) onValue(dr *devRules, fr *fieldRules, ref ruleRef, devID string
 			st.value = d // boxing allocates: only when it is shown
 		}
 		sh.setActive(st, hold, now)
+		sh.maybeDrop(st, now)
 	}
 }
 
@@ -120,7 +122,7 @@ func (sh *shard) addState(c *compiled, devID, devType string) *state {
 	st := newState(c, devID, devType)
 	sh.states[st.key] = st
 	if dr := sh.devCache[devID]; dr != nil && dr.gen == sh.idx.gen {
-		if i, ok := dr.slotOf[c.rule.ID]; ok {
+		if i := dr.slotOf(c.rule.ID); i >= 0 {
 			dr.link(i, st)
 		}
 	}
@@ -133,7 +135,7 @@ func (sh *shard) dropState(st *state) {
 	st.leaveWin()
 	st.leaveAbsence()
 	if st.slot != nil && st.slot.st == st {
-		*st.slot = slot{}
+		st.slot.st = nil // a rate rule's window stays
 		if st.live != nil {
 			*st.live--
 		}
@@ -145,16 +147,13 @@ func (sh *shard) dropState(st *state) {
 // how many it evaluated.
 func (sh *shard) onField(dr *devRules, fr *fieldRules, devID string, ts time.Time, v ingest.Value, now time.Time) int {
 	sh.seq++
+	n := len(fr.each) + fr.nRates
 	for _, ref := range fr.each {
 		sh.onValue(dr, fr, ref, devID, ts, v, now)
 	}
-	n := len(fr.each)
 	if len(fr.absent.refs) > 0 {
 		sh.onSeen(dr, &fr.absent, devID, now)
 		n += len(fr.absent.refs)
-	}
-	for i := range fr.rates {
-		n += fr.rates[i].n
 	}
 	if v.Kind != ingest.KindNumber {
 		return n
@@ -163,27 +162,37 @@ func (sh *shard) onField(dr *devRules, fr *fieldRules, devID string, ts time.Tim
 		sh.onRates(dr, fr, &fr.rates[i], devID, ts, v, now)
 	}
 	all := fr.liveN > 0
-	for _, ref := range fr.up {
-		if !all && !ref.op.num(v.Num, ref.num) {
-			break
+	if all || fr.upGate.above(v.Num) {
+		for _, ref := range fr.up {
+			if !all && !ref.op.num(v.Num, ref.num) {
+				break
+			}
+			sh.onValue(dr, fr, ref, devID, ts, v, now)
+			n++
 		}
-		sh.onValue(dr, fr, ref, devID, ts, v, now)
-		n++
 	}
-	for _, ref := range fr.down {
-		if !all && !ref.op.num(v.Num, ref.num) {
-			break
+	if all || fr.downGate.below(v.Num) {
+		for _, ref := range fr.down {
+			if !all && !ref.op.num(v.Num, ref.num) {
+				break
+			}
+			sh.onValue(dr, fr, ref, devID, ts, v, now)
+			n++
 		}
-		sh.onValue(dr, fr, ref, devID, ts, v, now)
-		n++
 	}
 	return n
 }
 
-// maybeDrop forgets a threshold state that holds nothing worth keeping, so
-// that memory follows the alerts, not the devices.
+// maybeDrop forgets a threshold or rate state, or the offline state of an
+// online device, that holds nothing worth keeping, so that memory follows
+// the alerts, not the devices.
 func (sh *shard) maybeDrop(st *state, now time.Time) {
-	if st.rule.kind != KindThreshold || st.active || st.alert != nil || st.hidx >= 0 {
+	switch {
+	case st.active || st.alert != nil || st.hidx >= 0:
+		return
+	case st.rule.kind == KindThreshold, st.rule.kind == KindRate:
+	case st.rule.kind == KindOffline && !st.offline:
+	default:
 		return
 	}
 	st.fires = recent(st.fires, now, sh.e.cfg.FlapWindow)

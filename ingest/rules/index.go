@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -137,41 +138,79 @@ func buildIndex(gen uint64, rules map[string]*compiled) *index {
 // devRules are the rules that watch one device, by what they react to.
 // Built from the index on a device's first reading and again when the rules
 // or the device's type or labels change. Each rule has a slot holding its
-// state for the device, so that evaluating a rule costs no map lookup, and
-// the structure is flat (few pointers to chase) because it is read on every
-// reading, between the pipeline's own work, mostly from cold caches.
+// state for the device, so that evaluating a rule costs no map lookup. The
+// structure is read on every reading, between the pipeline's own work and
+// mostly from cold caches, so what a quiet reading reads is laid out for
+// few cache misses: the field names in one small array, the per-field
+// header first in fieldRules, the first threshold of each sorted list in
+// that header, and every rule list of the device in one backing array.
 type devRules struct {
 	gen     uint64
 	typ     string
-	labels  map[string]string
-	checked time.Time    // when labels were last compared with the registry
-	fields  []fieldRules // by field
+	checked time.Time // when labels were last compared with the registry
+	names   []string  // field names, in the order of fields: scanned by field
+	fields  []fieldRules
 	byName  map[string]int32
 	anyData absence // absence rules without a field
+	labels  map[string]string
 	offline []ruleRef
 	slots   []slot
-	fieldOf []int32          // by slot: index in fields of an ordered threshold, or -1
-	slotOf  map[string]int32 // rule ID -> slot
+	fieldOf []int32 // by slot: index in fields of an ordered threshold, or -1
 }
 
 // fieldRules are a device's rules on one field. Numeric thresholds with an
 // order (>, >=, <, <=) are sorted by value, so that a reading evaluates only
 // those it crosses, as long as none of them holds a state (liveN == 0): in a
-// healthy fleet, a reading within every limit costs a comparison or two.
+// healthy fleet, a reading within every limit costs a comparison or two,
+// with the first threshold of each list (upGate, downGate) at hand here.
 type fieldRules struct {
-	name   string
-	each   []ruleRef   // evaluated on every reading: ==, !=
-	absent absence     // absence rules
-	rates  []rateGroup // rate rules, by window length
-	up     []ruleRef   // > and >=, by value ascending (>= first on ties)
-	down   []ruleRef   // < and <=, by value descending (<= first on ties)
-	liveN  int         // states of up and down rules that exist
+	// Read on every reading of the field.
+	liveN    int         // states of up and down rules that exist
+	upGate   gate        // the first of up
+	downGate gate        // the first of down
+	nRates   int         // rate rules of all groups
+	rates    []rateGroup // rate rules, by window length
+	up       []ruleRef   // > and >=, by value ascending (>= first on ties)
+	down     []ruleRef   // < and <=, by value descending (<= first on ties)
+	each     []ruleRef   // evaluated on every reading: ==, !=
+	absent   absence     // absence rules
+	name     string
 
 	// fresh are the rate windows created at reading freshSeq, which the
 	// rate states that begin at that reading share.
-	fresh    []*rateWin
+	fresh    []fresh
 	freshSeq uint64
 }
+
+// gate is the first rule of a sorted threshold list: a value (or change)
+// that does not cross it crosses none of the list.
+type gate struct {
+	num     float64
+	orEqual bool // the first rule is >= or <=
+}
+
+// upGate is the gate of an up list (> and >=, ascending); an empty list
+// has one no value crosses.
+func upGate(refs []ruleRef) gate {
+	if len(refs) == 0 {
+		return gate{num: math.Inf(1)}
+	}
+	return gate{num: refs[0].num, orEqual: refs[0].op == opGE}
+}
+
+// downGate is the gate of a down list (< and <=, descending).
+func downGate(refs []ruleRef) gate {
+	if len(refs) == 0 {
+		return gate{num: math.Inf(-1)}
+	}
+	return gate{num: refs[0].num, orEqual: refs[0].op == opLE}
+}
+
+// above reports whether v crosses an up list's gate.
+func (g gate) above(v float64) bool { return v > g.num || g.orEqual && v == g.num }
+
+// below reports whether v crosses a down list's gate.
+func (g gate) below(v float64) bool { return v < g.num || g.orEqual && v == g.num }
 
 // ruleRef is a rule and the slot of its state in a devRules, with the
 // threshold's operator and value at hand for the sorted walk.
@@ -184,12 +223,25 @@ type ruleRef struct {
 	window time.Duration
 }
 
-// slot holds a rule's state on a device, and for a rate rule the state's
-// window, so that a reading can update the window and find the rule quiet
-// without touching the state.
+// slot holds a rule's state on a device, and for a rate rule its window,
+// so that a reading can update the window and find the rule quiet without
+// a state: a rate rule has a state only while it holds, has an alert or
+// keeps a flapping history (maybeDrop), and the window outlives it here.
 type slot struct {
+	c   *compiled
 	st  *state
 	win *rateWin
+}
+
+// slotOf returns the slot of a rule, -1 when the rule does not watch the
+// device. A linear scan: called when a state is created, not per reading.
+func (dr *devRules) slotOf(ruleID string) int32 {
+	for i := range dr.slots {
+		if dr.slots[i].c.rule.ID == ruleID {
+			return int32(i)
+		}
+	}
+	return -1
 }
 
 // kindCode is a condition kind as a number, for the evaluation switch.
@@ -215,8 +267,8 @@ func (dr *devRules) field(name string) *fieldRules {
 		}
 		return nil
 	}
-	for i := range dr.fields {
-		if dr.fields[i].name == name {
+	for i, n := range dr.names {
+		if n == name {
 			return &dr.fields[i]
 		}
 	}
@@ -224,7 +276,7 @@ func (dr *devRules) field(name string) *fieldRules {
 }
 
 func (x *index) forDevice(id, typ string, labels map[string]string) *devRules {
-	dr := &devRules{gen: x.gen, typ: typ, labels: maps.Clone(labels), slotOf: map[string]int32{}}
+	dr := &devRules{gen: x.gen, typ: typ, labels: maps.Clone(labels)}
 	idx := map[string]int32{}
 	add := func(cs []*compiled) {
 		for _, c := range cs {
@@ -232,9 +284,8 @@ func (x *index) forDevice(id, typ string, labels map[string]string) *devRules {
 				continue
 			}
 			ref := ruleRef{c: c, slot: int32(len(dr.slots)), kind: kindCodes[c.kind], op: c.op, num: c.num, window: c.window}
-			dr.slots = append(dr.slots, slot{})
+			dr.slots = append(dr.slots, slot{c: c})
 			dr.fieldOf = append(dr.fieldOf, -1)
-			dr.slotOf[c.rule.ID] = ref.slot
 			switch {
 			case c.kind == KindOffline:
 				dr.offline = append(dr.offline, ref)
@@ -272,16 +323,62 @@ func (x *index) forDevice(id, typ string, labels map[string]string) *devRules {
 	if len(dr.fields) > maxScan {
 		dr.byName = idx
 	}
+	dr.names = make([]string, len(dr.fields))
 	for i := range dr.fields {
 		fr := &dr.fields[i]
+		dr.names[i] = fr.name
 		sortUp(fr.up)
 		sortDown(fr.down)
+		fr.upGate, fr.downGate = upGate(fr.up), downGate(fr.down)
 		for j := range fr.rates {
-			sortUp(fr.rates[j].up)
-			sortDown(fr.rates[j].down)
+			g := &fr.rates[j]
+			sortUp(g.up)
+			sortDown(g.down)
+			g.upGate, g.downGate = upGate(g.up), downGate(g.down)
+			fr.nRates += g.n
 		}
 	}
+	dr.pack()
 	return dr
+}
+
+// pack moves the device's rule lists into one backing array, and its rate
+// groups into another, field after field, so that a reading of several
+// fields reads neighbouring memory rather than a small allocation per list.
+func (dr *devRules) pack() {
+	nRefs, nGroups := len(dr.offline)+len(dr.anyData.refs), 0
+	for i := range dr.fields {
+		fr := &dr.fields[i]
+		nRefs += len(fr.up) + len(fr.down) + len(fr.each) + len(fr.absent.refs)
+		nGroups += len(fr.rates)
+		for _, g := range fr.rates {
+			nRefs += len(g.up) + len(g.down)
+		}
+	}
+	refs := make([]ruleRef, 0, nRefs)
+	put := func(s []ruleRef) []ruleRef {
+		if len(s) == 0 {
+			return nil
+		}
+		i := len(refs)
+		refs = append(refs, s...)
+		return refs[i:len(refs):len(refs)]
+	}
+	groups := make([]rateGroup, 0, nGroups)
+	for i := range dr.fields {
+		fr := &dr.fields[i]
+		fr.up, fr.down = put(fr.up), put(fr.down)
+		if len(fr.rates) > 0 {
+			j := len(groups)
+			for _, g := range fr.rates {
+				g.up, g.down = put(g.up), put(g.down)
+				groups = append(groups, g)
+			}
+			fr.rates = groups[j:len(groups):len(groups)]
+		}
+		fr.each, fr.absent.refs = put(fr.each), put(fr.absent.refs)
+	}
+	dr.anyData.refs, dr.offline = put(dr.anyData.refs), put(dr.offline)
 }
 
 // sortUp sorts > and >= rules by value ascending, >= first on ties: a
@@ -312,8 +409,21 @@ func (dr *devRules) current(x *index, typ string, labels map[string]string) bool
 
 // link puts st in slot i. Called once dr is built: fields no longer moves.
 func (dr *devRules) link(i int32, st *state) {
-	dr.slots[i] = slot{st: st, win: st.win}
-	st.slot = &dr.slots[i]
+	sl := &dr.slots[i]
+	sl.st, st.slot = st, sl
+	if st.rule.kind == KindRate {
+		switch {
+		case st.win == nil && sl.win != nil:
+			st.join(sl.win)
+		case st.win != sl.win:
+			sl.win = st.win
+			if fr := dr.field(st.rule.field); fr != nil {
+				for j := range fr.rates {
+					fr.rates[j].win = nil // sharing to be checked again
+				}
+			}
+		}
+	}
 	st.live = nil
 	if f := dr.fieldOf[i]; f >= 0 {
 		dr.fields[f].liveN++

@@ -365,3 +365,51 @@ func TestLabelChangeMovesDeviceInAndOutOfScope(t *testing.T) {
 		require.Equal(t, StateFiring, h.state("lab", "t1"))
 	})
 }
+
+// TestQuietStatesAreNotKept: a rate rule has a state only while it holds
+// (its window lives on without one), and an offline rule only while its
+// device is offline or the alert lives, so that a healthy fleet costs no
+// rule state; the alerts are those of the rules as before.
+func TestQuietStatesAreNotKept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testConfig())
+		h.device("d1", "thermostat", nil)
+		h.rule(`{"id":"rate","name":"rate","scope":{"device":"d1"},"condition":{"kind":"rate","field":"t","op":">","value":5,"window":"1m"}}`)
+		h.rule(`{"id":"off","name":"off","scope":{"device":"d1"},"condition":{"kind":"offline","for":"1m"}}`)
+		states := func() int {
+			n := 0
+			h.e.eachShard(func(sh *shard) { n += len(sh.states) })
+			return n
+		}
+		// Without a presence, d1 starts out offline.
+		require.Equal(t, 1, states())
+		h.e.PresenceChanged(devices.PresenceEvent{DeviceID: "d1", Online: true, At: time.Now()})
+		require.Equal(t, 0, states(), "online and quiet: no offline state")
+
+		for range 5 {
+			h.send("d1", "t", ingest.Number(20))
+			h.wait(10 * time.Second)
+		}
+		require.Equal(t, 0, states(), "steady readings: no rate state")
+		h.send("d1", "t", ingest.Number(30)) // +10 within the window
+		synctest.Wait()
+		require.Equal(t, StateFiring, h.state("rate", "d1"))
+		require.Equal(t, 1, states())
+		h.wait(2 * time.Minute)
+		h.send("d1", "t", ingest.Number(30)) // the window forgot the 20s
+		synctest.Wait()
+		require.Equal(t, StateResolved, h.state("rate", "d1"))
+		require.Equal(t, 0, states(), "resolved: the rate state is dropped")
+		h.send("d1", "t", ingest.Number(36)) // the window kept the 30
+		synctest.Wait()
+		require.Equal(t, StateFiring, h.state("rate", "d1"), "the window outlived the state")
+
+		h.e.PresenceChanged(devices.PresenceEvent{DeviceID: "d1", Online: false, At: time.Now()})
+		h.wait(time.Minute)
+		require.Equal(t, StateFiring, h.state("off", "d1"))
+		h.e.PresenceChanged(devices.PresenceEvent{DeviceID: "d1", Online: true, At: time.Now()})
+		synctest.Wait()
+		require.Equal(t, StateResolved, h.state("off", "d1"))
+		require.Equal(t, 1, states(), "back online: only the firing rate rule's state")
+	})
+}

@@ -61,15 +61,28 @@ func (sh *shard) deviceRules(id, typ string, now time.Time) *devRules {
 		old := dr
 		dr = x.forDevice(id, typ, labels)
 		sh.devCache[id] = dr
-		for rule, i := range dr.slotOf {
-			if st := sh.states[stateKey{rule, id}]; st != nil {
-				dr.link(i, st)
+		var oldSlots map[string]*slot
+		if old != nil {
+			oldSlots = make(map[string]*slot, len(old.slots))
+			for i := range old.slots {
+				oldSlots[old.slots[i].c.rule.ID] = &old.slots[i]
+			}
+		}
+		for i := range dr.slots {
+			sl := &dr.slots[i]
+			// A rate rule without a state keeps its window, unless
+			// the rule's condition changed.
+			if o := oldSlots[sl.c.rule.ID]; o != nil && o.win != nil && o.c.evalKey == sl.c.evalKey {
+				sl.win = o.win
+			}
+			if st := sh.states[stateKey{sl.c.rule.ID, id}]; st != nil {
+				dr.link(int32(i), st)
 			}
 		}
 		if old != nil && old.gen == x.gen {
 			// Same rules, new labels: rules the device left end for it.
-			for rule := range old.slotOf {
-				if _, still := dr.slotOf[rule]; !still {
+			for rule := range oldSlots {
+				if dr.slotOf(rule) < 0 {
 					if st := sh.states[stateKey{rule, id}]; st != nil {
 						sh.end(st, now, "device left the rule's scope")
 					}
@@ -82,7 +95,10 @@ func (sh *shard) deviceRules(id, typ string, now time.Time) *devRules {
 }
 
 // watchAll starts watching the shard's registered devices in a timed
-// rule's scope, as if they had last reported (or gone offline) at now.
+// rule's scope, as if they had last reported (or gone offline) at now. An
+// offline rule gets no state for a device that is online: its state is
+// created when the device goes offline, and dropped once it is back and
+// the alert is over (maybeDrop).
 func (sh *shard) watchAll(c *compiled, devs []devices.Device, now time.Time) {
 	for _, d := range devs {
 		if sh.e.shardOf(d.ID) != sh || !c.matches(d.ID, d.Type, d.Labels) {
@@ -91,14 +107,15 @@ func (sh *shard) watchAll(c *compiled, devs []devices.Device, now time.Time) {
 		if sh.states[stateKey{c.rule.ID, d.ID}] != nil {
 			continue
 		}
+		if c.kind == KindOffline && sh.e.pres != nil && sh.e.pres.Online(d.ID) {
+			continue // an online device's offline state begins when it goes
+		}
 		st := sh.addState(c, d.ID, d.Type)
 		switch c.kind {
 		case KindAbsence:
 			st.lastSeen = now
 		case KindOffline:
-			if sh.e.pres == nil || !sh.e.pres.Online(d.ID) {
-				st.offline, st.offlineSince = true, now
-			}
+			st.offline, st.offlineSince = true, now
 		}
 		sh.reconcile(st, now)
 	}

@@ -1,15 +1,18 @@
 package rules
 
 import (
+	"math"
 	"slices"
 	"time"
 
 	"github.com/telehub/telehub/ingest"
 )
 
-// sample is one value of a rate rule's window.
+// sample is one value of a rate rule's window, at t (Unix nanoseconds:
+// reading times are wall-clock times between 1970 and 2200). It holds no
+// pointer, so windows cost the garbage collector nothing to scan.
 type sample struct {
-	t time.Time
+	t int64
 	v float64
 }
 
@@ -18,7 +21,7 @@ type sample struct {
 const maxSamples = 64
 
 // rateWin is the window of past values of one field of one device over
-// which rate rules measure change. The rate rules of a device on the same
+// which rate rules measure change (its length is theirs: window). The rate rules of a device on the same
 // field with the same window length whose states began at the same reading
 // share one: their windows would hold the same samples, so one update per
 // reading serves them all instead of one per rule. A rule whose state
@@ -26,41 +29,43 @@ const maxSamples = 64
 // its own, so that sharing never changes what a rule sees. Guarded by its
 // shard's mu.
 type rateWin struct {
-	window  time.Duration
-	samples []sample
-	lastTS  time.Time // newest reading time added; older ones are ignored
-	seq     uint64    // the reading last offered
-	ok      bool      // whether that reading was added (not older than lastTS)
-	d       float64   // the change over the window at that reading
+	seq uint64 // the reading last offered
 	// busy counts the states sharing the window that are active or have
 	// an alert: while it is zero, a reading a rule does not hold on needs
 	// nothing of the rule's state.
-	busy int
-	// members counts the states sharing the window.
-	members int
+	busy    int
+	lastTS  int64   // newest reading time added (Unix ns); older ones are ignored
+	d       float64 // the change over the window at reading seq
+	ok      bool    // whether that reading was added (not older than lastTS)
+	samples []sample
+}
+
+func newRateWin() *rateWin {
+	return &rateWin{lastTS: math.MinInt64}
 }
 
 // observe adds reading seq to the window, once however many rules share
 // it, and returns the change from the oldest sample in the window to it;
 // ok is false for a reading older than the newest added, which is ignored.
-func (w *rateWin) observe(seq uint64, t time.Time, v float64) (d float64, ok bool) {
+func (w *rateWin) observe(seq uint64, t time.Time, v float64, window time.Duration) (d float64, ok bool) {
 	if w.seq == seq {
 		return w.d, w.ok
 	}
-	w.seq, w.ok = seq, !t.Before(w.lastTS)
+	ts := t.UnixNano()
+	w.seq, w.ok = seq, ts >= w.lastTS
 	if !w.ok {
 		return 0, false
 	}
-	w.lastTS = t
-	res := w.window / maxSamples
-	if n := len(w.samples); n >= 2 && t.Sub(w.samples[n-2].t) < res {
-		w.samples[n-1] = sample{t, v}
+	w.lastTS = ts
+	res := int64(window / maxSamples)
+	if n := len(w.samples); n >= 2 && ts-w.samples[n-2].t < res {
+		w.samples[n-1] = sample{ts, v}
 	} else {
-		w.samples = append(w.samples, sample{t, v})
+		w.samples = append(w.samples, sample{ts, v})
 	}
-	from := t.Add(-w.window)
+	from := ts - int64(window)
 	drop := 0
-	for drop < len(w.samples)-1 && w.samples[drop].t.Before(from) {
+	for drop < len(w.samples)-1 && w.samples[drop].t < from {
 		drop++
 	}
 	if drop > 0 {
@@ -73,7 +78,6 @@ func (w *rateWin) observe(seq uint64, t time.Time, v float64) (d float64, ok boo
 // join makes w the rate state's window.
 func (st *state) join(w *rateWin) {
 	st.win = w
-	w.members++
 	st.busy = false
 	st.updateBusy()
 }
@@ -101,7 +105,6 @@ func (st *state) leaveWin() {
 		if st.busy {
 			st.win.busy--
 		}
-		st.win.members--
 		st.win = nil
 	}
 	st.busy = false
@@ -110,14 +113,17 @@ func (st *state) leaveWin() {
 // rateGroup is a device's rate rules on one field with one window length,
 // sorted by threshold like ordered thresholds (see fieldRules).
 type rateGroup struct {
-	window   time.Duration
-	up, down []ruleRef
-	n        int
-	// win is the window the group's states last shared. While every state
-	// of the group shares it (members == n) and none is busy, a reading
+	// win is the window every rule of the group last shared (in its slot;
+	// nil when they did not, or a slot's window changed since). While it is
+	// set and no state sharing it is busy, a reading
 	// updates it once and walks the rules only as far as the change
-	// crosses their thresholds: in a steady fleet, one comparison.
-	win *rateWin
+	// crosses their thresholds: in a steady fleet, one comparison with
+	// a gate.
+	win              *rateWin
+	n                int
+	upGate, downGate gate // the first of up and of down
+	up, down         []ruleRef
+	window           time.Duration
 }
 
 // addRate adds a rate rule to its group.
@@ -138,22 +144,26 @@ func (fr *fieldRules) addRate(ref ruleRef) {
 
 // onRates evaluates a group of rate rules on a numeric reading.
 func (sh *shard) onRates(dr *devRules, fr *fieldRules, g *rateGroup, devID string, ts time.Time, v ingest.Value, now time.Time) {
-	if w := g.win; w != nil && w.busy == 0 && w.members == g.n {
-		d, ok := w.observe(sh.seq, ts, v.Num)
+	if w := g.win; w != nil && w.busy == 0 {
+		d, ok := w.observe(sh.seq, ts, v.Num, g.window)
 		if !ok {
 			return
 		}
-		for _, ref := range g.up {
-			if !ref.op.num(d, ref.num) {
-				break
+		if g.upGate.above(d) {
+			for _, ref := range g.up {
+				if !ref.op.num(d, ref.num) {
+					break
+				}
+				sh.onValue(dr, fr, ref, devID, ts, v, now)
 			}
-			sh.onValue(dr, fr, ref, devID, ts, v, now)
 		}
-		for _, ref := range g.down {
-			if !ref.op.num(d, ref.num) {
-				break
+		if g.downGate.below(d) {
+			for _, ref := range g.down {
+				if !ref.op.num(d, ref.num) {
+					break
+				}
+				sh.onValue(dr, fr, ref, devID, ts, v, now)
 			}
-			sh.onValue(dr, fr, ref, devID, ts, v, now)
 		}
 		return
 	}
@@ -172,7 +182,7 @@ func (sh *shard) onRates(dr *devRules, fr *fieldRules, g *rateGroup, devID strin
 		}
 	}
 	g.win = nil
-	if same {
+	if same && shared != nil {
 		g.win = shared
 	}
 }
@@ -184,12 +194,18 @@ func (fr *fieldRules) freshWin(seq uint64, window time.Duration) *rateWin {
 	if fr.freshSeq != seq {
 		fr.freshSeq, fr.fresh = seq, fr.fresh[:0]
 	}
-	for _, w := range fr.fresh {
-		if w.window == window {
-			return w
+	for _, f := range fr.fresh {
+		if f.window == window {
+			return f.w
 		}
 	}
-	w := &rateWin{window: window}
-	fr.fresh = append(fr.fresh, w)
+	w := newRateWin()
+	fr.fresh = append(fr.fresh, fresh{w, window})
 	return w
+}
+
+// fresh is a window created at a reading, and its length.
+type fresh struct {
+	w      *rateWin
+	window time.Duration
 }

@@ -16,15 +16,20 @@ import (
 // on every reading, as the engine did before windows were shared.
 type naiveWindow struct {
 	window  time.Duration
-	samples []sample
+	samples []naiveSample
+}
+
+type naiveSample struct {
+	t time.Time
+	v float64
 }
 
 func (w *naiveWindow) add(t time.Time, v float64) float64 {
 	res := w.window / maxSamples
 	if n := len(w.samples); n >= 2 && t.Sub(w.samples[n-2].t) < res {
-		w.samples[n-1] = sample{t, v}
+		w.samples[n-1] = naiveSample{t, v}
 	} else {
-		w.samples = append(w.samples, sample{t, v})
+		w.samples = append(w.samples, naiveSample{t, v})
 	}
 	for len(w.samples) > 1 && w.samples[0].t.Before(t.Add(-w.window)) {
 		w.samples = w.samples[1:]
