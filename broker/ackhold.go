@@ -38,7 +38,7 @@ type ackHold struct {
 	net.Conn
 
 	mu       sync.Mutex
-	pending  []wal.Commit // registered and not yet seen committed, in order
+	pending  []heldCommit // registered and not yet seen committed, in order
 	held     uint64       // holds registered since the connection opened
 	waited   uint64       // of those, the first waited are committed
 	buf      []byte       // bytes written while something was held
@@ -50,6 +50,13 @@ type ackHold struct {
 	wmu sync.Mutex // serialises writes to the connection
 	out []byte     // the flusher's write buffer, reused
 	wg  sync.WaitGroup
+}
+
+// heldCommit is a commit and how many holds it stands for: the holds of
+// appends in one group commit are merged.
+type heldCommit struct {
+	c wal.Commit
+	n uint64
 }
 
 // holdMark is where a write into buf ends and how many holds it waits for.
@@ -71,7 +78,11 @@ func (a *ackHold) hold(c wal.Commit) error {
 		_, err := c.Wait()
 		return err
 	}
-	a.pending = append(a.pending, c)
+	if k := len(a.pending) - 1; k >= 0 && a.pending[k].c.Same(c) {
+		a.pending[k] = heldCommit{c, a.pending[k].n + 1} // the later append's commit covers both
+	} else {
+		a.pending = append(a.pending, heldCommit{c, 1})
+	}
 	a.held++
 	a.mu.Unlock()
 	return nil
@@ -139,14 +150,14 @@ func (a *ackHold) flush() {
 			return // every write is out: every need <= held == waited
 		}
 		// Wait for the oldest hold, then take those committed with it.
-		c := a.pending[0]
+		c := a.pending[0].c
 		a.mu.Unlock()
 		_, err := c.Wait()
 		a.mu.Lock()
 		a.pop()
 		for err == nil && len(a.pending) > 0 {
 			var done bool
-			if done, err = a.pending[0].TryWait(); !done {
+			if done, err = a.pending[0].c.TryWait(); !done {
 				break
 			}
 			a.pop()
@@ -164,12 +175,12 @@ func (a *ackHold) flush() {
 
 // pop drops the oldest hold, which is committed. a.mu is held.
 func (a *ackHold) pop() {
-	a.pending[0] = wal.Commit{}
+	a.waited += a.pending[0].n
+	a.pending[0] = heldCommit{}
 	a.pending = a.pending[1:]
 	if len(a.pending) == 0 {
 		a.pending = a.pending[:0:0]
 	}
-	a.waited++
 }
 
 // fail makes the connection unusable and drops what is held. a.mu is held.

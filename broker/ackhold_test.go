@@ -1,13 +1,16 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/internal/testenv"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -120,4 +123,29 @@ func TestAckHoldBoundsThePendingHolds(t *testing.T) {
 	c, done := wal.NewCommit()
 	done(errors.New("refused"))
 	require.ErrorContains(t, a.hold(c), "refused", "past the bound, hold waits for the commit itself")
+}
+
+func TestAckHoldMergesHoldsOfOneGroupCommit(t *testing.T) {
+	l, err := wal.Open(t.TempDir(), wal.Options{SyncInterval: time.Hour}, testenv.Logger(t))
+	require.NoError(t, err)
+	defer l.Close()
+	_, err = l.Append(context.Background(), []byte("first")) // commits at once; the next waits the interval
+	require.NoError(t, err)
+
+	a, cli := pipe(t)
+	for _, ack := range []string{"A", "B"} {
+		c, err := l.Submit(context.Background(), []byte(ack))
+		require.NoError(t, err)
+		require.NoError(t, a.hold(c))
+		_, err = a.Write([]byte(ack))
+		require.NoError(t, err)
+	}
+	a.mu.Lock()
+	require.Len(t, a.pending, 1, "one entry for the two appends of one group")
+	require.Equal(t, uint64(2), a.pending[0].n)
+	a.mu.Unlock()
+	require.Equal(t, "AB", a.heldBytes())
+
+	require.NoError(t, l.Close()) // commits the open group
+	require.Equal(t, "AB", readN(t, cli, 2))
 }

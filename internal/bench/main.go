@@ -80,7 +80,7 @@ func planFor(mode string) (plan, error) {
 		edgeDevices: 1000, edgeDur: 15 * time.Second}
 	switch mode {
 	case "quick":
-		p.ingestRates = []float64{5000, 10000, 20000, 40000, 80000, 120000}
+		p.ingestRates = []float64{5000, 10000, 20000, 40000, 60000, 80000, 100000, 120000}
 		p.stepDur, p.drainMax, p.liveDur, p.fanoutDur = 4*time.Second, 15*time.Second, 5*time.Second, 5*time.Second
 		p.idleConns, p.settle = 5000, 5*time.Second
 	case "full":

@@ -74,15 +74,18 @@ type segment struct {
 	size  int64
 }
 
-type appendReq struct {
-	recs [][]byte
-	done chan appendRes
+// group is the appends that share one commit: one write and one fsync.
+// Appenders add records to the open group; the committer takes it whole,
+// commits it and closes done, which wakes every appender of the group.
+type group struct {
+	recs  [][]byte
+	bytes int
+	done  chan struct{} // closed once committed or failed
+	first uint64        // offset of recs[0], once committed
+	err   error         // set before done is closed
 }
 
-type appendRes struct {
-	last uint64
-	err  error
-}
+func newGroup() *group { return &group{done: make(chan struct{})} }
 
 // Log is a durable, bounded, append-only log. Append is safe for concurrent
 // use; one Reader at a time consumes it.
@@ -91,7 +94,14 @@ type Log struct {
 	opts Options
 	log  *slog.Logger
 
-	reqs    chan appendReq
+	// The open group, guarded by qmu. kick (capacity 1) tells the committer
+	// it has records; room is closed when the committer takes it, for
+	// appenders waiting because it is at its bound.
+	qmu  sync.Mutex
+	open *group
+	kick chan struct{}
+	room chan struct{}
+
 	stop    chan struct{}
 	exited  chan struct{} // closed when the commit goroutine has returned
 	wg      sync.WaitGroup
@@ -127,7 +137,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("wal: create dir: %w", err)
 	}
-	l := &Log{dir: dir, opts: opts, log: log, reqs: make(chan appendReq, 1024),
+	l := &Log{dir: dir, opts: opts, log: log, open: newGroup(), kick: make(chan struct{}, 1), room: make(chan struct{}),
 		stop: make(chan struct{}), exited: make(chan struct{}), notify: make(chan struct{}),
 		consumers: map[string]uint64{}}
 	if err := l.recover(); err != nil {
@@ -279,71 +289,107 @@ func (l *Log) Append(ctx context.Context, recs ...[]byte) (uint64, error) {
 
 // Commit is an append on its way to disk (Submit): Wait tells when it is
 // durable. Once submitted, an append completes even if the caller stops
-// waiting. The zero Commit is complete (for callers' fakes).
+// waiting. The zero Commit is complete (for callers' fakes). Commits of
+// appends that share a group commit are Same.
 type Commit struct {
-	done   chan appendRes
+	g      *group
+	i      int // of the append's last record in g.recs
 	exited <-chan struct{}
 }
 
 // Wait returns once the append is durable, with the offset of its last
-// record, or with the error that kept it from disk. Call it once (or
-// TryWait until it reports done).
+// record, or with the error that kept it from disk.
 func (c Commit) Wait() (uint64, error) {
-	if c.done == nil {
+	if c.g == nil {
 		return 0, nil
 	}
 	select {
-	case res := <-c.done:
-		return res.last, res.err
+	case <-c.g.done:
 	case <-c.exited:
 		select {
-		case res := <-c.done:
-			return res.last, res.err
+		case <-c.g.done:
 		default:
 			return 0, ErrClosed
 		}
 	}
-}
-
-// NewCommit returns a Commit that is complete once complete is called,
-// with err as its outcome: for tests of code that waits on commits.
-func NewCommit() (c Commit, complete func(err error)) {
-	done := make(chan appendRes, 1)
-	return Commit{done: done, exited: make(chan struct{})}, func(err error) { done <- appendRes{err: err} }
+	return c.g.first + uint64(c.i), c.g.err
 }
 
 // TryWait is Wait that does not block: done is false while the append is
 // not yet committed, else err is Wait's.
 func (c Commit) TryWait() (done bool, err error) {
-	if c.done == nil {
+	if c.g == nil {
 		return true, nil
 	}
 	select {
-	case res := <-c.done:
-		return true, res.err
+	case <-c.g.done:
+		return true, c.g.err
 	default:
 		return false, nil
 	}
+}
+
+// Same reports whether c and d share one group commit: they complete
+// together.
+func (c Commit) Same(d Commit) bool { return c.g == d.g }
+
+// NewCommit returns a Commit that is complete once complete is called,
+// with err as its outcome: for tests of code that waits on commits.
+func NewCommit() (c Commit, complete func(err error)) {
+	g := newGroup()
+	return Commit{g: g, exited: make(chan struct{})}, func(err error) { g.err = err; close(g.done) }
 }
 
 // Submit hands the records to the next group commit and returns without
 // waiting for it: the caller does other work (the broker reads the client's
 // next publish) and waits on the Commit when it must know. The caller must
 // not modify the records afterwards. Like Append it fails fast with ErrFull
-// or ErrClosed, and it waits only while the commit queue is full.
+// or ErrClosed, and it waits only while the next commit is at its bound.
 func (l *Log) Submit(ctx context.Context, recs ...[]byte) (Commit, error) {
 	if err := l.admit(recs); err != nil {
 		return Commit{}, err
 	}
-	req := appendReq{recs: recs, done: make(chan appendRes, 1)}
-	select {
-	case l.reqs <- req:
-		return Commit{done: req.done, exited: l.exited}, nil
-	case <-l.stop:
-		return Commit{}, ErrClosed
-	case <-ctx.Done():
-		return Commit{}, ctx.Err()
+	g, i, err := l.enqueue(ctx, recs)
+	if err != nil {
+		return Commit{}, err
 	}
+	return Commit{g: g, i: i, exited: l.exited}, nil
+}
+
+// enqueue adds recs to the open group, waiting while it is at its bound.
+// It returns the group and the index of the last record.
+func (l *Log) enqueue(ctx context.Context, recs [][]byte) (*group, int, error) {
+	n := 0
+	for _, r := range recs {
+		n += len(r)
+	}
+	l.qmu.Lock()
+	for l.open.bytes > 0 && l.open.bytes+n > maxGroupLen {
+		room := l.room
+		l.qmu.Unlock()
+		select {
+		case <-room:
+		case <-l.stop:
+			return nil, 0, ErrClosed
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+		l.qmu.Lock()
+	}
+	if l.closed.Load() {
+		l.qmu.Unlock()
+		return nil, 0, ErrClosed
+	}
+	g := l.open
+	g.recs = append(g.recs, recs...)
+	g.bytes += n
+	i := len(g.recs) - 1
+	l.qmu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default: // already kicked
+	}
+	return g, i, nil
 }
 
 // admit refuses records the log cannot take now.
@@ -372,14 +418,8 @@ func (l *Log) Enqueue(ctx context.Context, recs ...[]byte) error {
 	if err := l.admit(recs); err != nil {
 		return err
 	}
-	select {
-	case l.reqs <- appendReq{recs: recs}:
-		return nil
-	case <-l.stop:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	_, _, err := l.enqueue(ctx, recs)
+	return err
 }
 
 // Full reports whether the unconsumed log has reached its byte bound.
@@ -408,102 +448,59 @@ func (l *Log) Stats() Stats {
 }
 
 func (l *Log) commitLoop() {
-	var batch []appendReq
 	var last time.Time // of the previous commit
 	for {
-		batch = batch[:0]
 		select {
-		case r := <-l.reqs:
-			batch = append(batch, r)
+		case <-l.kick:
 		case <-l.stop:
-			l.drainOnStop()
+			l.commitOpen() // what was handed to the log before it closed
 			return
 		}
-		bytes := 0
 		if wait := l.opts.SyncInterval - time.Since(last); l.opts.SyncInterval > 0 && wait > 0 {
-			batch, bytes = l.gatherFor(wait, batch)
-		}
-	gather:
-		for bytes < maxGroupLen {
+			// Let more appends join this commit (an SD card wears with each
+			// fsync); on stop, commit at once.
+			t := time.NewTimer(wait)
 			select {
-			case r := <-l.reqs:
-				batch = append(batch, r)
-				for _, rec := range r.recs {
-					bytes += len(rec)
-				}
-			default:
-				break gather
+			case <-t.C:
+			case <-l.stop:
 			}
+			t.Stop()
 		}
-		l.commit(batch)
+		l.commitOpen()
 		last = time.Now()
 	}
 }
 
-// gatherFor adds the appends that arrive within wait to batch (SyncInterval).
-// On stop it returns at once, so that what it gathered is still committed.
-func (l *Log) gatherFor(wait time.Duration, batch []appendReq) ([]appendReq, int) {
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	bytes := 0
-	for bytes < maxGroupLen {
-		select {
-		case r := <-l.reqs:
-			batch = append(batch, r)
-			for _, rec := range r.recs {
-				bytes += len(rec)
-			}
-		case <-t.C:
-			return batch, bytes
-		case <-l.stop:
-			return batch, bytes
-		}
+// commitOpen takes the open group, if it has records, and commits it.
+func (l *Log) commitOpen() {
+	l.qmu.Lock()
+	g := l.open
+	if len(g.recs) == 0 {
+		l.qmu.Unlock()
+		return
 	}
-	return batch, bytes
+	l.open = newGroup()
+	close(l.room)
+	l.room = make(chan struct{})
+	l.qmu.Unlock()
+	l.commit(g)
 }
 
-// drainOnStop fails appends still queued when the log closes.
-// drainOnStop commits the appends still queued when the log closes, so that
-// a graceful stop loses nothing that was handed to the log.
-func (l *Log) drainOnStop() {
-	var batch []appendReq
-	for {
-		select {
-		case r := <-l.reqs:
-			batch = append(batch, r)
-		default:
-			if len(batch) > 0 {
-				l.commit(batch)
-			}
-			return
-		}
-	}
-}
-
-// answer tells an appender the outcome; Enqueue's callers are not waiting.
-func (r appendReq) answer(res appendRes) {
-	if r.done != nil {
-		r.done <- res
-	}
-}
-
-// commit writes a group of appends, fsyncs once and answers each.
-func (l *Log) commit(batch []appendReq) {
+// commit writes a group of appends, fsyncs once and wakes its appenders.
+func (l *Log) commit(g *group) {
 	var hdr [headerLen]byte
 	var written int64
 	err := func() error {
-		for _, r := range batch {
-			for _, rec := range r.recs {
-				binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(rec)))
-				binary.LittleEndian.PutUint32(hdr[4:8], crc32.Checksum(rec, crcTable))
-				if _, err := l.bw.Write(hdr[:]); err != nil {
-					return err
-				}
-				if _, err := l.bw.Write(rec); err != nil {
-					return err
-				}
-				written += int64(headerLen + len(rec))
+		for _, rec := range g.recs {
+			binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(rec)))
+			binary.LittleEndian.PutUint32(hdr[4:8], crc32.Checksum(rec, crcTable))
+			if _, err := l.bw.Write(hdr[:]); err != nil {
+				return err
 			}
+			if _, err := l.bw.Write(rec); err != nil {
+				return err
+			}
+			written += int64(headerLen + len(rec))
 		}
 		if err := l.bw.Flush(); err != nil {
 			return err
@@ -524,18 +521,14 @@ func (l *Log) commit(batch []appendReq) {
 		if terr := l.f.Truncate(good); terr != nil {
 			l.log.Error("wal: truncate after failed commit", "err", terr)
 		}
-		for _, r := range batch {
-			r.answer(appendRes{err: fmt.Errorf("wal: commit: %w", err)})
-		}
+		g.err = fmt.Errorf("wal: commit: %w", err)
+		close(g.done)
 		return
 	}
-	// Publish the new end before answering, so that a record is readable
-	// by the time its Append returns.
-	lasts := make([]uint64, len(batch))
-	for i, r := range batch {
-		l.next += uint64(len(r.recs))
-		lasts[i] = l.next - 1
-	}
+	// Publish the new end before waking the appenders, so that a record is
+	// readable by the time its Append returns.
+	g.first = l.next
+	l.next += uint64(len(g.recs))
 	l.mu.Lock()
 	l.segs[len(l.segs)-1].size += written
 	l.size += written
@@ -545,9 +538,8 @@ func (l *Log) commit(batch []appendReq) {
 	rotate := l.segs[len(l.segs)-1].size >= l.opts.SegmentBytes
 	l.mu.Unlock()
 	l.commits.Add(1)
-	for i, r := range batch {
-		r.answer(appendRes{last: lasts[i]})
-	}
+	g.recs = nil // the records are on disk: let them go
+	close(g.done)
 	if rotate {
 		if err := l.f.Close(); err != nil {
 			l.log.Error("wal: close segment", "err", err)
@@ -712,7 +704,9 @@ func (l *Log) readCheckpoint(name string) uint64 {
 func (l *Log) Close() error {
 	var err error
 	l.closeMu.Do(func() {
+		l.qmu.Lock() // no append joins the open group after this
 		l.closed.Store(true)
+		l.qmu.Unlock()
 		close(l.stop)
 		l.wg.Wait()
 		if l.f != nil {
