@@ -85,7 +85,8 @@ type group struct {
 	err   error         // set before done is closed
 }
 
-func newGroup() *group { return &group{done: make(chan struct{})} }
+// newGroup returns an empty group with room for n records.
+func newGroup(n int) *group { return &group{recs: make([][]byte, 0, n), done: make(chan struct{})} }
 
 // Log is a durable, bounded, append-only log. Append is safe for concurrent
 // use; one Reader at a time consumes it.
@@ -137,7 +138,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("wal: create dir: %w", err)
 	}
-	l := &Log{dir: dir, opts: opts, log: log, open: newGroup(), kick: make(chan struct{}, 1), room: make(chan struct{}),
+	l := &Log{dir: dir, opts: opts, log: log, open: newGroup(64), kick: make(chan struct{}, 1), room: make(chan struct{}),
 		stop: make(chan struct{}), exited: make(chan struct{}), notify: make(chan struct{}),
 		consumers: map[string]uint64{}}
 	if err := l.recover(); err != nil {
@@ -336,7 +337,7 @@ func (c Commit) Same(d Commit) bool { return c.g == d.g }
 // NewCommit returns a Commit that is complete once complete is called,
 // with err as its outcome: for tests of code that waits on commits.
 func NewCommit() (c Commit, complete func(err error)) {
-	g := newGroup()
+	g := newGroup(0)
 	return Commit{g: g, exited: make(chan struct{})}, func(err error) { g.err = err; close(g.done) }
 }
 
@@ -479,7 +480,7 @@ func (l *Log) commitOpen() {
 		l.qmu.Unlock()
 		return
 	}
-	l.open = newGroup()
+	l.open = newGroup(len(g.recs)) // the next is likely as big
 	close(l.room)
 	l.room = make(chan struct{})
 	l.qmu.Unlock()

@@ -238,3 +238,19 @@ func TestEnqueueIsCommittedWithoutWaiting(t *testing.T) {
 	require.Equal(t, "q1", got[100])
 	require.Equal(t, "late-49", got[150])
 }
+
+// BenchmarkAppendParallelNoSync is the cost of the group commit's hand-off
+// itself: 64 appenders, no fsync.
+func BenchmarkAppendParallelNoSync(b *testing.B) {
+	l := open(b, b.TempDir(), Options{NoSync: true, MaxBytes: 8 << 30})
+	rec := make([]byte, 120)
+	b.SetParallelism(64)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := l.Append(context.Background(), rec); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
