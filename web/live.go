@@ -58,7 +58,8 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	conn, err := upgrader.Upgrade(w, r, nil)
+	hj := &gatherHijacker{ResponseWriter: w}
+	conn, err := upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
@@ -70,7 +71,7 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		s.readPump(ctx, conn, Principal(r.Context()), filters, replies)
 	})
-	s.writePump(ctx, conn, cur, filters, replies)
+	s.writePump(ctx, conn, hj.conn, cur, filters, replies)
 	cancel()
 	conn.Close()
 	wg.Wait()
@@ -118,19 +119,27 @@ func (s *Server) readPump(ctx context.Context, conn *websocket.Conn, who auth.To
 }
 
 // writePump owns every write to the connection: messages, pings, the close.
-func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, cur *cursor, filters chan filterUpdate, replies <-chan []byte) {
+// The messages read in one go are sent with one write (see gatherConn).
+func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, gc *gatherConn, cur *cursor, filters chan filterUpdate, replies <-chan []byte) {
 	ping := time.NewTicker(pingPeriod)
 	defer ping.Stop()
+	var p pacer
+	defer p.stop()
 	for {
+		if !p.wait(ctx) {
+			goingAway(conn)
+			return
+		}
 		ch := s.deps.Stream.Changed()
 		frames := s.read(cur)
-		for _, f := range frames {
-			if !write(conn, f.data) {
+		if len(frames) > 0 {
+			if !writeFrames(conn, gc, frames) {
 				return
 			}
-		}
-		if len(frames) > 0 && s.deps.Stream.Last() > cur.after {
-			continue
+			p.wrote(s.stream.WriteEvery)
+			if s.deps.Stream.Last() > cur.after {
+				continue
+			}
 		}
 		select {
 		case <-ch:
@@ -156,8 +165,7 @@ func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, cur *curso
 				return
 			}
 		case <-ctx.Done():
-			conn.SetWriteDeadline(time.Now().Add(time.Second))
-			conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "hub stopping"))
+			goingAway(conn)
 			return
 		}
 	}
@@ -201,6 +209,33 @@ func (s *Server) socketCommand(ctx context.Context, who auth.Token, m clientMess
 	return b
 }
 
+// goingAway tells the client that the hub stops (or its reader ended).
+func goingAway(conn *websocket.Conn) {
+	conn.SetWriteDeadline(time.Now().Add(time.Second))
+	conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "hub stopping"))
+}
+
+// writeFrames sends frames, one WebSocket message each, in as few writes
+// as maxGather allows.
+func writeFrames(conn *websocket.Conn, gc *gatherConn, frames []frame) bool {
+	deadline := time.Now().Add(writeWait)
+	conn.SetWriteDeadline(deadline)
+	gc.gather()
+	for _, f := range frames {
+		if err := conn.WriteMessage(websocket.TextMessage, f.data); err != nil {
+			gc.flush(deadline)
+			return false
+		}
+		if gc.gathered() >= maxGather {
+			if gc.flush(deadline) != nil {
+				return false
+			}
+			gc.gather()
+		}
+	}
+	return gc.flush(deadline) == nil
+}
+
 func write(conn *websocket.Conn, frame []byte) bool {
 	conn.SetWriteDeadline(time.Now().Add(writeWait))
 	return conn.WriteMessage(websocket.TextMessage, frame) == nil
@@ -223,7 +258,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	ping := time.NewTicker(pingPeriod / 2)
 	defer ping.Stop()
 	var buf []byte
+	var p pacer
+	defer p.stop()
 	for {
+		if !p.wait(ctx) || s.ctx.Err() != nil {
+			return
+		}
 		ch := s.deps.Stream.Changed()
 		frames := s.read(cur)
 		buf = buf[:0]
@@ -242,6 +282,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if _, err := w.Write(buf); err != nil || rc.Flush() != nil {
 				return
 			}
+			p.wrote(s.stream.WriteEvery)
 		}
 		if len(frames) > 0 && s.deps.Stream.Last() > cur.after {
 			continue

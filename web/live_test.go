@@ -29,13 +29,13 @@ const adminToken = "test-admin-token"
 
 func newServer(t *testing.T, hub *live.Hub) *httptest.Server {
 	t.Helper()
-	srv, _ := newServerWith(t, hub, StreamConfig{})
+	srv, _ := newServerWith(t, hub, StreamConfig{WriteEvery: time.Millisecond}) // as configured by default
 	return srv
 }
 
 // newServerWith returns the server and its registry, with the stream sized
 // by sc.
-func newServerWith(t *testing.T, hub *live.Hub, sc StreamConfig) (*httptest.Server, *devices.Registry) {
+func newServerWith(t testing.TB, hub *live.Hub, sc StreamConfig) (*httptest.Server, *devices.Registry) {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	require.NoError(t, err)

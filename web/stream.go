@@ -73,6 +73,11 @@ type StreamConfig struct {
 	ConflateAbove uint64
 	// PollWait is how long a long poll waits for a message.
 	PollWait time.Duration
+	// WriteEvery is the shortest time between two writes to a WebSocket
+	// or SSE client: what arrives meanwhile goes out together in the next
+	// write. Zero (unlike the other members, not replaced by a default)
+	// writes as soon as a message arrives.
+	WriteEvery time.Duration
 }
 
 // cursor is one client's position in the live stream and what it wants.
@@ -81,6 +86,9 @@ type cursor struct {
 	filter compiledFilter
 	buf    []live.Message
 	out    []frame
+	// enc holds the encoded frames of out: one buffer for a batch instead
+	// of an allocation per message and client.
+	enc []byte
 }
 
 // frame is one message ready to send.
@@ -91,9 +99,14 @@ type frame struct {
 
 // read returns the next frames for the client without blocking: filtered,
 // and conflated when the client lags by more than ConflateAbove. A client
-// that fell out of the replay buffer first gets a gap message.
+// that fell out of the replay buffer first gets a gap message. The frames
+// are valid until the next read.
 func (s *Server) read(c *cursor) []frame {
 	c.out = c.out[:0]
+	if cap(c.enc) > 1<<20 {
+		c.enc = nil // do not keep what a burst of conflated readings needed
+	}
+	c.enc = c.enc[:0]
 	first, last := s.deps.Stream.First(), s.deps.Stream.Last()
 	switch {
 	case c.after == 0:
@@ -128,7 +141,9 @@ func (s *Server) read(c *cursor) []frame {
 					continue
 				}
 			}
-			c.out = append(c.out, frame{seq: m.Seq, data: m.AppendFrame(nil)})
+			start := len(c.enc)
+			c.enc = m.AppendFrame(c.enc)
+			c.out = append(c.out, frame{seq: m.Seq, data: c.enc[start:len(c.enc):len(c.enc)]})
 		}
 		if !conflate || len(c.buf) < readBatch {
 			break

@@ -164,7 +164,7 @@ func TestLaggingClientGetsConflatedReadingsAndEveryEvent(t *testing.T) {
 
 func TestSSEAndPollDeliverTheSameMessages(t *testing.T) {
 	hub := live.New(1024)
-	srv, _ := newServerWith(t, hub, StreamConfig{PollWait: 50 * time.Millisecond})
+	srv, _ := newServerWith(t, hub, StreamConfig{PollWait: 50 * time.Millisecond, WriteEvery: time.Millisecond})
 	now := time.Now()
 	for i := range 10 {
 		hub.Publish(reading("t1", "thermostat", now, num("n", float64(i))))

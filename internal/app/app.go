@@ -183,7 +183,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	}
 
 	a.web = web.New(ctx, web.Deps{Registry: a.registry, Latest: latest, Presence: presence, Stream: hub, History: history, Metrics: reg,
-		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait},
+		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait, WriteEvery: cfg.Live.WriteEvery},
 		States: a.control.states, Commands: a.control.commands, Schemas: a.control.schemas,
 		Rules: a.alerting.rules, Alerts: a.alerting.rules, Webhooks: a.alerting.notify,
 		Tokens: a.tokens, Integrations: a.integrations, Logger: logger.With("component", "web")})

@@ -93,6 +93,10 @@ type LiveConfig struct {
 	ConflateAbove uint64 `yaml:"conflate_above"`
 	// PollWait is how long a long poll waits for a message.
 	PollWait time.Duration `yaml:"poll_wait"`
+	// WriteEvery is the shortest time between two writes to a WebSocket or
+	// SSE client; messages arriving meanwhile go out together. 0 writes
+	// every message at once (more system calls and wake-ups per message).
+	WriteEvery time.Duration `yaml:"write_every"`
 }
 
 // Default returns the defaults.
@@ -105,7 +109,7 @@ func Default() Config {
 		Influx:   ingest.InfluxConfig{Org: "telehub", Bucket: "telehub", Measurement: "telemetry", Timeout: 10 * time.Second},
 		Writer:   ingest.DefaultWriterConfig(),
 		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: true},
-		Live:     LiveConfig{ReplayBuffer: 65536, ConflateAbove: 4096, PollWait: 25 * time.Second},
+		Live:     LiveConfig{ReplayBuffer: 65536, ConflateAbove: 4096, PollWait: 25 * time.Second, WriteEvery: time.Millisecond},
 		Store:    StoreConfig{Retention: 30 * 24 * time.Hour},
 		Commands: devices.DefaultCommandConfig(),
 		State:    devices.DefaultStateConfig(),
@@ -143,6 +147,9 @@ func (c Config) Validate() error {
 	}
 	if c.Live.ConflateAbove < 1 || c.Live.PollWait < time.Second || c.Live.PollWait > 5*time.Minute {
 		errs = append(errs, errors.New("live.conflate_above must be at least 1 and live.poll_wait between 1s and 5m"))
+	}
+	if c.Live.WriteEvery < 0 || c.Live.WriteEvery > time.Second {
+		errs = append(errs, errors.New("live.write_every must be between 0 and 1s"))
 	}
 	errs = append(errs, c.MQTT.Validate(), c.HTTP.Validate(), c.Influx.Validate(), c.Writer.Validate())
 	errs = append(errs, c.Commands.Validate(), c.State.Validate())

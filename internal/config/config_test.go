@@ -34,6 +34,7 @@ func TestRejectsBadConfig(t *testing.T) {
 		{"bad level", "log_level: loud\n", "log_level"},
 		{"bad influx url", "influx:\n  url: localhost:8086\n", "influx.url"},
 		{"bad duration", "writer:\n  flush_interval: soon\n", "soon"},
+		{"negative write_every", "live:\n  write_every: -1ms\n", "live.write_every"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".yaml")
