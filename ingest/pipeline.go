@@ -156,9 +156,10 @@ func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f For
 	p.metrics.Payloads.Inc()
 	p.metrics.Readings.Add(uint64(len(pts)))
 	msgs := make([]live.Message, len(pts))
+	lrs := make([]LiveReading, len(pts))
 	for i, pt := range pts {
-		msgs[i] = live.Message{Kind: live.KindReading, DeviceID: dev.ID, Body: readingBody(nil, dev, pt),
-			Data: Reading{DeviceID: dev.ID, DeviceType: dev.Type, Time: pt.Time, Fields: pt.Fields}}
+		lrs[i].Reading = Reading{DeviceID: dev.ID, DeviceType: dev.Type, Time: pt.Time, Fields: pt.Fields}
+		msgs[i] = live.Message{Kind: live.KindReading, DeviceID: dev.ID, Data: &lrs[i]}
 		p.latest.Update(dev.ID, pt)
 	}
 	p.live.Publish(msgs...)
@@ -166,6 +167,23 @@ func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f For
 		p.observe.Observe(dev, pts)
 	}
 	return len(pts), c, nil
+}
+
+// LiveReading is a reading on the live stream (live.Message.Data). Its
+// JSON body is encoded when a reader first needs it, once for all readers:
+// with no dashboard open, ingest encodes nothing. Safe for concurrent use.
+type LiveReading struct {
+	Reading
+	once sync.Once
+	body []byte
+}
+
+var _ live.LazyBody = (*LiveReading)(nil)
+
+// Body returns the live message body of the reading (ReadingBody).
+func (r *LiveReading) Body() []byte {
+	r.once.Do(func() { r.body = ReadingBody(nil, r.Reading) })
+	return r.body
 }
 
 // ReadingBody encodes the live message of a reading, as the live stream

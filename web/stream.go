@@ -188,7 +188,7 @@ func (s *Server) match(c *cursor, m live.Message) (live.Message, bool) {
 		}
 	}
 	if len(f.Fields) > 0 && m.Kind == live.KindReading {
-		r, ok := m.Data.(ingest.Reading)
+		r, ok := readingOf(m)
 		if !ok {
 			return m, true
 		}
@@ -209,6 +209,17 @@ func (s *Server) match(c *cursor, m live.Message) (live.Message, bool) {
 	return m, true
 }
 
+// readingOf returns the reading a message carries, if any.
+func readingOf(m live.Message) (ingest.Reading, bool) {
+	switch d := m.Data.(type) {
+	case *ingest.LiveReading:
+		return d.Reading, true
+	case ingest.Reading:
+		return d, true
+	}
+	return ingest.Reading{}, false
+}
+
 // mergedReading is the latest value of each field of one device across the
 // readings a lagging client skipped.
 type mergedReading struct {
@@ -222,7 +233,7 @@ type mergedReading struct {
 // mergeReading folds a reading message into merged; false if the message
 // carries no structured reading (it is then sent as it is).
 func mergeReading(merged map[string]*mergedReading, m live.Message) bool {
-	r, ok := m.Data.(ingest.Reading)
+	r, ok := readingOf(m)
 	if !ok {
 		return false
 	}

@@ -15,19 +15,37 @@ type Message struct {
 	Seq      uint64
 	Kind     string
 	DeviceID string
-	Body     []byte
+	// Body may be nil when Data is a LazyBody: Payload encodes it then.
+	Body []byte
 	// Data is the message in structured form, for consumers that filter or
-	// merge it (for readings, an ingest.Reading); it may be nil.
+	// merge it (for readings, an *ingest.LiveReading); it may be nil.
 	Data any
+}
+
+// LazyBody is Data that encodes the message's body when it is first needed,
+// once for all readers, so that publishing costs no encoding when nobody
+// reads. Body must be safe for concurrent use.
+type LazyBody interface {
+	Body() []byte
+}
+
+// Payload returns the message's body: Body, or the body its Data encodes.
+func (m Message) Payload() []byte {
+	if m.Body == nil {
+		if l, ok := m.Data.(LazyBody); ok {
+			return l.Body()
+		}
+	}
+	return m.Body
 }
 
 // AppendFrame appends the JSON of m with its seq as the first member.
 func (m Message) AppendFrame(b []byte) []byte {
 	b = append(b, `{"seq":`...)
 	b = appendUint(b, m.Seq)
-	if len(m.Body) > 2 {
+	if body := m.Payload(); len(body) > 2 {
 		b = append(b, ',')
-		return append(b, m.Body[1:]...)
+		return append(b, body[1:]...)
 	}
 	return append(b, '}')
 }
