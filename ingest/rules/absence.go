@@ -8,7 +8,7 @@ import "time"
 // rule's state reads it when its timer fires (state.lastSeenAt). Guarded by
 // its shard's mu.
 type absence struct {
-	refs []ruleRef
+	refs span
 	seen time.Time // arrival of the last reading, since the device's rules were cached
 	// quiet is true when every state of refs exists, is not active and has
 	// its deadline scheduled: a reading then only needs to move seen, as
@@ -50,8 +50,8 @@ func (dr *devRules) absenceGroup(field string) *absence {
 	if field == "" {
 		return &dr.anyData
 	}
-	if fr := dr.field(field); fr != nil {
-		return &fr.absent
+	if fr := dr.field(field); fr != nil && fr.absent >= 0 {
+		return &dr.absents[fr.absent]
 	}
 	return nil
 }
@@ -64,10 +64,10 @@ func (sh *shard) onSeen(dr *devRules, g *absence, devID string, now time.Time) {
 		return
 	}
 	quiet := true
-	for _, ref := range g.refs {
+	for _, ref := range dr.list(g.refs) {
 		st := dr.slots[ref.slot].st
 		if st == nil {
-			st = sh.addState(ref.c, devID, dr.typ)
+			st = sh.addState(dr.rule(ref), devID, dr.typ)
 		}
 		st.lastSeen = now
 		if st.active || st.hidx < 0 {

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -237,16 +239,27 @@ func BenchmarkIngest(b *testing.B) {
 type cpuClock struct {
 	b     *testing.B
 	start time.Duration
+	gc    float64
 }
 
 func startCPU(b *testing.B) cpuClock {
+	runtime.GC() // the garbage of the setup is not the benchmark's
 	b.ResetTimer()
-	return cpuClock{b, processCPU()}
+	return cpuClock{b, processCPU(), gcCPU()}
 }
 
-// report adds cpu-ns/op.
+// report adds cpu-ns/op, and gc-cpu-ns/op: the runtime's estimate of the
+// part of it the garbage collector spent.
 func (c cpuClock) report() {
 	c.b.ReportMetric(float64(processCPU()-c.start)/float64(c.b.N), "cpu-ns/op")
+	c.b.ReportMetric((gcCPU()-c.gc)*1e9/float64(c.b.N), "gc-cpu-ns/op")
+}
+
+// gcCPU is the CPU time the garbage collector has spent, in seconds.
+func gcCPU() float64 {
+	s := []rtmetrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	rtmetrics.Read(s)
+	return s[0].Value.Float64()
 }
 
 func processCPU() time.Duration {

@@ -51,8 +51,12 @@ type Deps struct {
 
 var _ ingest.Observer = (*Engine)(nil)
 
-// nShards is the number of device partitions; a power of two.
-const nShards = 32
+// nShards is the number of device partitions; a power of two (the low
+// shardBits bits of a device ID's hash).
+const (
+	shardBits = 5
+	nShards   = 1 << shardBits
+)
 
 // Engine evaluates the rules and keeps the alerts. Readings come in through
 // Observe, presence changes through PresenceChanged. Devices are
@@ -167,9 +171,11 @@ func New(cfg Config, declared []Spec, deps Deps) (*Engine, error) {
 }
 
 // shardOf returns the shard of a device.
-func (e *Engine) shardOf(id string) *shard {
-	return e.shards[maphash.String(e.seed, id)&(nShards-1)]
-}
+func (e *Engine) shardOf(id string) *shard { return e.shards[e.hash(id)&(nShards-1)] }
+
+// hash is a device ID's hash: its low bits choose the shard, the others
+// the slot in the shard's devTable.
+func (e *Engine) hash(id string) uint64 { return maphash.String(e.seed, id) }
 
 // eachShard calls fn on every shard, holding its lock.
 func (e *Engine) eachShard(fn func(*shard)) {
@@ -229,9 +235,10 @@ func (e *Engine) Observe(dev ingest.Device, pts []ingest.Point) {
 		return
 	}
 	now := time.Now()
-	sh := e.shardOf(dev.ID)
+	h := e.hash(dev.ID)
+	sh := e.shards[h&(nShards-1)]
 	sh.mu.Lock()
-	dr := sh.deviceRules(dev.ID, dev.Type, now)
+	dr := sh.deviceRules(h, dev.ID, dev.Type, now)
 	n := 0
 	for _, pt := range pts {
 		for _, f := range pt.Fields {
@@ -240,9 +247,9 @@ func (e *Engine) Observe(dev ingest.Device, pts []ingest.Point) {
 			}
 		}
 	}
-	if len(dr.anyData.refs) > 0 {
+	if dr.anyData.refs.n > 0 {
 		sh.onSeen(dr, &dr.anyData, dev.ID, now)
-		n += len(dr.anyData.refs)
+		n += int(dr.anyData.refs.n)
 	}
 	sh.unlockAndPublish()
 	if n > 0 {
@@ -261,16 +268,17 @@ func (e *Engine) PresenceChanged(ev devices.PresenceEvent) {
 		return
 	}
 	now := time.Now()
-	sh := e.shardOf(d.ID)
+	h := e.hash(d.ID)
+	sh := e.shards[h&(nShards-1)]
 	sh.mu.Lock()
-	dr := sh.deviceRules(d.ID, d.Type, now)
-	for _, ref := range dr.offline {
+	dr := sh.deviceRules(h, d.ID, d.Type, now)
+	for _, ref := range dr.list(dr.offline) {
 		st := dr.slots[ref.slot].st
 		if st == nil {
 			if ev.Online {
 				continue
 			}
-			st = sh.addState(ref.c, d.ID, d.Type)
+			st = sh.addState(dr.rule(ref), d.ID, d.Type)
 		}
 		if ev.Online {
 			st.offline = false
@@ -291,9 +299,10 @@ func (e *Engine) DeviceChanged(c devices.Change) {
 		return
 	}
 	now := time.Now()
-	sh := e.shardOf(c.DeviceID)
+	h := e.hash(c.DeviceID)
+	sh := e.shards[h&(nShards-1)]
 	sh.mu.Lock()
-	delete(sh.devCache, c.DeviceID)
+	sh.devCache.del(h, c.DeviceID)
 	for k, st := range sh.states {
 		if k.device == c.DeviceID {
 			sh.end(st, now, "device deleted")

@@ -37,9 +37,9 @@ type state struct {
 	clearSince time.Time   // flapping and clear since then; zero otherwise
 
 	deadline time.Time
-	hidx     int   // position in shard.timers, -1 when not scheduled
-	slot     *slot // where the device's cached rules hold this state
-	live     *int  // the counter of live ordered thresholds it adds to
+	hidx     int    // position in shard.timers, -1 when not scheduled
+	slot     *slot  // where the device's cached rules hold this state
+	live     *int32 // the counter of live ordered thresholds it adds to
 }
 
 func newState(c *compiled, devID, devType string) *state {
@@ -64,7 +64,7 @@ func (sh *shard) onValue(dr *devRules, fr *fieldRules, ref ruleRef, devID string
 	st := sl.st
 	switch ref.kind {
 	case codeThreshold:
-		c := ref.c
+		c := dr.rule(ref)
 		if st == nil {
 			// The common case, a value within limits, allocates nothing.
 			if hold, ok := c.holds(v, false); !ok || !hold {
@@ -90,15 +90,15 @@ func (sh *shard) onValue(dr *devRules, fr *fieldRules, ref ruleRef, devID string
 			// A rule without a state is quiet: its window, in the slot,
 			// is all there is of it until it holds.
 			if sl.win == nil {
-				sl.win = fr.freshWin(sh.seq, ref.window)
+				sl.win = dr.freshWin(sh.seq, ref.window)
 			}
 			if d, ok := sl.win.observe(sh.seq, ts, v.Num, ref.window); !ok || !ref.op.num(d, ref.num) {
 				return
 			}
-			st = sh.addState(ref.c, devID, dr.typ)
+			st = sh.addState(dr.rule(ref), devID, dr.typ)
 		}
 		if st.win == nil {
-			st.join(fr.freshWin(sh.seq, ref.window))
+			st.join(dr.freshWin(sh.seq, ref.window))
 			if st.slot != nil {
 				st.slot.win = st.win
 			}
@@ -121,7 +121,7 @@ func (sh *shard) onValue(dr *devRules, fr *fieldRules, ref ruleRef, devID string
 func (sh *shard) addState(c *compiled, devID, devType string) *state {
 	st := newState(c, devID, devType)
 	sh.states[st.key] = st
-	if dr := sh.devCache[devID]; dr != nil && dr.gen == sh.idx.gen {
+	if dr := sh.devCache.get(sh.e.hash(devID), devID); dr != nil && dr.gen == sh.idx.gen {
 		if i := dr.slotOf(c.rule.ID); i >= 0 {
 			dr.link(i, st)
 		}
@@ -147,23 +147,33 @@ func (sh *shard) dropState(st *state) {
 // how many it evaluated.
 func (sh *shard) onField(dr *devRules, fr *fieldRules, devID string, ts time.Time, v ingest.Value, now time.Time) int {
 	sh.seq++
-	n := len(fr.each) + fr.nRates
-	for _, ref := range fr.each {
-		sh.onValue(dr, fr, ref, devID, ts, v, now)
+	n := int(fr.each.n)
+	if fr.each.n > 0 {
+		for _, ref := range dr.list(fr.each) {
+			sh.onValue(dr, fr, ref, devID, ts, v, now)
+		}
 	}
-	if len(fr.absent.refs) > 0 {
-		sh.onSeen(dr, &fr.absent, devID, now)
-		n += len(fr.absent.refs)
+	if fr.absent >= 0 {
+		g := &dr.absents[fr.absent]
+		sh.onSeen(dr, g, devID, now)
+		n += int(g.refs.n)
+	}
+	if fr.rates.n > 0 {
+		gs := dr.rates(fr)
+		for i := range gs {
+			g := &gs[i]
+			n += int(g.up.n + g.down.n)
+			if v.Kind == ingest.KindNumber {
+				sh.onRates(dr, fr, g, devID, ts, v, now)
+			}
+		}
 	}
 	if v.Kind != ingest.KindNumber {
 		return n
 	}
-	for i := range fr.rates {
-		sh.onRates(dr, fr, &fr.rates[i], devID, ts, v, now)
-	}
 	all := fr.liveN > 0
-	if all || fr.upGate.above(v.Num) {
-		for _, ref := range fr.up {
+	if all || fr.above(v.Num) {
+		for _, ref := range dr.list(fr.up) {
 			if !all && !ref.op.num(v.Num, ref.num) {
 				break
 			}
@@ -171,8 +181,8 @@ func (sh *shard) onField(dr *devRules, fr *fieldRules, devID string, ts time.Tim
 			n++
 		}
 	}
-	if all || fr.downGate.below(v.Num) {
-		for _, ref := range fr.down {
+	if all || fr.below(v.Num) {
+		for _, ref := range dr.list(fr.down) {
 			if !all && !ref.op.num(v.Num, ref.num) {
 				break
 			}

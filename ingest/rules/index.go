@@ -102,28 +102,39 @@ func (c *compiled) timed() bool { return c.kind == KindAbsence || c.kind == Kind
 // index finds the rules that can match a device without looking at the
 // others. It is immutable; a change of rules builds a new one.
 type index struct {
-	gen      uint64
-	rules    map[string]*compiled
-	byDevice map[string][]*compiled
-	byType   map[string][]*compiled
+	gen   uint64
+	rules map[string]*compiled
+	// list holds every rule once: a device's cached rules refer to them
+	// by position in it, so that the caches hold no pointers.
+	list     []*compiled
+	byDevice map[string][]int32
+	byType   map[string][]int32
 	// other holds rules scoped by labels only, or not scoped.
-	other []*compiled
+	other []int32
+	// fields maps each field a rule watches to one copy of its name, which
+	// every device's cache shares.
+	fields map[string]string
 	// labels is true when some rule needs the device's labels.
 	labels bool
 	timed  []*compiled
 }
 
 func buildIndex(gen uint64, rules map[string]*compiled) *index {
-	x := &index{gen: gen, rules: rules, byDevice: map[string][]*compiled{}, byType: map[string][]*compiled{}}
+	x := &index{gen: gen, rules: rules, byDevice: map[string][]int32{}, byType: map[string][]int32{}, fields: map[string]string{}}
 	for _, c := range rules {
+		i := int32(len(x.list))
+		x.list = append(x.list, c)
 		sc := c.rule.Scope
 		switch {
 		case sc.Device != "":
-			x.byDevice[sc.Device] = append(x.byDevice[sc.Device], c)
+			x.byDevice[sc.Device] = append(x.byDevice[sc.Device], i)
 		case sc.Type != "":
-			x.byType[sc.Type] = append(x.byType[sc.Type], c)
+			x.byType[sc.Type] = append(x.byType[sc.Type], i)
 		default:
-			x.other = append(x.other, c)
+			x.other = append(x.other, i)
+		}
+		if _, ok := x.fields[c.field]; !ok && c.field != "" {
+			x.fields[c.field] = c.field
 		}
 		if !c.sel.IsZero() {
 			x.labels = true
@@ -141,46 +152,76 @@ func buildIndex(gen uint64, rules map[string]*compiled) *index {
 // state for the device, so that evaluating a rule costs no map lookup. The
 // structure is read on every reading, between the pipeline's own work and
 // mostly from cold caches, so what a quiet reading reads is laid out for
-// few cache misses: the field names in one small array, the per-field
-// header first in fieldRules, the first threshold of each sorted list in
-// that header, and every rule list of the device in one backing array.
+// few cache misses: the field names in one small array (shared strings),
+// the per-field headers in one array of 64-byte entries (the first
+// threshold of each sorted list, the lists as spans of refs, absence groups
+// apart), every rule list of the device in one backing array (refs) and
+// every rate group in another. Rules are referred to by position in the
+// index's list, so that the lists hold no pointers for the garbage
+// collector to follow.
 type devRules struct {
 	gen     uint64
 	typ     string
 	checked time.Time // when labels were last compared with the registry
 	names   []string  // field names, in the order of fields: scanned by field
 	fields  []fieldRules
+	refs    []ruleRef   // every list of the device's rules: spans of it
+	groups  []rateGroup // every rate group: spans of it
+	anyData absence     // absence rules without a field
+	absents []absence   // absence rules on fields (fieldRules.absent)
+	x       *index      // the index it was built from (rules by position)
 	byName  map[string]int32
-	anyData absence // absence rules without a field
+	id      string
 	labels  map[string]string
-	offline []ruleRef
+	offline span
 	slots   []slot
 	fieldOf []int32 // by slot: index in fields of an ordered threshold, or -1
+
+	// fresh are the rate windows created at reading freshSeq (readings of
+	// a field are numbered by the shard), which the rate states that begin
+	// at that reading share.
+	fresh    []fresh
+	freshSeq uint64
 }
+
+// span is a part of devRules.refs (or of devRules.groups).
+type span struct{ off, n int32 }
+
+// list returns the refs of a span.
+func (dr *devRules) list(s span) []ruleRef { return dr.refs[s.off : s.off+s.n : s.off+s.n] }
+
+// rates returns a field's rate groups.
+func (dr *devRules) rates(fr *fieldRules) []rateGroup {
+	return dr.groups[fr.rates.off : fr.rates.off+fr.rates.n : fr.rates.off+fr.rates.n]
+}
+
+// rule returns the compiled rule of a ref.
+func (dr *devRules) rule(ref ruleRef) *compiled { return dr.x.list[ref.rule] }
 
 // fieldRules are a device's rules on one field. Numeric thresholds with an
 // order (>, >=, <, <=) are sorted by value, so that a reading evaluates only
 // those it crosses, as long as none of them holds a state (liveN == 0): in a
 // healthy fleet, a reading within every limit costs a comparison or two,
-// with the first threshold of each list (upGate, downGate) at hand here.
+// with the first threshold of each list (the gates: upNum, downNum) at hand
+// here. 64 bytes, read on every reading of the field: an array of them
+// allocated alone is a run of cache lines.
 type fieldRules struct {
-	// Read on every reading of the field.
-	liveN    int         // states of up and down rules that exist
-	upGate   gate        // the first of up
-	downGate gate        // the first of down
-	nRates   int         // rate rules of all groups
-	rates    []rateGroup // rate rules, by window length
-	up       []ruleRef   // > and >=, by value ascending (>= first on ties)
-	down     []ruleRef   // < and <=, by value descending (<= first on ties)
-	each     []ruleRef   // evaluated on every reading: ==, !=
-	absent   absence     // absence rules
-	name     string
-
-	// fresh are the rate windows created at reading freshSeq, which the
-	// rate states that begin at that reading share.
-	fresh    []fresh
-	freshSeq uint64
+	upNum, downNum float64 // the gates: the first of up and of down
+	up             span    // > and >=, by value ascending (>= first on ties)
+	down           span    // < and <=, by value descending (<= first on ties)
+	each           span    // evaluated on every reading: ==, !=
+	rates          span    // rate rules by window length, in devRules.groups
+	absent         int32   // absence rules: index in devRules.absents, -1 when none
+	liveN          int32   // states of up and down rules that exist
+	upOrEq         bool    // the first of up is >=
+	downOrEq       bool    // the first of down is <=
 }
+
+// above reports whether v crosses the gate of up.
+func (fr *fieldRules) above(v float64) bool { return v > fr.upNum || fr.upOrEq && v == fr.upNum }
+
+// below reports whether v crosses the gate of down.
+func (fr *fieldRules) below(v float64) bool { return v < fr.downNum || fr.downOrEq && v == fr.downNum }
 
 // gate is the first rule of a sorted threshold list: a value (or change)
 // that does not cross it crosses none of the list.
@@ -212,15 +253,16 @@ func (g gate) above(v float64) bool { return v > g.num || g.orEqual && v == g.nu
 // below reports whether v crosses a down list's gate.
 func (g gate) below(v float64) bool { return v < g.num || g.orEqual && v == g.num }
 
-// ruleRef is a rule and the slot of its state in a devRules, with the
-// threshold's operator and value at hand for the sorted walk.
+// ruleRef is a rule (by position in the index's list) and the slot of its
+// state in a devRules, with the threshold's operator and value at hand for
+// the sorted walk. It holds no pointer.
 type ruleRef struct {
-	c      *compiled
+	num    float64
+	window time.Duration
+	rule   int32
 	slot   int32
 	kind   kindCode
 	op     op
-	num    float64
-	window time.Duration
 }
 
 // slot holds a rule's state on a device, and for a rate rule its window,
@@ -228,16 +270,16 @@ type ruleRef struct {
 // a state: a rate rule has a state only while it holds, has an alert or
 // keeps a flapping history (maybeDrop), and the window outlives it here.
 type slot struct {
-	c   *compiled
-	st  *state
-	win *rateWin
+	st   *state
+	win  *rateWin
+	rule int32 // position in the index's list
 }
 
 // slotOf returns the slot of a rule, -1 when the rule does not watch the
 // device. A linear scan: called when a state is created, not per reading.
 func (dr *devRules) slotOf(ruleID string) int32 {
 	for i := range dr.slots {
-		if dr.slots[i].c.rule.ID == ruleID {
+		if dr.x.list[dr.slots[i].rule].rule.ID == ruleID {
 			return int32(i)
 		}
 	}
@@ -275,44 +317,76 @@ func (dr *devRules) field(name string) *fieldRules {
 	return nil
 }
 
+// fieldBuild and groupBuild hold a field's rule lists while a devRules is
+// built, before they are packed into its arrays.
+type fieldBuild struct {
+	up, down, each, absent []ruleRef
+	rates                  []groupBuild
+}
+
+type groupBuild struct {
+	window   time.Duration
+	up, down []ruleRef
+}
+
+// addRate adds a rate rule to its group.
+func (fb *fieldBuild) addRate(ref ruleRef) {
+	i := slices.IndexFunc(fb.rates, func(g groupBuild) bool { return g.window == ref.window })
+	if i < 0 {
+		i = len(fb.rates)
+		fb.rates = append(fb.rates, groupBuild{window: ref.window})
+	}
+	g := &fb.rates[i]
+	if ref.op == opGT || ref.op == opGE {
+		g.up = append(g.up, ref)
+	} else {
+		g.down = append(g.down, ref)
+	}
+}
+
 func (x *index) forDevice(id, typ string, labels map[string]string) *devRules {
-	dr := &devRules{gen: x.gen, typ: typ, labels: maps.Clone(labels)}
+	dr := &devRules{gen: x.gen, typ: typ, id: id, x: x, labels: maps.Clone(labels)}
 	idx := map[string]int32{}
-	add := func(cs []*compiled) {
-		for _, c := range cs {
+	var build []fieldBuild
+	var offline, anyData []ruleRef
+	add := func(cs []int32) {
+		for _, ci := range cs {
+			c := x.list[ci]
 			if !c.matches(id, typ, labels) {
 				continue
 			}
-			ref := ruleRef{c: c, slot: int32(len(dr.slots)), kind: kindCodes[c.kind], op: c.op, num: c.num, window: c.window}
-			dr.slots = append(dr.slots, slot{c: c})
+			ref := ruleRef{rule: ci, slot: int32(len(dr.slots)), kind: kindCodes[c.kind], op: c.op, num: c.num, window: c.window}
+			dr.slots = append(dr.slots, slot{rule: ci})
 			dr.fieldOf = append(dr.fieldOf, -1)
 			switch {
 			case c.kind == KindOffline:
-				dr.offline = append(dr.offline, ref)
+				offline = append(offline, ref)
 			case c.field == "":
-				dr.anyData.refs = append(dr.anyData.refs, ref)
+				anyData = append(anyData, ref)
 			default:
 				i, ok := idx[c.field]
 				if !ok {
 					i = int32(len(dr.fields))
 					idx[c.field] = i
-					dr.fields = append(dr.fields, fieldRules{name: c.field})
+					dr.fields = append(dr.fields, fieldRules{absent: -1})
+					dr.names = append(dr.names, x.fields[c.field])
+					build = append(build, fieldBuild{})
 				}
-				fr := &dr.fields[i]
+				fb := &build[i]
 				ordered := c.kind == KindThreshold && c.vkind == valueNumber
 				switch {
 				case ordered && (c.op == opGT || c.op == opGE):
-					fr.up = append(fr.up, ref)
+					fb.up = append(fb.up, ref)
 					dr.fieldOf[ref.slot] = i
 				case ordered && (c.op == opLT || c.op == opLE):
-					fr.down = append(fr.down, ref)
+					fb.down = append(fb.down, ref)
 					dr.fieldOf[ref.slot] = i
 				case c.kind == KindAbsence:
-					fr.absent.refs = append(fr.absent.refs, ref)
+					fb.absent = append(fb.absent, ref)
 				case c.kind == KindRate:
-					fr.addRate(ref)
+					fb.addRate(ref)
 				default:
-					fr.each = append(fr.each, ref)
+					fb.each = append(fb.each, ref)
 				}
 			}
 		}
@@ -323,62 +397,53 @@ func (x *index) forDevice(id, typ string, labels map[string]string) *devRules {
 	if len(dr.fields) > maxScan {
 		dr.byName = idx
 	}
-	dr.names = make([]string, len(dr.fields))
-	for i := range dr.fields {
-		fr := &dr.fields[i]
-		dr.names[i] = fr.name
-		sortUp(fr.up)
-		sortDown(fr.down)
-		fr.upGate, fr.downGate = upGate(fr.up), downGate(fr.down)
-		for j := range fr.rates {
-			g := &fr.rates[j]
-			sortUp(g.up)
-			sortDown(g.down)
-			g.upGate, g.downGate = upGate(g.up), downGate(g.down)
-			fr.nRates += g.n
-		}
-	}
-	dr.pack()
+	dr.pack(build, offline, anyData)
 	return dr
 }
 
-// pack moves the device's rule lists into one backing array, and its rate
-// groups into another, field after field, so that a reading of several
-// fields reads neighbouring memory rather than a small allocation per list.
-func (dr *devRules) pack() {
-	nRefs, nGroups := len(dr.offline)+len(dr.anyData.refs), 0
-	for i := range dr.fields {
-		fr := &dr.fields[i]
-		nRefs += len(fr.up) + len(fr.down) + len(fr.each) + len(fr.absent.refs)
-		nGroups += len(fr.rates)
-		for _, g := range fr.rates {
+// pack sorts the lists built and moves them into one array of refs, and
+// the rate groups into another, field after field, so that a reading of
+// several fields reads neighbouring memory rather than a small allocation
+// per list.
+func (dr *devRules) pack(build []fieldBuild, offline, anyData []ruleRef) {
+	nRefs, nGroups := len(offline)+len(anyData), 0
+	for _, fb := range build {
+		nRefs += len(fb.up) + len(fb.down) + len(fb.each) + len(fb.absent)
+		nGroups += len(fb.rates)
+		for _, g := range fb.rates {
 			nRefs += len(g.up) + len(g.down)
 		}
 	}
-	refs := make([]ruleRef, 0, nRefs)
-	put := func(s []ruleRef) []ruleRef {
-		if len(s) == 0 {
-			return nil
-		}
-		i := len(refs)
-		refs = append(refs, s...)
-		return refs[i:len(refs):len(refs)]
+	dr.refs = make([]ruleRef, 0, nRefs)
+	put := func(s []ruleRef) span {
+		sp := span{int32(len(dr.refs)), int32(len(s))}
+		dr.refs = append(dr.refs, s...)
+		return sp
 	}
-	groups := make([]rateGroup, 0, nGroups)
-	for i := range dr.fields {
+	dr.groups = make([]rateGroup, 0, nGroups)
+	for i, fb := range build {
 		fr := &dr.fields[i]
-		fr.up, fr.down = put(fr.up), put(fr.down)
-		if len(fr.rates) > 0 {
-			j := len(groups)
-			for _, g := range fr.rates {
-				g.up, g.down = put(g.up), put(g.down)
-				groups = append(groups, g)
-			}
-			fr.rates = groups[j:len(groups):len(groups)]
+		sortUp(fb.up)
+		sortDown(fb.down)
+		ug, dg := upGate(fb.up), downGate(fb.down)
+		fr.upNum, fr.upOrEq, fr.downNum, fr.downOrEq = ug.num, ug.orEqual, dg.num, dg.orEqual
+		fr.up, fr.down = put(fb.up), put(fb.down)
+		fr.rates.off = int32(len(dr.groups))
+		for _, gb := range fb.rates {
+			sortUp(gb.up)
+			sortDown(gb.down)
+			g := rateGroup{window: gb.window, upGate: upGate(gb.up), downGate: downGate(gb.down)}
+			g.up, g.down = put(gb.up), put(gb.down)
+			dr.groups = append(dr.groups, g)
 		}
-		fr.each, fr.absent.refs = put(fr.each), put(fr.absent.refs)
+		fr.rates.n = int32(len(dr.groups)) - fr.rates.off
+		fr.each = put(fb.each)
+		if len(fb.absent) > 0 {
+			fr.absent = int32(len(dr.absents))
+			dr.absents = append(dr.absents, absence{refs: put(fb.absent)})
+		}
 	}
-	dr.anyData.refs, dr.offline = put(dr.anyData.refs), put(dr.offline)
+	dr.anyData.refs, dr.offline = put(anyData), put(offline)
 }
 
 // sortUp sorts > and >= rules by value ascending, >= first on ties: a
@@ -418,8 +483,9 @@ func (dr *devRules) link(i int32, st *state) {
 		case st.win != sl.win:
 			sl.win = st.win
 			if fr := dr.field(st.rule.field); fr != nil {
-				for j := range fr.rates {
-					fr.rates[j].win = nil // sharing to be checked again
+				gs := dr.rates(fr)
+				for j := range gs {
+					gs[j].win = nil // sharing to be checked again
 				}
 			}
 		}

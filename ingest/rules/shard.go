@@ -19,7 +19,7 @@ type shard struct {
 	mu        sync.Mutex
 	idx       *index // the index this shard evaluates with
 	states    map[stateKey]*state
-	devCache  map[string]*devRules
+	devCache  devTable
 	alerts    map[string]*Alert // every alert kept: active ones and the history
 	timers    timers
 	dirty     map[string]struct{} // alert IDs to write (or delete when gone)
@@ -34,7 +34,7 @@ type shard struct {
 }
 
 func newShard(e *Engine) *shard {
-	return &shard{e: e, states: map[stateKey]*state{}, devCache: map[string]*devRules{}, alerts: map[string]*Alert{},
+	return &shard{e: e, states: map[stateKey]*state{}, alerts: map[string]*Alert{},
 		dirty: map[string]struct{}{}, counts: map[string]int{}, wake: make(chan struct{}, 1)}
 }
 
@@ -44,10 +44,10 @@ const labelRecheck = time.Second
 
 // deviceRules returns the rules watching a device, from the cache when the
 // rules and its type have not changed and its labels were checked recently.
-// Called with mu held.
-func (sh *shard) deviceRules(id, typ string, now time.Time) *devRules {
+// h is the hash of id (Engine.hash). Called with mu held.
+func (sh *shard) deviceRules(h uint64, id, typ string, now time.Time) *devRules {
 	x := sh.idx
-	dr := sh.devCache[id]
+	dr := sh.devCache.get(h, id)
 	if dr != nil && dr.gen == x.gen && dr.typ == typ && (!x.labels || now.Sub(dr.checked) < labelRecheck) {
 		return dr
 	}
@@ -60,22 +60,28 @@ func (sh *shard) deviceRules(id, typ string, now time.Time) *devRules {
 	if dr == nil || !dr.current(x, typ, labels) {
 		old := dr
 		dr = x.forDevice(id, typ, labels)
-		sh.devCache[id] = dr
-		var oldSlots map[string]*slot
+		sh.devCache.put(h, dr)
+		type oldSlot struct {
+			c   *compiled
+			win *rateWin
+		}
+		var oldSlots map[string]oldSlot
 		if old != nil {
-			oldSlots = make(map[string]*slot, len(old.slots))
-			for i := range old.slots {
-				oldSlots[old.slots[i].c.rule.ID] = &old.slots[i]
+			oldSlots = make(map[string]oldSlot, len(old.slots))
+			for _, sl := range old.slots {
+				c := old.x.list[sl.rule]
+				oldSlots[c.rule.ID] = oldSlot{c, sl.win}
 			}
 		}
 		for i := range dr.slots {
 			sl := &dr.slots[i]
+			c := x.list[sl.rule]
 			// A rate rule without a state keeps its window, unless
 			// the rule's condition changed.
-			if o := oldSlots[sl.c.rule.ID]; o != nil && o.win != nil && o.c.evalKey == sl.c.evalKey {
+			if o := oldSlots[c.rule.ID]; o.win != nil && o.c.evalKey == c.evalKey {
 				sl.win = o.win
 			}
-			if st := sh.states[stateKey{sl.c.rule.ID, id}]; st != nil {
+			if st := sh.states[stateKey{c.rule.ID, id}]; st != nil {
 				dr.link(int32(i), st)
 			}
 		}

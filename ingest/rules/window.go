@@ -2,7 +2,6 @@ package rules
 
 import (
 	"math"
-	"slices"
 	"time"
 
 	"github.com/telehub/telehub/ingest"
@@ -40,8 +39,20 @@ type rateWin struct {
 	samples []sample
 }
 
+// winInline is the number of samples a window holds in its own allocation
+// before they move to one of their own: a window and its first samples are
+// 128 bytes, two neighbouring cache lines.
+const winInline = 4
+
+type rateWinBuf struct {
+	w   rateWin
+	buf [winInline]sample
+}
+
 func newRateWin() *rateWin {
-	return &rateWin{lastTS: math.MinInt64}
+	b := &rateWinBuf{w: rateWin{lastTS: math.MinInt64}}
+	b.w.samples = b.buf[:0]
+	return &b.w
 }
 
 // observe adds reading seq to the window, once however many rules share
@@ -111,7 +122,7 @@ func (st *state) leaveWin() {
 }
 
 // rateGroup is a device's rate rules on one field with one window length,
-// sorted by threshold like ordered thresholds (see fieldRules).
+// sorted by threshold like ordered thresholds (see fieldRules). 64 bytes.
 type rateGroup struct {
 	// win is the window every rule of the group last shared (in its slot;
 	// nil when they did not, or a slot's window changed since). While it is
@@ -120,26 +131,9 @@ type rateGroup struct {
 	// crosses their thresholds: in a steady fleet, one comparison with
 	// a gate.
 	win              *rateWin
-	n                int
 	upGate, downGate gate // the first of up and of down
-	up, down         []ruleRef
+	up, down         span
 	window           time.Duration
-}
-
-// addRate adds a rate rule to its group.
-func (fr *fieldRules) addRate(ref ruleRef) {
-	i := slices.IndexFunc(fr.rates, func(g rateGroup) bool { return g.window == ref.window })
-	if i < 0 {
-		i = len(fr.rates)
-		fr.rates = append(fr.rates, rateGroup{window: ref.window})
-	}
-	g := &fr.rates[i]
-	if ref.op == opGT || ref.op == opGE {
-		g.up = append(g.up, ref)
-	} else {
-		g.down = append(g.down, ref)
-	}
-	g.n++
 }
 
 // onRates evaluates a group of rate rules on a numeric reading.
@@ -150,7 +144,7 @@ func (sh *shard) onRates(dr *devRules, fr *fieldRules, g *rateGroup, devID strin
 			return
 		}
 		if g.upGate.above(d) {
-			for _, ref := range g.up {
+			for _, ref := range dr.list(g.up) {
 				if !ref.op.num(d, ref.num) {
 					break
 				}
@@ -158,7 +152,7 @@ func (sh *shard) onRates(dr *devRules, fr *fieldRules, g *rateGroup, devID strin
 			}
 		}
 		if g.downGate.below(d) {
-			for _, ref := range g.down {
+			for _, ref := range dr.list(g.down) {
 				if !ref.op.num(d, ref.num) {
 					break
 				}
@@ -171,8 +165,8 @@ func (sh *shard) onRates(dr *devRules, fr *fieldRules, g *rateGroup, devID strin
 	// window again.
 	var shared *rateWin
 	same, first := true, true
-	for _, refs := range [2][]ruleRef{g.up, g.down} {
-		for _, ref := range refs {
+	for _, refs := range [2]span{g.up, g.down} {
+		for _, ref := range dr.list(refs) {
 			sh.onValue(dr, fr, ref, devID, ts, v, now)
 			w := dr.slots[ref.slot].win
 			if first {
@@ -190,17 +184,17 @@ func (sh *shard) onRates(dr *devRules, fr *fieldRules, g *rateGroup, devID strin
 // freshWin returns a window of the given length created at reading seq for
 // the field, creating it when there is none: the window a rate state that
 // begins at this reading joins.
-func (fr *fieldRules) freshWin(seq uint64, window time.Duration) *rateWin {
-	if fr.freshSeq != seq {
-		fr.freshSeq, fr.fresh = seq, fr.fresh[:0]
+func (dr *devRules) freshWin(seq uint64, window time.Duration) *rateWin {
+	if dr.freshSeq != seq {
+		dr.freshSeq, dr.fresh = seq, dr.fresh[:0]
 	}
-	for _, f := range fr.fresh {
+	for _, f := range dr.fresh {
 		if f.window == window {
 			return f.w
 		}
 	}
 	w := newRateWin()
-	fr.fresh = append(fr.fresh, fresh{w, window})
+	dr.fresh = append(dr.fresh, fresh{w, window})
 	return w
 }
 
