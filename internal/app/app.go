@@ -243,6 +243,9 @@ func registerLogMetrics(reg *metrics.Registry, l *wal.Log) {
 		s := l.Stats()
 		return float64(s.Committed - s.Consumed)
 	})
+	reg.GaugeFunc("telehub_log_commits_total", "Group commits of the durable log (one write and one fsync each).", func() float64 {
+		return float64(l.Stats().Commits)
+	})
 	reg.GaugeFunc("telehub_log_full", "1 while the durable log is full and devices get backpressure.", func() float64 {
 		if l.Full() {
 			return 1
