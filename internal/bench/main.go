@@ -52,7 +52,7 @@ type Config struct {
 }
 
 // Scenarios names every scenario in the order they run.
-var Scenarios = []string{"memory", "ingest", "live", "fanout", "idle", "edge"}
+var Scenarios = []string{"memory", "ingest", "live", "fanout", "idle", "edge", "rules"}
 
 // plan is the size of each scenario in a mode.
 type plan struct {
@@ -72,12 +72,17 @@ type plan struct {
 	settle         time.Duration
 	edgeDevices    int           // devices of the edge scenario, 1 reading/s each
 	edgeDur        time.Duration // how long they publish
+	rulesDevices   int           // devices of the rules scenario
+	rulesRate      float64       // readings/s they send
+	rulesDur       time.Duration // measured per run
+	rulesRuns      int           // runs of each rule count
 }
 
 func planFor(mode string) (plan, error) {
 	p := plan{ingestDevices: 1000, drainOK: 5 * time.Second, maxP99: time.Second,
 		liveRates: []float64{1000, 10000}, liveDashboards: 10, fanoutClients: []int{10, 100, 1000}, fanoutRate: 100,
-		edgeDevices: 1000, edgeDur: 15 * time.Second}
+		edgeDevices: 1000, edgeDur: 15 * time.Second,
+		rulesDevices: 1000, rulesRate: 20000, rulesDur: 8 * time.Second, rulesRuns: 2}
 	switch mode {
 	case "quick":
 		p.ingestRates = []float64{5000, 10000, 20000, 40000, 60000, 80000, 100000, 120000}
@@ -89,6 +94,7 @@ func planFor(mode string) (plan, error) {
 		p.stepDur, p.drainMax, p.liveDur, p.fanoutDur = 15*time.Second, 30*time.Second, 20*time.Second, 15*time.Second
 		p.idleConns, p.settle = 50000, 10*time.Second
 		p.edgeDur = 60 * time.Second
+		p.rulesRuns = 4
 	default:
 		return p, fmt.Errorf("mode %q: use quick or full", mode)
 	}
@@ -173,7 +179,8 @@ func Run(ctx context.Context, c Config, logger *slog.Logger) error {
 	}
 	steps := map[string]func(context.Context) error{
 		"memory": r.memory, "ingest": r.ingest, "live": r.live, "fanout": r.fanout, "idle": r.idle,
-		"edge": r.edge,
+		"edge":  r.edge,
+		"rules": r.rulesScenario,
 	}
 	for _, s := range Scenarios {
 		if !slices.Contains(c.Scenarios, s) {

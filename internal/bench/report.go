@@ -23,6 +23,7 @@ type Report struct {
 	Idle       []IdleRow
 	Memory     []MemoryRow
 	Edge       []EdgeRow
+	Rules      []RulesRow
 }
 
 // The generated part of BENCHMARKS.md sits between these markers; the rest
@@ -138,6 +139,7 @@ func (r *Report) markdown() string {
 		w("\n")
 	}
 	r.edgeMarkdown(w)
+	r.rulesMarkdown(w)
 	if len(r.Notes) > 0 {
 		w("### Notes of this run\n\n")
 		for _, n := range r.Notes {
@@ -203,6 +205,7 @@ func (r *Report) targets(w func(string, ...any)) {
 		}
 	}
 	r.edgeTargets(w)
+	r.rulesTargets(w)
 	w("\n")
 }
 

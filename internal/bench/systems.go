@@ -33,6 +33,12 @@ type telehub struct {
 // a real hub from misbehaving devices and would otherwise cap the offered
 // load, and in logging warnings only.
 func (r *runner) startTelehub(ctx context.Context, name string, influx bool) (*telehub, error) {
+	return r.startTelehubWith(ctx, name, influx, "")
+}
+
+// startTelehubWith is startTelehub with more YAML at the end of the
+// configuration.
+func (r *runner) startTelehubWith(ctx context.Context, name string, influx bool, extra string) (*telehub, error) {
 	dir := filepath.Join(r.cfg.Dir, name)
 	os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -55,6 +61,7 @@ func (r *runner) startTelehub(ctx context.Context, name string, influx bool) (*t
 	if r.cfg.TelehubYAML != "" {
 		cfg.WriteString(strings.ReplaceAll(r.cfg.TelehubYAML, `\n`, "\n") + "\n")
 	}
+	cfg.WriteString(extra)
 	cfgPath := filepath.Join(dir, "telehub.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
 		return nil, err
