@@ -19,6 +19,10 @@ const (
 	// closeGrace is how long Close waits for the held bytes to be let out
 	// (their commits are normally a few milliseconds away).
 	closeGrace = time.Second
+	// maxHeldBytes bounds the bytes held for one connection: past it, Write
+	// waits until the flusher has written some out, as a full socket buffer
+	// would make it wait.
+	maxHeldBytes = 1 << 20
 )
 
 // ackHold holds back what the broker writes to a client until the durable
@@ -45,7 +49,8 @@ type ackHold struct {
 	marks    []holdMark   // the writes in buf, in order
 	flushing bool         // the flusher is running
 	idle     chan struct{}
-	err      error // the connection failed or closed: writes fail
+	drained  chan struct{} // closed and replaced whenever the flusher writes
+	err      error         // the connection failed or closed: writes fail
 
 	wmu sync.Mutex // serialises writes to the connection
 	out []byte     // the flusher's write buffer, reused
@@ -102,11 +107,21 @@ func (a *ackHold) Write(b []byte) (int, error) {
 		defer a.wmu.Unlock()
 		return a.Conn.Write(b)
 	}
+	for a.flushing && len(a.buf) >= maxHeldBytes {
+		drained := a.drained
+		a.mu.Unlock()
+		<-drained
+		a.mu.Lock()
+		if a.err != nil {
+			a.mu.Unlock()
+			return 0, a.err
+		}
+	}
 	a.buf = append(a.buf, b...)
 	a.marks = append(a.marks, holdMark{end: len(a.buf), need: a.held})
 	if !a.flushing {
 		a.flushing = true
-		a.idle = make(chan struct{})
+		a.idle, a.drained = make(chan struct{}), make(chan struct{})
 		a.wg.Go(a.flush)
 	}
 	a.mu.Unlock()
@@ -121,6 +136,7 @@ func (a *ackHold) flush() {
 	defer func() {
 		a.flushing = false
 		close(a.idle)
+		close(a.drained)
 	}()
 	for a.err == nil {
 		// The writes whose holds are all committed go out in one write.
@@ -144,6 +160,8 @@ func (a *ackHold) flush() {
 			if err != nil {
 				a.fail(err)
 			}
+			close(a.drained)
+			a.drained = make(chan struct{})
 			continue
 		}
 		if len(a.pending) == 0 {

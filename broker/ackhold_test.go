@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,4 +149,23 @@ func TestAckHoldMergesHoldsOfOneGroupCommit(t *testing.T) {
 
 	require.NoError(t, l.Close()) // commits the open group
 	require.Equal(t, "AB", readN(t, cli, 2))
+}
+
+func TestAckHoldBoundsTheHeldBytes(t *testing.T) {
+	a, cli := pipe(t)
+	c1, done1 := wal.NewCommit()
+	require.NoError(t, a.hold(c1))
+	_, err := a.Write(make([]byte, maxHeldBytes)) // held: the bound is reached
+	require.NoError(t, err)
+
+	var committed atomic.Bool
+	wrote := make(chan bool, 1)
+	go func() {
+		_, err := a.Write([]byte("x")) // past the bound: waits for the flusher
+		wrote <- err == nil && committed.Load()
+	}()
+	go io.Copy(io.Discard, cli)
+	committed.Store(true)
+	done1(nil)
+	require.True(t, <-wrote, "the write past the bound returned only after the held bytes could go out")
 }
