@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	bolt "go.etcd.io/bbolt"
@@ -175,17 +174,7 @@ func (f *Forwarder) relayOnce(ctx context.Context, c paho.Client, get Getter) er
 		}
 		payload, _ := finalResult(cmd)
 		tok := c.Publish(resultTopic(p.DeviceID, p.Upstream), 1, false, payload)
-		t := time.NewTimer(f.cfg.AckTimeout)
-		select {
-		case <-tok.Done():
-			t.Stop()
-		case <-t.C:
-			return errAckTimeout
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		}
-		if err := tok.Error(); err != nil {
+		if err := f.await(ctx, tok); err != nil {
 			return err
 		}
 		f.m.Results.Inc()

@@ -77,6 +77,20 @@ func (f *Forwarder) RouteCommands(cmds Commands) {
 	})
 }
 
+// await waits for the upstream to acknowledge tok, at most AckTimeout.
+func (f *Forwarder) await(ctx context.Context, tok paho.Token) error {
+	t := time.NewTimer(f.cfg.AckTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-t.C:
+		return errAckTimeout
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // subscribeCommands subscribes upstream once commands are routed. A refusal
 // leaves the telemetry flowing: it is logged and counted.
 func (f *Forwarder) subscribeCommands(ctx context.Context, c paho.Client) {
@@ -191,16 +205,7 @@ func (f *Forwarder) forwardResult(ctx context.Context, c paho.Client, m live.Mes
 		return nil
 	}
 	tok := c.Publish(resultTopic(ev.Command.DeviceID, cmdID), 1, false, payload)
-	t := time.NewTimer(f.cfg.AckTimeout)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-	case <-t.C:
-		return errAckTimeout
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
+	if err := f.await(ctx, tok); err != nil {
 		return err
 	}
 	f.m.Results.Inc()

@@ -391,17 +391,7 @@ func (f *Forwarder) alerts(ctx context.Context, c paho.Client) error {
 			}
 			if m.Kind == live.KindAlert && f.cfg.Alerts {
 				tok := c.Publish(topic(f.cfg.AlertTopic, m.DeviceID, ""), f.cfg.QoS, false, m.Body)
-				t := time.NewTimer(f.cfg.AckTimeout)
-				select {
-				case <-tok.Done():
-					t.Stop()
-				case <-t.C:
-					return errAckTimeout
-				case <-ctx.Done():
-					t.Stop()
-					return ctx.Err()
-				}
-				if err := tok.Error(); err != nil {
+				if err := f.await(ctx, tok); err != nil {
 					return err
 				}
 				f.m.Alerts.Inc()
