@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -25,6 +26,12 @@ type Config struct {
 	Addr string `yaml:"addr"`
 	// MaxPacketBytes bounds one MQTT packet; larger ones are refused.
 	MaxPacketBytes uint32 `yaml:"max_packet_bytes"`
+	// WriteQueue is how many outbound messages (deliveries to subscribers,
+	// commands) one client may have queued for its connection; past it
+	// further ones to that client are dropped and counted. Every client's
+	// queue is allocated in full when it connects (8 bytes a slot), so it
+	// is most of a small hub's memory per device.
+	WriteQueue int32 `yaml:"write_queue"`
 	// AllowAnonymous admits clients that send no credentials, confined to
 	// topics outside devices/ and $SYS (see access.go).
 	AllowAnonymous bool `yaml:"allow_anonymous"`
@@ -36,7 +43,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Addr: ":1883", MaxPacketBytes: 256 << 10, Limits: DefaultLimits()}
+	return Config{Addr: ":1883", MaxPacketBytes: 256 << 10, WriteQueue: 8192, Limits: DefaultLimits()}
 }
 
 // Validate checks the values.
@@ -46,6 +53,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPacketBytes < 1024 {
 		return errors.New("mqtt.max_packet_bytes must be at least 1024")
+	}
+	if c.WriteQueue < 16 {
+		return errors.New("mqtt.write_queue must be at least 16")
 	}
 	return errors.Join(c.Transport.validate(), c.Limits.validate())
 }
@@ -92,10 +102,14 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketBytes
+	caps.MaximumClientWritesPending = cfg.WriteQueue
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(quietHandler{logger.Handler(), slog.LevelWarn}).With("component", "mqtt")})
 	ctx, cancel := context.WithCancel(context.Background())
 	ss := &sessions{}
 	m := newBrokerMetrics(o.metrics)
+	o.metrics.CounterFunc("telehub_mqtt_messages_dropped_total",
+		"Messages to MQTT clients dropped because the client's write queue (mqtt.write_queue) was full.",
+		func() float64 { return float64(atomic.LoadInt64(&srv.Info.MessagesDropped)) })
 	warn := newWarnLog(logger)
 	access := &accessHook{srv: srv, reg: reg, ints: o.integrations, anonymous: cfg.AllowAnonymous, limits: cfg.Limits,
 		connects: newTokenBucket(cfg.ConnectRate, cfg.ConnectBurst, time.Now()), sessions: ss, m: m, warn: warn}

@@ -20,6 +20,17 @@ type Sink interface {
 	Write(ctx context.Context, rs []Reading) error
 }
 
+// A BufferingSink keeps what Write accepted in memory until Flush (the
+// embedded store's head). The writer moves the log's checkpoint past a
+// batch only after a Flush that followed its Write, so a crash loses
+// nothing: the log replays what the buffer held. It flushes when FlushDue
+// says so (checked after each batch and every second) and when it stops.
+type BufferingSink interface {
+	Sink
+	FlushDue() bool
+	Flush(ctx context.Context) error
+}
+
 // PermanentError marks a write that will never succeed as it is because of
 // its content (InfluxDB answering 400, 413 or 422). The writer isolates the
 // readings that cause it and moves them to the dead-letter file instead of
@@ -227,24 +238,73 @@ type flight struct {
 }
 
 // commitInOrder waits for each batch in log order and moves the checkpoint
-// past it. After a batch that was not stored (the context ended), it moves
-// the checkpoint no further: the log keeps the rest for the next start.
+// past it (for a BufferingSink, past the batches its Flush made durable).
+// After a batch that was not stored (the context ended), it moves the
+// checkpoint no further: the log keeps the rest for the next start.
 func (w *Writer) commitInOrder(rd *wal.Reader, flights <-chan *flight) {
-	stopped := false
-	for f := range flights {
-		if err := <-f.done; err != nil || stopped {
-			stopped = true
-			continue
-		}
-		w.metrics.BatchMillis.Set(time.Since(f.start).Milliseconds())
-		w.metrics.LagMillis.Set(time.Since(f.batch[0].Time).Milliseconds())
-		w.metrics.Written.Add(uint64(len(f.batch)))
-		w.metrics.Batches.Inc()
-		if err := rd.Commit(f.end); err != nil {
+	commit := func(end uint64) {
+		if err := rd.Commit(end); err != nil {
 			w.logger.Warn("write log checkpoint", "err", err)
 		}
 	}
+	buf, buffering := w.sink.(BufferingSink)
+	var (
+		held    uint64 // the log offset after the last batch in the sink's buffer
+		holding bool
+		poll    *time.Ticker
+		tick    <-chan time.Time
+	)
+	if buffering {
+		poll = time.NewTicker(flushPoll)
+		defer poll.Stop()
+	}
+	flush := func() {
+		if err := buf.Flush(context.Background()); err != nil {
+			w.metrics.Retries.Inc()
+			w.logger.Warn("store flush failed, retrying", "err", err)
+			return
+		}
+		commit(held)
+		holding, tick = false, nil
+	}
+	stopped := false
+	for {
+		select {
+		case <-tick:
+			if buf.FlushDue() {
+				flush()
+			}
+			continue
+		case f, ok := <-flights:
+			if !ok {
+				if holding {
+					flush()
+				}
+				return
+			}
+			if err := <-f.done; err != nil || stopped {
+				stopped = true
+				continue
+			}
+			w.metrics.BatchMillis.Set(time.Since(f.start).Milliseconds())
+			w.metrics.LagMillis.Set(time.Since(f.batch[0].Time).Milliseconds())
+			w.metrics.Written.Add(uint64(len(f.batch)))
+			w.metrics.Batches.Inc()
+			if !buffering {
+				commit(f.end)
+				continue
+			}
+			held, holding, tick = f.end, true, poll.C
+			if buf.FlushDue() {
+				flush()
+			}
+		}
+	}
 }
+
+// flushPoll is how often the writer asks a BufferingSink whether its
+// buffer is due while it holds readings.
+const flushPoll = time.Second
 
 // readFailed handles a record that cannot be read: retried with back-off
 // (the reader reopens its file), and after three failures in a row the rest

@@ -230,3 +230,87 @@ func TestWriterSkipsACorruptSegment(t *testing.T) {
 	require.Less(t, len(v), 600, "the corrupt segment's tail is skipped")
 	require.Greater(t, len(v), 300, "the segments after it are written")
 }
+
+// bufferingSink holds what it is written until Flush, as the embedded
+// store's head does.
+type bufferingSink struct {
+	mu               sync.Mutex
+	buffered, stored []float64
+	due              bool
+}
+
+func (s *bufferingSink) Write(_ context.Context, rs []Reading) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range rs {
+		s.buffered = append(s.buffered, r.Fields[0].Value.Num)
+	}
+	return nil
+}
+
+func (s *bufferingSink) FlushDue() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.due
+}
+
+func (s *bufferingSink) Flush(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stored, s.buffered = append(s.stored, s.buffered...), nil
+	return nil
+}
+
+func (s *bufferingSink) counts() (buffered, stored int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.buffered), len(s.stored)
+}
+
+func (s *bufferingSink) setDue(due bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.due = due
+}
+
+func TestWriterCheckpointsABufferingSinkOnlyAfterItsFlush(t *testing.T) {
+	dir := t.TempDir()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{}, logger)
+	require.NoError(t, err)
+	defer l.Close()
+	ts := time.Unix(1700000000, 0)
+	appendN := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			rec := AppendRecord(nil, "d1", "thermostat", []Point{{Time: ts.Add(time.Duration(i) * time.Second),
+				Fields: []Field{{Name: "v", Value: Number(float64(i))}}}})
+			_, err := l.Append(context.Background(), rec)
+			require.NoError(t, err)
+		}
+	}
+	appendN(0, 32)
+	start := l.Consumed()
+	sink := &bufferingSink{}
+	cfg := DefaultWriterConfig()
+	cfg.BatchSize, cfg.FlushInterval, cfg.InFlight = 8, 0, 2
+	w := NewWriter(l, sink, cfg, NewWriterMetrics(metrics.NewRegistry()), filepath.Join(dir, "dead.jsonl"), logger)
+	w.Start(context.Background())
+	defer w.Stop()
+
+	testenv.Eventually(t, 10*time.Second, "every batch in the sink's buffer", func() bool { b, _ := sink.counts(); return b == 32 })
+	require.Equal(t, start, l.Consumed(), "no checkpoint past readings that are only buffered")
+
+	sink.setDue(true)
+	testenv.Eventually(t, 10*time.Second, "flushed and checkpointed", func() bool { return l.Consumed() == start+32 })
+	_, stored := sink.counts()
+	require.Equal(t, 32, stored)
+
+	sink.setDue(false)
+	appendN(32, 8)
+	testenv.Eventually(t, 10*time.Second, "the next batch buffered", func() bool { b, _ := sink.counts(); return b == 8 })
+	require.Equal(t, start+32, l.Consumed())
+	w.Stop()
+	require.Equal(t, start+40, l.Consumed(), "stopping flushes what the sink buffers, then checkpoints")
+	_, stored = sink.counts()
+	require.Equal(t, 40, stored)
+}

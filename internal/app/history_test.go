@@ -91,7 +91,7 @@ func runHistoryCases(t *testing.T, b historyBackend) {
 }
 
 func TestHistoryEmbeddedStore(t *testing.T) {
-	db, err := store.Open(filepath.Join(t.TempDir(), "history.db"))
+	db, err := store.Open(filepath.Join(t.TempDir(), "history.db"), store.Options{})
 	require.NoError(t, err)
 	defer db.Close()
 	runHistoryCases(t, db)

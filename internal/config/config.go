@@ -64,6 +64,12 @@ type StoreConfig struct {
 	// working while InfluxDB is unreachable (an edge hub with its uplink
 	// down). 0 turns it off.
 	LocalWindow time.Duration `yaml:"local_window"`
+	// FlushBytes and FlushEvery bound the store's in-memory head: it is
+	// written to history.db when it holds this many bytes of encoded
+	// samples or its oldest sample is this old. Until then the readings are
+	// kept in the durable log as well.
+	FlushBytes int           `yaml:"flush_bytes"`
+	FlushEvery time.Duration `yaml:"flush_every"`
 }
 
 // LogConfig bounds the durable log.
@@ -110,7 +116,7 @@ func Default() Config {
 		Writer:   ingest.DefaultWriterConfig(),
 		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: true, SyncInterval: time.Millisecond},
 		Live:     LiveConfig{ReplayBuffer: 65536, ConflateAbove: 4096, PollWait: 25 * time.Second, WriteEvery: time.Millisecond},
-		Store:    StoreConfig{Retention: 30 * 24 * time.Hour},
+		Store:    StoreConfig{Retention: 30 * 24 * time.Hour, FlushBytes: 8 << 20, FlushEvery: 5 * time.Minute},
 		Commands: devices.DefaultCommandConfig(),
 		State:    devices.DefaultStateConfig(),
 		Forward:  forward.DefaultConfig(),
@@ -141,6 +147,9 @@ func (c Config) Validate() error {
 	}
 	if c.Store.Retention < 0 {
 		errs = append(errs, errors.New("store.retention must not be negative"))
+	}
+	if c.Store.FlushBytes < 64<<10 || c.Store.FlushEvery < time.Second {
+		errs = append(errs, errors.New("store.flush_bytes must be at least 65536 and store.flush_every at least 1s"))
 	}
 	if c.Live.ReplayBuffer < 16 {
 		errs = append(errs, errors.New("live.replay_buffer must be at least 16"))

@@ -66,6 +66,12 @@ func (r *Registry) GaugeFunc(name, help string, f func() float64) {
 	r.add(entry{name, help, "gauge", f})
 }
 
+// CounterFunc registers a counter whose value is read when scraped, for
+// counts kept elsewhere (a library's own statistics).
+func (r *Registry) CounterFunc(name, help string, f func() float64) {
+	r.add(entry{name, help, "counter", f})
+}
+
 func (r *Registry) add(e entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

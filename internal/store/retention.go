@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -12,42 +13,88 @@ import (
 )
 
 // DeleteBefore removes every sample older than cutoff and returns how many
-// it removed. It works one device per transaction so that writers are not
-// held up for long.
+// it removed. It flushes the head first, then deletes whole flushes older
+// than cutoff, and rewrites the chunks of a flush that straddles it (late
+// or backfilled readings), one flush per transaction so that the writer is
+// not held up for long.
 func (s *DB) DeleteBefore(cutoff time.Time) (int, error) {
-	var devices [][]byte
+	if err := s.Flush(context.Background()); err != nil {
+		return 0, err
+	}
+	cut := cutoff.UnixNano()
+	var seqs []uint64
 	if err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(seriesBucket).ForEachBucket(func(k []byte) error {
-			devices = append(devices, bytes.Clone(k))
+		return tx.Bucket(flushesBucket).ForEach(func(k, v []byte) error {
+			if first, _, ok := readRange(v); ok && first < cut {
+				seqs = append(seqs, binary.BigEndian.Uint64(k))
+			}
 			return nil
 		})
 	}); err != nil {
 		return 0, fmt.Errorf("embedded store retention: %w", err)
 	}
 	total := 0
-	for _, dev := range devices {
+	for _, seq := range seqs {
 		err := s.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(seriesBucket).Bucket(dev)
-			if b == nil {
-				return nil
-			}
-			for _, f := range fieldNames(b) {
-				hi := appendKey(nil, f, cutoff)
-				c := b.Cursor()
-				for k, _ := c.Seek(append([]byte(f), 0)); k != nil && bytes.Compare(k, hi) < 0; k, _ = c.Seek(append([]byte(f), 0)) {
-					if err := c.Delete(); err != nil {
-						return err
-					}
-					total++
-				}
-			}
-			return nil
+			n, err := expireFlush(tx, seq, cut)
+			total += n
+			return err
 		})
 		if err != nil {
 			return total, fmt.Errorf("embedded store retention: %w", err)
 		}
 	}
 	return total, nil
+}
+
+// expireFlush removes the samples of one flush older than cut: the whole
+// flush when all of them are.
+func expireFlush(tx *bolt.Tx, seq uint64, cut int64) (int, error) {
+	flushes, chunks := tx.Bucket(flushesBucket), tx.Bucket(chunksBucket)
+	_, last, ok := readRange(flushes.Get(seqKey(seq)))
+	if !ok {
+		return 0, nil
+	}
+	prefix := seqKey(seq)
+	removed, first := 0, int64(1<<63-1)
+	type rewrite struct{ k, v []byte }
+	var rewrites []rewrite
+	c := chunks.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); {
+		n, cf, cl, body, err := chunkHeader(v)
+		if err != nil || cl < cut || last < cut {
+			removed += n
+			at := bytes.Clone(k)
+			if err := c.Delete(); err != nil {
+				return removed, err
+			}
+			k, v = c.Seek(at)
+			continue
+		}
+		if cf < cut {
+			var keep []sample
+			cur := &cursor{body: body, left: n, cur: sample{t: cf}}
+			for cur.next() {
+				if cur.cur.t >= cut {
+					keep = append(keep, cur.cur)
+				}
+			}
+			removed += n - len(keep)
+			rewrites = append(rewrites, rewrite{bytes.Clone(k), encodeChunk(keep)})
+			cf = keep[0].t
+		}
+		first = min(first, cf)
+		k, v = c.Next()
+	}
+	for _, r := range rewrites {
+		if err := chunks.Put(r.k, r.v); err != nil {
+			return removed, err
+		}
+	}
+	if first > last {
+		return removed, flushes.Delete(prefix)
+	}
+	return removed, flushes.Put(prefix, flushRange(first, last))
 }
 
 // Janitor deletes samples older than the retention period, once at start and
