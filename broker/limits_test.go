@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
@@ -188,4 +189,50 @@ func TestConnectTimeout(t *testing.T) {
 	_, err = idle.Read(make([]byte, 1))
 	var ne net.Error
 	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the idle connection was closed: %v", err)
+}
+
+// TestWriteQueueDropsForASubscriberThatDoesNotRead: an integration that
+// subscribes to telemetry and then stops reading its socket fills its write
+// queue (mqtt.write_queue); further deliveries to it are dropped and
+// counted, and the publishing device is not held up.
+func TestWriteQueueDropsForASubscriberThatDoesNotRead(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.WriteQueue, c.MessageRate = 16, 0 })
+	require.Equal(t, int32(16), f.b.srv.Options.Capabilities.MaximumClientWritesPending)
+	secret := f.integration(t, "stuck", nil, []string{"devices/+/telemetry"})
+	conn, err := net.Dial("tcp", f.b.Addr())
+	require.NoError(t, err)
+	defer conn.Close()
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	packet := func(typ byte, body []byte) []byte {
+		require.Less(t, len(body), 128)
+		return append([]byte{typ, byte(len(body))}, body...)
+	}
+	connect := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0xC2, 0, 60}, str("stuck-c")...)
+	connect = append(append(connect, str("stuck")...), str(secret)...)
+	_, err = conn.Write(packet(0x10, connect))
+	require.NoError(t, err)
+	_, err = conn.Write(packet(0x82, append(append([]byte{0, 1}, str("devices/+/telemetry")...), 0)))
+	require.NoError(t, err)
+	ack := make([]byte, 4+5)
+	_, err = io.ReadFull(conn, ack)
+	require.NoError(t, err)
+	require.Equal(t, []byte{0x20, 2, 0, 0}, ack[:4], "CONNACK accepted")
+	require.Equal(t, []byte{0x90, 3, 0, 1, 0}, ack[4:], "SUBACK QoS 0")
+	// From here on the integration reads nothing.
+
+	tok := f.device(t, "chatty")
+	c, err := f.dial(t, "", "chatty", tok, nil)
+	require.NoError(t, err)
+	payload := fmt.Sprintf(`{"note":%q}`, strings.Repeat("x", 4000))
+	sent := 0
+	testenv.Eventually(t, 30*time.Second, "deliveries to the stuck subscriber dropped", func() bool {
+		for range 200 {
+			require.True(t, c.Publish("devices/chatty/telemetry", 0, false, payload).WaitTimeout(5*time.Second))
+			sent++
+		}
+		return f.metric(t, "telehub_mqtt_messages_dropped_total") > 0
+	})
+	testenv.Eventually(t, 10*time.Second, "every publish of the device ingested", func() bool {
+		return len(f.ingested.of("chatty")) == sent
+	})
 }

@@ -44,6 +44,8 @@ func TestPiProfile(t *testing.T) {
 	require.Less(t, cfg.Log.MaxBytes, def.Log.MaxBytes, "a smaller durable log for an SD card")
 	require.Less(t, cfg.Live.ReplayBuffer, def.Live.ReplayBuffer)
 	require.Less(t, cfg.MQTT.MaxPacketBytes, def.MQTT.MaxPacketBytes)
+	require.Less(t, cfg.MQTT.WriteQueue, def.MQTT.WriteQueue, "each client's preallocated queue is small")
+	require.Less(t, cfg.Store.FlushBytes, def.Store.FlushBytes, "a small head")
 	require.Equal(t, "/var/lib/telehub", cfg.DataDir)
 }
 
@@ -79,5 +81,5 @@ func TestSystemdUnit(t *testing.T) {
 	for k, v := range want {
 		require.Equal(t, []string{v}, unit[k], k)
 	}
-	require.Contains(t, unit["Environment"], "GOMEMLIMIT=96MiB")
+	require.Contains(t, unit["Environment"], "GOMEMLIMIT=64MiB")
 }
