@@ -375,8 +375,11 @@ func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, nil
 	}
 	if id != h.c.deviceOf(cl) {
-		if isResult(rest) && h.c.isIntegration(cl) {
+		switch {
+		case isResult(rest) && h.c.isIntegration(cl):
 			return h.result(cl, pk, id, rest)
+		case rest == stateTopic && h.c.isIntegration(cl):
+			return h.relayedState(cl, pk, id)
 		}
 		return pk, nil
 	}
@@ -401,6 +404,22 @@ func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 			cl.Stop(packets.ErrNotAuthorized) // as mochi does for an ACL refusal
 		}
 		return pk, refuse(cl, pk, packets.ErrNotAuthorized)
+	}
+	return pk, nil
+}
+
+// relayedState takes the reported state an integration relays for a device
+// (an edge Telehub forwarding the state its devices report), as the device's
+// own report. State of a device not registered here is dropped: the edge
+// sends every device's state again on each connection.
+func (h *controlHook) relayedState(cl *mqtt.Client, pk packets.Packet, id string) (packets.Packet, error) {
+	if _, ok := h.c.access.reg.Get(id); !ok {
+		h.c.log.Debug("relayed state of a device not registered here dropped", "device_id", clip(id), "client", cl.ID)
+		return pk, packets.CodeSuccessIgnore
+	}
+	if err := h.c.states.Reported(id, pk.Payload, time.Now()); err != nil {
+		h.c.log.Warn("relayed reported state refused", "device_id", id, "client", cl.ID, "err", err)
+		return pk, refuse(cl, pk, packets.ErrPayloadFormatInvalid)
 	}
 	return pk, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -139,9 +140,10 @@ type States struct {
 	repub   map[string]struct{}
 	forget  map[string]struct{} // deleted devices
 
-	wake   chan struct{}
-	pub    DesiredPublisher
-	cancel context.CancelFunc
+	wake       chan struct{}
+	onReported atomic.Pointer[func(deviceID string)]
+	pub        DesiredPublisher
+	cancel     context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
 }
@@ -412,8 +414,29 @@ func (s *States) Reported(deviceID string, payload []byte, at time.Time) error {
 	s.signal()
 	if changed {
 		s.emit(view, at)
+		if fn := s.onReported.Load(); fn != nil {
+			(*fn)(deviceID)
+		}
 	}
 	return nil
+}
+
+// OnReported sets fn to be called, without blocking, with the ID of each
+// device whose reported state changed (the upstream forwarder). One
+// listener; a later call replaces it.
+func (s *States) OnReported(fn func(deviceID string)) { s.onReported.Store(&fn) }
+
+// ReportedDevices lists the devices that have reported a state.
+func (s *States) ReportedDevices() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var ids []string
+	for id, r := range s.recs {
+		if len(r.Reported) > 0 {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // Forget drops the state of a deleted device, and its retained desired

@@ -134,6 +134,7 @@ func New(cfg Config, log Log, stream Stream, reg *metrics.Registry, logger *slog
 	rd.Close()
 	f.m = newMetrics(reg, f)
 	f.state.ready, f.state.m = make(chan struct{}), newStateMetrics(reg)
+	f.state.up.wake = make(chan struct{}, 1)
 	f.recheck = make(chan struct{}, 1)
 	if sec.tls == nil && (sec.password != "" || cfg.Username != "") {
 		logger.Warn("forwarding without TLS: the upstream credentials and readings travel in clear", "url", cfg.URL)
@@ -276,6 +277,7 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 	}
 	if f.cfg.State {
 		wg.Go(func() { f.routeDesired(sctx, c) })
+		wg.Go(func() { f.relayReported(sctx, c) })
 	}
 	return true, f.pump(ctx, c, lost, alertErr)
 }

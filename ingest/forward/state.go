@@ -40,6 +40,8 @@ const (
 type States interface {
 	Get(deviceID string) (devices.State, bool)
 	SetDesired(deviceID string, desired json.RawMessage, ifVersion *uint64, by string) (devices.State, error)
+	OnReported(fn func(deviceID string))
+	ReportedDevices() []string
 }
 
 var _ States = (*devices.States)(nil)
@@ -50,6 +52,7 @@ type stateMetrics struct {
 	DesiredUnchanged *metrics.Counter
 	DesiredIgnored   *metrics.Counter
 	DesiredRefused   *metrics.Counter
+	ReportedSent     *metrics.Counter
 	StateDenied      *metrics.Counter
 }
 
@@ -60,6 +63,7 @@ func newStateMetrics(r *metrics.Registry) *stateMetrics {
 		DesiredUnchanged: r.Counter(`telehub_forward_desired_total{outcome="unchanged"}`, help),
 		DesiredIgnored:   r.Counter(`telehub_forward_desired_total{outcome="ignored"}`, help),
 		DesiredRefused:   r.Counter(`telehub_forward_desired_total{outcome="refused"}`, help),
+		ReportedSent:     r.Counter("telehub_forward_reported_total", "Reported states of devices here published to the upstream (each change, and every device's on each connection)."),
 		StateDenied:      r.Counter("telehub_forward_desired_subscribe_denied_total", "Connections on which the upstream refused the desired state subscription."),
 	}
 }
@@ -70,6 +74,7 @@ type stateRoute struct {
 	ready  chan struct{} // closed by RouteState
 	states States        // read after ready is closed
 	m      *stateMetrics
+	up     reportedQueue // devices whose reported state is to go upstream
 }
 
 // RouteState makes the forwarder apply the desired state the upstream
@@ -82,8 +87,76 @@ func (f *Forwarder) RouteState(states States) {
 	}
 	f.state.once.Do(func() {
 		f.state.states = states
+		states.OnReported(func(id string) { f.state.up.mark(id) })
 		close(f.state.ready)
 	})
+}
+
+// reportedQueue is the set of devices whose reported state has changed
+// since it was last published upstream. Safe for concurrent use.
+type reportedQueue struct {
+	mu   sync.Mutex
+	ids  map[string]struct{}
+	wake chan struct{} // set by newForwarder
+}
+
+func (q *reportedQueue) mark(ids ...string) {
+	q.mu.Lock()
+	if q.ids == nil {
+		q.ids = map[string]struct{}{}
+	}
+	for _, id := range ids {
+		q.ids[id] = struct{}{}
+	}
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *reportedQueue) take() map[string]struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ids := q.ids
+	q.ids = nil
+	return ids
+}
+
+// relayReported passes the state devices here report up to the upstream:
+// every device's on connecting, then each change, on
+// devices/{id}/state, which a Telehub upstream takes from an integration as
+// the device's own report. QoS 0 on purpose: reported state is a latest
+// value that the next connection sends again anyway, and an MQTT 3.1.1
+// broker closes the connection of a QoS 1 publish its ACL refuses, which
+// would stop the telemetry too where the upstream does not allow the topic.
+func (f *Forwarder) relayReported(ctx context.Context, c paho.Client) {
+	select {
+	case <-f.state.ready:
+	case <-ctx.Done():
+		return
+	}
+	q := &f.state.up
+	q.mark(f.state.states.ReportedDevices()...)
+	for {
+		for id := range q.take() {
+			st, ok := f.state.states.Get(id)
+			if !ok || st.ReportedVersion == 0 {
+				continue
+			}
+			b, err := json.Marshal(st.Reported)
+			if err != nil {
+				continue
+			}
+			c.Publish("devices/"+id+"/state", 0, false, b)
+			f.state.m.ReportedSent.Inc()
+		}
+		select {
+		case <-q.wake:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // desiredUpdate is a desired state received for a device.

@@ -86,7 +86,7 @@ func (u *uplink) cut() {
 func (u *uplink) restore() { u.down.Store(false) }
 
 // startEdgePair starts an upstream hub with an integration for the edge
-// (telemetry and command results it may publish, commands and desired
+// (telemetry, command results and reported state it may publish, commands and desired
 // state it may subscribe to) and an edge hub forwarding to it over TLS through a
 // cuttable uplink. edit changes the upstream's configuration.
 func startEdgePair(t *testing.T, editUpstream func(*config.Config)) (up, edge *App, link *uplink) {
@@ -101,7 +101,7 @@ func startEdgePair(t *testing.T, editUpstream func(*config.Config)) (up, edge *A
 		}
 	})
 	_, secret, err := up.integrations.Create(devices.Integration{ID: "edge-1",
-		Publish:   []string{"devices/+/telemetry", "devices/+/commands/+/result"},
+		Publish:   []string{"devices/+/telemetry", "devices/+/commands/+/result", "devices/+/state"},
 		Subscribe: []string{"devices/+/commands/+", "devices/+/state/desired"}}, "test")
 	require.NoError(t, err)
 	secretFile := filepath.Join(t.TempDir(), "upstream.secret")

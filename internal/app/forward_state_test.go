@@ -14,9 +14,11 @@ import (
 // API for a device connected only to the edge (a simulated thermostat)
 // becomes the device's desired state at the edge, which publishes it to the
 // device: the device applies it and reports it, so the edge shows it in
-// sync. A change made while the uplink is cut arrives when it returns (the
-// upstream's retained message); a reconnection with nothing new changes
-// nothing at the edge; a device the edge does not know is ignored.
+// sync, and the report goes up, so the upstream does too. A change made
+// while the uplink is cut arrives when it returns (the upstream's retained
+// message), and so does the device's report of it; a reconnection with
+// nothing new changes nothing at the edge; a device the edge does not know
+// is ignored.
 func TestForwardPassesDesiredStateDown(t *testing.T) {
 	up, edge, link := startEdgePair(t, nil)
 	const dev = "fs-thermo-0001"
@@ -42,6 +44,13 @@ func TestForwardPassesDesiredStateDown(t *testing.T) {
 			return st.Desired["setpoint"] != nil && num(st.Desired["setpoint"]) == setpoint && st.Desired["mode"] == mode && st.InSync
 		}
 	}
+	reportedUpstream := func(setpoint float64, mode string) func() bool {
+		return func() bool {
+			st, ok := up.control.states.Get(dev)
+			require.True(t, ok)
+			return num(st.Reported["setpoint"]) == setpoint && st.Reported["mode"] == mode && st.InSync
+		}
+	}
 
 	putUpstream(`{"setpoint":23.5,"mode":"heat"}`)
 	testenv.Eventually(t, 10*time.Second, "the upstream's desired state is the edge's, and the device there applied it", applied(23.5, "heat"))
@@ -49,6 +58,7 @@ func TestForwardPassesDesiredStateDown(t *testing.T) {
 	require.Contains(t, st.DesiredBy, "upstream edge-1")
 	require.Equal(t, 23.5, num(st.Reported["setpoint"]), "the device behind the edge reported it")
 	require.Equal(t, 1.0, metricOf(t, edge, `telehub_forward_desired_total{outcome="applied"}`))
+	testenv.Eventually(t, 10*time.Second, "the device's report reaches the upstream, in sync there too", reportedUpstream(23.5, "heat"))
 
 	status, _, b := ctlCall(t, up, up.AdminToken, "PUT", "/api/v1/devices/fs-elsewhere/state", `{"setpoint":18}`)
 	require.Equal(t, 200, status, "%s", b)
@@ -67,6 +77,7 @@ func TestForwardPassesDesiredStateDown(t *testing.T) {
 	require.Equal(t, 23.5, num(edgeState().Desired["setpoint"]), "no route while the uplink is down")
 	link.restore()
 	testenv.Eventually(t, 10*time.Second, "the change made during the outage reaches the edge and the device", applied(19, "off"))
+	testenv.Eventually(t, 10*time.Second, "and the device's report of it the upstream", reportedUpstream(19, "off"))
 	version := edgeState().DesiredVersion
 	require.Equal(t, 2.0, metricOf(t, edge, `telehub_forward_desired_total{outcome="applied"}`))
 

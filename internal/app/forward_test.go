@@ -201,6 +201,24 @@ func TestForwardStoreAndForward(t *testing.T) {
 	require.Equal(t, 1.0, edgeMetric("telehub_forward_connected"))
 	first := liveValues(t, up)
 
+	// A reported state goes up too, but this upstream's ACL does not let
+	// the edge publish state: it is refused there and costs the uplink
+	// nothing (the edge sends it at QoS 0, which a refusal does not
+	// disconnect).
+	upMetric := func(name string) float64 {
+		m, err := testenv.Metrics("http://" + up.HTTPAddr() + "/metrics")
+		require.NoError(t, err)
+		return m[name]
+	}
+	require.True(t, devs[0].client.Publish("devices/fw-a/state", 1, false, `{"mode":"heat"}`).WaitTimeout(5*time.Second))
+	testenv.Eventually(t, 10*time.Second, "the upstream refuses the state the edge relays", func() bool {
+		return upMetric(`telehub_mqtt_acl_denied_total{action="publish"}`) >= 1
+	})
+	testenv.Eventually(t, 10*time.Second, "more readings forwarded after the refusal", func() bool {
+		return len(storedReadings(t, up, "fw-a", base)) >= 40
+	})
+	require.Equal(t, 1.0, edgeMetric("telehub_forward_connects_total"), "the uplink was not dropped")
+
 	// Uplink cut under load: the edge keeps acknowledging, the backlog grows.
 	up.Stop()
 	testenv.Eventually(t, 10*time.Second, "the edge sees the uplink down", func() bool {
