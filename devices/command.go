@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 )
@@ -178,14 +179,34 @@ func truncate(s string, n int) string {
 
 // newCommandID returns a 26-character ID that sorts by creation time: 48
 // bits of Unix milliseconds and 80 random bits in lower-case Crockford
-// base32 (safe in MQTT topics).
+// base32 (safe in MQTT topics). IDs made in the same millisecond (or with
+// the clock stepped back) continue from the previous one plus one, so that
+// they sort in creation order too: commands are reloaded and sent in ID
+// order after a restart.
 func newCommandID(now time.Time) string {
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
-	if _, err := rand.Read(b[6:]); err != nil {
-		panic(err) // crypto/rand never fails on Linux
+	lastID.mu.Lock()
+	defer lastID.mu.Unlock()
+	b := &lastID.b
+	ms := uint64(now.UnixMilli())
+	if ms > binary.BigEndian.Uint64(b[:8])>>16 {
+		binary.BigEndian.PutUint64(b[:8], ms<<16)
+		if _, err := rand.Read(b[6:]); err != nil {
+			panic(err) // crypto/rand never fails on Linux
+		}
+	} else {
+		for i := len(b) - 1; i >= 6; i-- { // the random part plus one
+			b[i]++
+			if b[i] != 0 {
+				break
+			}
+		}
 	}
 	return idEncoding.EncodeToString(b[:])
+}
+
+var lastID struct {
+	mu sync.Mutex
+	b  [16]byte
 }
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)

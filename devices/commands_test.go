@@ -443,4 +443,12 @@ func TestCommandIDsSortByTime(t *testing.T) {
 	require.Len(t, a, 26)
 	require.Less(t, a, b)
 	require.Regexp(t, `^[0-9a-z]+$`, a)
+
+	now := time.Now()
+	prev := newCommandID(now)
+	for range 1000 {
+		id := newCommandID(now) // the same millisecond
+		require.Less(t, prev, id, "IDs of one millisecond sort in creation order")
+		prev = id
+	}
 }
