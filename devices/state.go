@@ -144,8 +144,8 @@ type States struct {
 	onReported atomic.Pointer[func(deviceID string)]
 	pub        DesiredPublisher
 	cancel     context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	wg         sync.WaitGroup
+	once       sync.Once
 }
 
 // NewStates loads the states from their bucket in db.

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 scripts/web-assets.sh # again, now that deps.sh has installed npm
 tmp="$(mktemp -d)"
-cleanup() { scripts/influxd.sh stop "$tmp"; rm -rf "$tmp"; }
+cleanup() { scripts/influxd.sh stop "$tmp/influxd"; rm -rf "$tmp"; }
 trap cleanup EXIT
 while IFS='=' read -r k v; do export "$k=$v"; done < <(scripts/influxd.sh start "$tmp/influxd")
 echo "influxd for tests at $TELEHUB_TEST_INFLUX_URL" >&2

@@ -116,7 +116,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	var history ingest.History
 	if !cfg.Influx.Enabled() || localWindow {
 		if a.store, err = store.Open(filepath.Join(cfg.DataDir, "history.db"),
-			store.Options{FlushBytes: cfg.Store.FlushBytes, FlushEvery: cfg.Store.FlushEvery}); err != nil {
+			store.Options{FlushBytes: cfg.Store.FlushBytes, FlushEvery: cfg.Store.FlushEvery, Logger: logger.With("component", "store")}); err != nil {
 			return nil, err
 		}
 		retention := cfg.Store.Retention
@@ -126,6 +126,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		st := a.store
 		reg.CounterFunc("telehub_store_flushes_total", "Flushes of the embedded store's head to history.db.",
 			func() float64 { return float64(st.Flushes()) })
+		reg.CounterFunc("telehub_store_merges_total", "Merges of the embedded store's flushes (compaction).",
+			func() float64 { return float64(st.Merges()) })
 		reg.GaugeFunc("telehub_store_head_bytes", "Encoded samples in the embedded store's head, not yet in history.db (the durable log has them).",
 			func() float64 { return float64(st.HeadBytes()) })
 		a.janitor = store.NewJanitor(a.store, retention, logger.With("component", "retention"))

@@ -21,6 +21,8 @@ func (s *DB) DeleteBefore(cutoff time.Time) (int, error) {
 	if err := s.Flush(context.Background()); err != nil {
 		return 0, err
 	}
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
 	cut := cutoff.UnixNano()
 	var seqs []uint64
 	if err := s.db.View(func(tx *bolt.Tx) error {
@@ -51,7 +53,9 @@ func (s *DB) DeleteBefore(cutoff time.Time) (int, error) {
 // flush when all of them are.
 func expireFlush(tx *bolt.Tx, seq uint64, cut int64) (int, error) {
 	flushes, chunks := tx.Bucket(flushesBucket), tx.Bucket(chunksBucket)
-	_, last, ok := readRange(flushes.Get(seqKey(seq)))
+	rec := flushes.Get(seqKey(seq))
+	level := flushLevel(rec)
+	_, last, ok := readRange(rec)
 	if !ok {
 		return 0, nil
 	}
@@ -94,7 +98,7 @@ func expireFlush(tx *bolt.Tx, seq uint64, cut int64) (int, error) {
 	if first > last {
 		return removed, flushes.Delete(prefix)
 	}
-	return removed, flushes.Put(prefix, flushRange(first, last))
+	return removed, flushes.Put(prefix, flushRecord(first, last, level))
 }
 
 // Janitor deletes samples older than the retention period, once at start and

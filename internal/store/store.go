@@ -28,7 +28,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -54,6 +56,9 @@ type Options struct {
 	// FlushEvery is the age of the oldest sample in the head at which
 	// FlushDue turns true; 0 means 5 minutes.
 	FlushEvery time.Duration
+	// Logger receives the errors of background compaction; nil discards
+	// them.
+	Logger *slog.Logger
 }
 
 // DB is the embedded store. Safe for concurrent use.
@@ -70,6 +75,14 @@ type DB struct {
 	flushing map[string]map[string]*series // the head being flushed, still visible to queries
 	known    map[string]bool               // device+"\x00"+field already in the fields bucket
 	flushes  atomic.Uint64                 // successful flushes since Open
+
+	fanIn     int        // flushes of one level merged at once (compact.go)
+	compactMu sync.Mutex // one compaction or retention pass at a time
+	merges    atomic.Uint64
+	kick      chan struct{} // wakes the compactor
+	closing   chan struct{}
+	bg        sync.WaitGroup
+	closeOnce sync.Once
 }
 
 var (
@@ -91,7 +104,11 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open embedded store: %w", err)
 	}
-	s := &DB{db: db, opts: opts, head: map[string]map[string]*series{}, known: map[string]bool{}}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &DB{db: db, opts: opts, head: map[string]map[string]*series{}, known: map[string]bool{},
+		fanIn: defaultFanIn, kick: make(chan struct{}, 1), closing: make(chan struct{})}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{flushesBucket, chunksBucket, fieldsBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -110,15 +127,44 @@ func Open(path string, opts Options) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("convert embedded store: %w", err)
 	}
+	s.bg.Go(s.compactor)
+	s.startCompaction()
 	return s, nil
 }
 
-// Close flushes the head and closes the file.
-func (s *DB) Close() error {
-	err := s.Flush(context.Background())
-	if cerr := s.db.Close(); err == nil {
-		err = cerr
+// compactor merges flushes in the background after each flush, until
+// Close.
+func (s *DB) compactor() {
+	for {
+		select {
+		case <-s.kick:
+			if err := s.compact(); err != nil && !errors.Is(err, errClosing) {
+				s.opts.Logger.Error("embedded store compaction", "err", err)
+			}
+		case <-s.closing:
+			return
+		}
 	}
+}
+
+func (s *DB) startCompaction() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops compaction, flushes the head and closes the file.
+func (s *DB) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.bg.Wait()
+		err = s.Flush(context.Background())
+		if cerr := s.db.Close(); err == nil {
+			err = cerr
+		}
+	})
 	return err
 }
 
@@ -212,8 +258,12 @@ func (s *DB) Flush(context.Context) error {
 		s.known[k] = true
 	}
 	s.flushes.Add(1)
+	s.startCompaction()
 	return nil
 }
+
+// Merges counts the merges of flushes since Open (compact.go).
+func (s *DB) Merges() uint64 { return s.merges.Load() }
 
 // Flushes counts the flushes since Open.
 func (s *DB) Flushes() uint64 { return s.flushes.Load() }
@@ -244,7 +294,7 @@ func (s *DB) writeFlush(tx *bolt.Tx, h map[string]map[string]*series, added *[]s
 			}
 		}
 	}
-	return flushes.Put(seqKey(seq), flushRange(first, last))
+	return flushes.Put(seqKey(seq), flushRecord(first, last, 0))
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
@@ -257,15 +307,25 @@ func chunkKey(seq uint64, dev, field string) []byte {
 	return append(k, field...)
 }
 
-func flushRange(first, last int64) []byte {
-	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(first)), uint64(last))
+// flushRecord is a flush's entry in the flushes bucket: the first and last
+// time of its samples and its level (compact.go).
+func flushRecord(first, last int64, level byte) []byte {
+	b := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(first)), uint64(last))
+	return append(b, level)
 }
 
 func readRange(v []byte) (first, last int64, ok bool) {
-	if len(v) != 16 {
+	if len(v) != 16 && len(v) != 17 {
 		return 0, 0, false
 	}
 	return int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:])), true
+}
+
+func flushLevel(v []byte) byte {
+	if len(v) == 17 {
+		return v[16]
+	}
+	return 0
 }
 
 // Sample is one stored value of a field.

@@ -1,0 +1,85 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/telehub/telehub/ingest"
+)
+
+// TestCompactionMergesFlushesAndKeepsEveryAnswer writes 40 flushes, each
+// overwriting a sample of the one before (the later must win) and with a
+// device that comes and goes, merges them four at a time, and checks that
+// the flushes are fewer, no level holds more than four, and every series
+// answers as a model of the writes says.
+func TestCompactionMergesFlushesAndKeepsEveryAnswer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "history.db")
+	db, err := Open(path, Options{})
+	require.NoError(t, err)
+	db.fanIn = 4
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	model := map[string]map[int]float64{}
+	write := func(dev string, ms int, v float64) ingest.Reading {
+		if model[dev] == nil {
+			model[dev] = map[int]float64{}
+		}
+		model[dev][ms] = v
+		return reading(dev, at(ms), "v", ingest.Number(v))
+	}
+	for i := range 40 {
+		var rs []ingest.Reading
+		for ms := i * 10; ms < i*10+10; ms++ {
+			rs = append(rs, write("a", ms, float64(ms)), write("b", ms, float64(-ms)))
+		}
+		if i > 0 {
+			rs = append(rs, write("a", (i-1)*10, 1000+float64(i))) // overwrites the previous flush's
+		}
+		if i%3 == 0 {
+			rs = append(rs, write(fmt.Sprintf("c%d", i%2), i, float64(i)))
+		}
+		require.NoError(t, db.Write(ctx, rs))
+		require.NoError(t, db.Flush(ctx))
+	}
+	require.NoError(t, db.compact())
+	require.Positive(t, db.Merges())
+
+	fl, err := db.flushList()
+	require.NoError(t, err)
+	require.Less(t, len(fl), 40)
+	perLevel := map[byte]int{}
+	for i, f := range fl {
+		perLevel[f.level]++
+		if i > 0 {
+			require.LessOrEqual(t, f.level, fl[i-1].level, "levels fall with the sequence")
+		}
+	}
+	for l, n := range perLevel {
+		require.LessOrEqual(t, n, 4, "level %d", l)
+	}
+	require.Greater(t, len(perLevel), 1, "merges of merges happened")
+
+	check := func() {
+		for dev, samples := range model {
+			got, err := db.Query(dev, "v", at(-1), at(1000))
+			require.NoError(t, err)
+			require.Len(t, got, len(samples), dev)
+			for _, s := range got {
+				ms := int(s.Time.Sub(t0) / time.Millisecond)
+				require.Equal(t, ingest.Number(samples[ms]), s.Value, "%s at %d ms", dev, ms)
+			}
+		}
+	}
+	check()
+	require.NoError(t, db.Close())
+	db, err = Open(path, Options{})
+	require.NoError(t, err)
+	defer db.Close()
+	check()
+}
