@@ -131,19 +131,26 @@ func (s *gatedSink) count() int {
 	return len(s.written)
 }
 
+// appendValues logs readings of device d1 with v = from ... from+n-1, one
+// a second.
+func appendValues(t *testing.T, l *wal.Log, from, n int) {
+	t.Helper()
+	ts := time.Unix(1700000000, 0)
+	for i := from; i < from+n; i++ {
+		rec := AppendRecord(nil, "d1", "thermostat", []Point{{Time: ts.Add(time.Duration(i) * time.Second),
+			Fields: []Field{{Name: "v", Value: Number(float64(i))}}}})
+		_, err := l.Append(context.Background(), rec)
+		require.NoError(t, err)
+	}
+}
+
 func TestWriterInFlightCheckpointsOnlyAConfirmedPrefix(t *testing.T) {
 	dir := t.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{}, logger)
 	require.NoError(t, err)
 	defer l.Close()
-	ts := time.Unix(1700000000, 0)
-	for i := range 32 {
-		rec := AppendRecord(nil, "d1", "thermostat", []Point{{Time: ts.Add(time.Duration(i) * time.Second),
-			Fields: []Field{{Name: "v", Value: Number(float64(i))}}}})
-		_, err := l.Append(context.Background(), rec)
-		require.NoError(t, err)
-	}
+	appendValues(t, l, 0, 32)
 	start := l.Consumed()
 	sink := &gatedSink{release: make(chan struct{}), written: map[float64]int{}}
 	cfg := DefaultWriterConfig()
@@ -279,16 +286,7 @@ func TestWriterCheckpointsABufferingSinkOnlyAfterItsFlush(t *testing.T) {
 	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{}, logger)
 	require.NoError(t, err)
 	defer l.Close()
-	ts := time.Unix(1700000000, 0)
-	appendN := func(from, n int) {
-		for i := from; i < from+n; i++ {
-			rec := AppendRecord(nil, "d1", "thermostat", []Point{{Time: ts.Add(time.Duration(i) * time.Second),
-				Fields: []Field{{Name: "v", Value: Number(float64(i))}}}})
-			_, err := l.Append(context.Background(), rec)
-			require.NoError(t, err)
-		}
-	}
-	appendN(0, 32)
+	appendValues(t, l, 0, 32)
 	start := l.Consumed()
 	sink := &bufferingSink{}
 	cfg := DefaultWriterConfig()
@@ -306,7 +304,7 @@ func TestWriterCheckpointsABufferingSinkOnlyAfterItsFlush(t *testing.T) {
 	require.Equal(t, 32, stored)
 
 	sink.setDue(false)
-	appendN(32, 8)
+	appendValues(t, l, 32, 8)
 	testenv.Eventually(t, 10*time.Second, "the next batch buffered", func() bool { b, _ := sink.counts(); return b == 8 })
 	require.Equal(t, start+32, l.Consumed())
 	w.Stop()

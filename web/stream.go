@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -153,19 +154,9 @@ func (s *Server) read(c *cursor) []frame {
 		for _, mr := range merged {
 			c.out = append(c.out, mr.frame())
 		}
-		slices.SortStableFunc(c.out, func(a, b frame) int { return cmpSeq(a.seq, b.seq) })
+		slices.SortStableFunc(c.out, func(a, b frame) int { return cmp.Compare(a.seq, b.seq) })
 	}
 	return c.out
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // match applies the client's filter; a field filter rewrites a reading to the

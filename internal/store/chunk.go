@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"container/heap"
 	"encoding/binary"
 	"errors"
@@ -92,7 +93,7 @@ type sample struct {
 
 // sortDedupe sorts samples by time, keeping the last of equal times.
 func sortDedupe(s []sample) []sample {
-	slices.SortStableFunc(s, func(a, b sample) int { return cmpInt(a.t, b.t) })
+	slices.SortStableFunc(s, func(a, b sample) int { return cmp.Compare(a.t, b.t) })
 	out := s[:0]
 	for i, x := range s {
 		if i+1 < len(s) && s[i+1].t == x.t {
@@ -224,7 +225,7 @@ func newChunkRef(seq uint64, c []byte) (chunkRef, error) {
 // Chunks are opened as the sweep reaches their first time, so at most the
 // chunks that overlap in time are open at once.
 func merge(chunks []chunkRef, from, to int64, emit func(sample)) {
-	slices.SortFunc(chunks, func(a, b chunkRef) int { return cmpInt(a.first, b.first) })
+	slices.SortFunc(chunks, func(a, b chunkRef) int { return cmp.Compare(a.first, b.first) })
 	var h cursorHeap
 	var pending sample
 	have := false
@@ -276,14 +277,4 @@ func (h *cursorHeap) Pop() any {
 	c := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return c
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

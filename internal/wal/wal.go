@@ -11,6 +11,7 @@ package wal
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -164,7 +165,7 @@ func (l *Log) recover() error {
 		}
 		l.segs = append(l.segs, segment{first: first, path: p})
 	}
-	slices.SortFunc(l.segs, func(a, b segment) int { return cmpU64(a.first, b.first) })
+	slices.SortFunc(l.segs, func(a, b segment) int { return cmp.Compare(a.first, b.first) })
 
 	l.next = 1
 	if len(l.segs) > 0 {
@@ -715,14 +716,4 @@ func (l *Log) Close() error {
 		}
 	})
 	return err
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
