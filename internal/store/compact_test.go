@@ -83,3 +83,41 @@ func TestCompactionMergesFlushesAndKeepsEveryAnswer(t *testing.T) {
 	defer db.Close()
 	check()
 }
+
+// BenchmarkHistoryDay queries one device's day, written as 20 devices
+// reporting every second and flushed every 10 s (8,640 flushes, merged as
+// the hub merges them): raw (the latest 10,000 points) and in 1-minute
+// windows.
+func BenchmarkHistoryDay(b *testing.B) {
+	db, err := Open(filepath.Join(b.TempDir(), "history.db"), Options{})
+	require.NoError(b, err)
+	defer db.Close()
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	rs := make([]ingest.Reading, 0, 200)
+	for flush := range 8640 {
+		rs = rs[:0]
+		for s := range 10 {
+			at := t0.Add(time.Duration(flush*10+s) * time.Second)
+			for d := range 20 {
+				rs = append(rs, reading(fmt.Sprintf("dev-%02d", d), at, "temperature", ingest.Number(20+float64(s))))
+			}
+		}
+		require.NoError(b, db.Write(ctx, rs))
+		require.NoError(b, db.Flush(ctx))
+	}
+	require.NoError(b, db.compact())
+	fl, err := db.flushList()
+	require.NoError(b, err)
+	b.Logf("%d flushes after merging 8,640", len(fl))
+	for _, every := range []time.Duration{0, time.Minute} {
+		b.Run(fmt.Sprintf("every=%v", every), func(b *testing.B) {
+			q := ingest.HistoryQuery{DeviceID: "dev-07", From: t0, To: t0.Add(24 * time.Hour), Every: every, Agg: "mean"}
+			for b.Loop() {
+				out, err := db.History(ctx, q)
+				require.NoError(b, err)
+				require.NotEmpty(b, out[0].Times)
+			}
+		})
+	}
+}
