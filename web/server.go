@@ -173,6 +173,7 @@ func (s *Server) routes() {
 	s.mux.Handle("POST /api/v1/integrations", s.auth(auth.Admin, s.createIntegration))
 	s.mux.Handle("GET /api/v1/integrations/{id}", s.auth(auth.Admin, s.getIntegration))
 	s.mux.Handle("DELETE /api/v1/integrations/{id}", s.auth(auth.Admin, s.deleteIntegration))
+	s.mux.Handle("GET /api/v1/whoami", s.auth(auth.Viewer, s.whoami))
 	s.mux.Handle("GET /api/v1/tokens", s.auth(auth.Admin, s.listTokens))
 	s.mux.Handle("POST /api/v1/tokens", s.auth(auth.Admin, s.createToken))
 	s.mux.Handle("DELETE /api/v1/tokens/{id}", s.auth(auth.Admin, s.deleteToken))

@@ -30,6 +30,12 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, tokenWithSecret{Token: t, Secret: secret})
 }
 
+// whoami answers with the token the request came with (its role tells the
+// dashboard which controls to offer).
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, Principal(r.Context()))
+}
+
 func (s *Server) listTokens(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"tokens": s.deps.Tokens.List()})
 }

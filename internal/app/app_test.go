@@ -444,6 +444,8 @@ func TestRolesGateTheAPI(t *testing.T) {
 	}
 	status, _ := call("POST", "/api/v1/tokens", a.AdminToken, `{"name":"x","role":"root"}`)
 	require.Equal(t, http.StatusBadRequest, status)
+	status, _ = call("GET", "/api/v1/whoami", "", "")
+	require.Equal(t, http.StatusUnauthorized, status)
 
 	for _, tc := range []struct {
 		role         string
@@ -460,6 +462,11 @@ func TestRolesGateTheAPI(t *testing.T) {
 			require.Equal(t, tc.create, status, out)
 			status, _ = call("GET", "/api/v1/tokens", secrets[tc.role], "")
 			require.Equal(t, map[bool]int{true: 200, false: 403}[tc.role == "admin"], status)
+			status, me := call("GET", "/api/v1/whoami", secrets[tc.role], "")
+			require.Equal(t, 200, status)
+			require.Equal(t, tc.role, me["role"], "whoami names the token's role")
+			require.Equal(t, ids[tc.role], me["id"])
+			require.NotContains(t, me, "hash")
 		})
 	}
 	status, _ = call("DELETE", "/api/v1/tokens/"+ids["viewer"], a.AdminToken, "")

@@ -31,7 +31,8 @@ const chromiumPath = "/usr/bin/chromium"
 // with a token, renders only the visible rows, shows live values, charts
 // history plus live points, resumes after a dropped connection with exactly
 // the stored points (no gap, no duplicate), and, where the hub has them,
-// sends a command that succeeds and acknowledges an alert. It writes
+// sends a command that succeeds and acknowledges an alert, and offers a
+// viewer's token no command or state controls. It writes
 // docs/dashboard.png and docs/dashboard-device.png.
 func TestDashboardInBrowser(t *testing.T) {
 	node := testenv.Tool(t, "node")
@@ -92,6 +93,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	require.NoError(t, err, "the browser test failed:\n%s", out)
 	t.Logf("browser test:\n%s", out)
 	require.Contains(t, string(out), "ok   after a dropped connection the chart resumes with no gap and no duplicate")
+	require.Contains(t, string(out), "ok   a viewer's token gets a read-only page")
 	require.FileExists(t, filepath.Join(shots, "dashboard.png"))
 }
 

@@ -191,6 +191,22 @@ try {
     });
   }
 
+  // Last: the browser context keeps the viewer's token from here on.
+  await step("a viewer's token gets a read-only page: no command controls, no state editing", async () => {
+    const created = await api("POST", "/api/v1/tokens", { name: "wall screen", role: "viewer" });
+    assert.equal(created.status, 201, JSON.stringify(created));
+    const viewer = await browser.newPage();
+    viewer.on("pageerror", e => errors.push(e.message));
+    await viewer.goto(`${base}/?token=${encodeURIComponent(created.body.secret)}#/devices/${encodeURIComponent(cmdDevice)}`);
+    await viewer.waitForSelector('body[data-role="viewer"]', { state: "attached" });
+    await viewer.waitForSelector(".viewer-only", { state: "visible" });
+    await viewer.waitForSelector('[data-command="set_setpoint"]', { state: "attached" });
+    assert.equal(await viewer.isVisible('[data-command="set_setpoint"]'), false, "a viewer is offered the setpoint command");
+    assert.equal(await viewer.isVisible('button:has-text("Edit desired")'), false, "a viewer is offered to edit the desired state");
+    assert.equal(await viewer.textContent("#role"), "read-only");
+    await viewer.close();
+  });
+
   await step("no script error on the page", async () => {
     assert.deepEqual(errors, []);
   });

@@ -10,7 +10,7 @@ function ackButton(ctx, a, label = "Acknowledge") {
   if (a.acked_at) {
     return h("span", { class: "sub", title: `Acknowledged by ${a.acked_by || "?"} at ${fmtTime(toMs(a.acked_at))}` }, "acked " + ago(toMs(a.acked_at)));
   }
-  return h("button", { class: "btn small", type: "button", dataset: { ack: a.id }, onclick: async e => {
+  return h("button", { class: "btn small needs-operator", type: "button", dataset: { ack: a.id }, onclick: async e => {
     const b = e.currentTarget;
     b.disabled = true;
     b.textContent = "Acking…";

@@ -140,6 +140,14 @@ function boot() {
     renderedRows: () => document.querySelectorAll(".viewport .row:not([hidden])").length,
   };
 
+  // The token's role: a viewer's page offers no controls it may not use
+  // (CSS: body[data-role="viewer"] .needs-operator).
+  api.optional("/api/v1/whoami").then(me => {
+    if (!me?.role) return;
+    document.body.dataset.role = me.role;
+    document.getElementById("role").textContent = me.role === "viewer" ? "read-only" : "";
+  }).catch(() => {});
+
   live.connect();
   fleet.load();
   alerts.refresh();

@@ -18,10 +18,12 @@ export class CommandPanel {
     this.commands = new Map(); // command id -> command
     this.available = undefined;
     this.type = null;
-    this.controls = h("div", { class: "body" });
+    this.controls = h("div", { class: "body needs-operator" });
     this.listEl = h("ul", { class: "list", "aria-label": "Recent commands" });
     this.el = h("section", { class: "card", hidden: true, "aria-label": "Commands" },
-      h("header", null, h("h2", null, "Commands")), this.controls, this.listEl);
+      h("header", null, h("h2", null, "Commands")),
+      h("p", { class: "body muted viewer-only" }, "Sending commands needs an operator token; this one is a viewer's."),
+      this.controls, this.listEl);
     this.off = ctx.live.on("command", m => {
       if (m.device_id !== this.id) return;
       const c = m.command?.command ?? m.command;

@@ -14,7 +14,7 @@ export class StatePanel {
     this.body = h("div", { class: "body" });
     this.el = h("section", { class: "card", hidden: true, "aria-label": "State" },
       h("header", null, h("h2", null, "State"), h("span", { class: "spacer" }),
-        this.editBtn = h("button", { class: "btn small", type: "button", onclick: () => this.edit() }, "Edit desired")),
+        this.editBtn = h("button", { class: "btn small needs-operator", type: "button", onclick: () => this.edit() }, "Edit desired")),
       this.body);
     this.off = ctx.live.on("state", m => {
       if (m.device_id !== this.id) return;
