@@ -91,6 +91,32 @@ func (f *Forwarder) await(ctx context.Context, tok paho.Token) error {
 	}
 }
 
+// subscribeUpstream subscribes to filter and reports whether the upstream
+// granted it. Otherwise it logs why (what the subscription brings, and
+// for a refusal how to allow it) and counts a refusal in denied; the rest
+// of the connection goes on.
+func (f *Forwarder) subscribeUpstream(ctx context.Context, c paho.Client, filter string, h paho.MessageHandler,
+	brings, name, allow string, denied *metrics.Counter) bool {
+	tok := c.Subscribe(filter, 1, h)
+	err := f.await(ctx, tok)
+	switch {
+	case ctx.Err() != nil:
+		return false
+	case errors.Is(err, errAckTimeout):
+		f.logger.Warn("upstream did not answer the "+name+" subscription; "+brings+" wait for the next connection", "filter", filter)
+		return false
+	case err != nil:
+		f.logger.Warn("subscribe upstream", "filter", filter, "err", err)
+		return false
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok && st.Result()[filter] >= 0x80 {
+		denied.Inc()
+		f.logger.Warn("the upstream refused the "+name+" subscription: "+brings+" will not reach devices here. "+allow, "filter", filter)
+		return false
+	}
+	return true
+}
+
 // subscribeCommands subscribes upstream once commands are routed. A refusal
 // leaves the telemetry flowing: it is logged and counted.
 func (f *Forwarder) subscribeCommands(ctx context.Context, c paho.Client) {
@@ -99,26 +125,9 @@ func (f *Forwarder) subscribeCommands(ctx context.Context, c paho.Client) {
 	case <-ctx.Done():
 		return
 	}
-	tok := c.Subscribe(CommandFilter, 1, f.onCommand)
-	t := time.NewTimer(f.cfg.AckTimeout)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-	case <-t.C:
-		f.logger.Warn("upstream did not answer the command subscription; commands from the upstream are not routed until the next connection", "filter", CommandFilter)
-		return
-	case <-ctx.Done():
-		return
-	}
-	if err := tok.Error(); err != nil {
-		f.logger.Warn("subscribe to upstream commands", "filter", CommandFilter, "err", err)
-		return
-	}
-	if st, ok := tok.(*paho.SubscribeToken); ok && st.Result()[CommandFilter] >= 0x80 {
-		f.m.SubscribeDenied.Inc()
-		f.logger.Warn("the upstream refused the command subscription: commands from the upstream will not reach devices here. "+
-			"On a Telehub upstream, let the integration subscribe to "+CommandFilter+" and publish to "+CommandFilter+"/result, "+
-			"or set forward.commands: false", "filter", CommandFilter)
+	if !f.subscribeUpstream(ctx, c, CommandFilter, f.onCommand, "commands from the upstream", "command",
+		"On a Telehub upstream, let the integration subscribe to "+CommandFilter+" and publish to "+CommandFilter+"/result, "+
+			"or set forward.commands: false", f.m.SubscribeDenied) {
 		return
 	}
 	f.logger.Info("routing commands from the upstream to devices here", "filter", CommandFilter)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"strings"
 	"sync"
-	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
@@ -218,25 +217,9 @@ func (f *Forwarder) routeDesired(ctx context.Context, c paho.Client) {
 		return
 	}
 	q := newDesiredQueue()
-	tok := c.Subscribe(DesiredFilter, 1, func(_ paho.Client, m paho.Message) { f.onDesired(q, m) })
-	t := time.NewTimer(f.cfg.AckTimeout)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-	case <-t.C:
-		f.logger.Warn("upstream did not answer the desired state subscription; desired state is not passed down until the next connection", "filter", DesiredFilter)
-		return
-	case <-ctx.Done():
-		return
-	}
-	if err := tok.Error(); err != nil {
-		f.logger.Warn("subscribe to upstream desired state", "filter", DesiredFilter, "err", err)
-		return
-	}
-	if st, ok := tok.(*paho.SubscribeToken); ok && st.Result()[DesiredFilter] >= 0x80 {
-		f.state.m.StateDenied.Inc()
-		f.logger.Warn("the upstream refused the desired state subscription: desired state set upstream will not reach devices here. "+
-			"On a Telehub upstream, let the integration subscribe to "+DesiredFilter+", or set forward.state: false", "filter", DesiredFilter)
+	if !f.subscribeUpstream(ctx, c, DesiredFilter, func(_ paho.Client, m paho.Message) { f.onDesired(q, m) },
+		"desired state set upstream", "desired state",
+		"On a Telehub upstream, let the integration subscribe to "+DesiredFilter+", or set forward.state: false", f.state.m.StateDenied) {
 		return
 	}
 	f.logger.Info("passing desired state from the upstream to devices here", "filter", DesiredFilter)

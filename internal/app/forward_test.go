@@ -218,6 +218,12 @@ func TestForwardStoreAndForward(t *testing.T) {
 		return len(storedReadings(t, up, "fw-a", base)) >= 40
 	})
 	require.Equal(t, 1.0, edgeMetric("telehub_forward_connects_total"), "the uplink was not dropped")
+	// Nor may it subscribe to commands or desired state: both refusals are
+	// counted, and the readings flow all the same.
+	testenv.Eventually(t, 10*time.Second, "the refused subscriptions counted", func() bool {
+		return edgeMetric("telehub_forward_command_subscribe_denied_total") == 1 &&
+			edgeMetric("telehub_forward_desired_subscribe_denied_total") == 1
+	})
 
 	// Uplink cut under load: the edge keeps acknowledging, the backlog grows.
 	up.Stop()
