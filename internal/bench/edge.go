@@ -38,12 +38,6 @@ type EdgeRow struct {
 	Err         string
 }
 
-// edgeHub is a hub started with the Pi profile.
-type edgeHub struct {
-	*proc
-	mqtt, http, token string
-}
-
 // piGOMEMLIMIT returns the GOMEMLIMIT the systemd unit sets
 // (Environment=GOMEMLIMIT=...), or "" when it sets none.
 func piGOMEMLIMIT(unit string) string {
@@ -92,52 +86,14 @@ func piConfig(profile, dataDir, mqttAddr, httpAddr string) ([]byte, error) {
 
 // startEdgeHub starts bin (under the emulator when emu is set) with the Pi
 // profile and the unit's GOMEMLIMIT.
-func (r *runner) startEdgeHub(ctx context.Context, name, emu, bin string) (*edgeHub, error) {
-	dir := filepath.Join(r.cfg.Dir, name)
-	os.RemoveAll(dir)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, err
-	}
-	mqttAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	httpAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := piConfig(r.cfg.PiConfig, filepath.Join(dir, "data"), mqttAddr, httpAddr)
-	if err != nil {
-		return nil, err
-	}
-	cfgPath := filepath.Join(dir, "telehub.yaml")
-	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		return nil, err
-	}
+func (r *runner) startEdgeHub(ctx context.Context, name, emu, bin string) (*telehub, error) {
 	var env []string
 	if lim := piGOMEMLIMIT(r.cfg.PiUnit); lim != "" {
 		env = append(env, "GOMEMLIMIT="+lim)
 	}
-	args := []string{"serve", "--config", cfgPath}
-	if emu != "" {
-		args, bin = append([]string{bin}, args...), emu
-	}
-	p, err := startProc(r.cfg.Dir, name, env, bin, args...)
-	if err != nil {
-		return nil, err
-	}
-	h := &edgeHub{proc: p, mqtt: mqttAddr, http: "http://" + httpAddr}
-	if err := waitFor(ctx, p, 60*time.Second, name+" ready", httpOK(h.http+"/readyz")); err != nil {
-		p.stop()
-		return nil, err
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
-	if err != nil {
-		p.stop()
-		return nil, err
-	}
-	h.token = strings.TrimSpace(string(tok))
-	return h, nil
+	return r.launchTelehub(ctx, name, emu, bin, env, 60*time.Second, func(dataDir, mqttAddr, httpAddr string) ([]byte, error) {
+		return piConfig(r.cfg.PiConfig, dataDir, mqttAddr, httpAddr)
+	})
 }
 
 // buildArm64 returns the linux/arm64 telehub: the one given, or one built

@@ -39,6 +39,27 @@ func (r *runner) startTelehub(ctx context.Context, name string, influx bool) (*t
 // startTelehubWith is startTelehub with more YAML at the end of the
 // configuration.
 func (r *runner) startTelehubWith(ctx context.Context, name string, influx bool, extra string) (*telehub, error) {
+	return r.launchTelehub(ctx, name, "", r.cfg.Telehub, nil, 30*time.Second, func(dataDir, mqttAddr, httpAddr string) ([]byte, error) {
+		var cfg strings.Builder
+		fmt.Fprintf(&cfg, "data_dir: %q\nlog_level: warn\nmqtt:\n  addr: %q\n  connect_rate: 0\n  message_rate: 0\nhttp:\n  addr: %q\n",
+			dataDir, mqttAddr, httpAddr)
+		if influx {
+			fmt.Fprintf(&cfg, "influx:\n  url: %q\n  bucket: %q\n", r.cfg.InfluxURL, dbTelehub)
+		}
+		if r.cfg.TelehubYAML != "" {
+			cfg.WriteString(strings.ReplaceAll(r.cfg.TelehubYAML, `\n`, "\n") + "\n")
+		}
+		cfg.WriteString(extra)
+		return []byte(cfg.String()), nil
+	})
+}
+
+// launchTelehub starts bin (under the emulator emu, when set) with env
+// added, in a fresh directory under the work dir, with the configuration
+// config returns for its data directory and listen addresses; it returns
+// once the hub is ready, with its admin token.
+func (r *runner) launchTelehub(ctx context.Context, name, emu, bin string, env []string, ready time.Duration,
+	config func(dataDir, mqttAddr, httpAddr string) ([]byte, error)) (*telehub, error) {
 	dir := filepath.Join(r.cfg.Dir, name)
 	os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -52,26 +73,24 @@ func (r *runner) startTelehubWith(ctx context.Context, name string, influx bool,
 	if err != nil {
 		return nil, err
 	}
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "data_dir: %q\nlog_level: warn\nmqtt:\n  addr: %q\n  connect_rate: 0\n  message_rate: 0\nhttp:\n  addr: %q\n",
-		filepath.Join(dir, "data"), mqttAddr, httpAddr)
-	if influx {
-		fmt.Fprintf(&cfg, "influx:\n  url: %q\n  bucket: %q\n", r.cfg.InfluxURL, dbTelehub)
-	}
-	if r.cfg.TelehubYAML != "" {
-		cfg.WriteString(strings.ReplaceAll(r.cfg.TelehubYAML, `\n`, "\n") + "\n")
-	}
-	cfg.WriteString(extra)
-	cfgPath := filepath.Join(dir, "telehub.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
+	cfg, err := config(filepath.Join(dir, "data"), mqttAddr, httpAddr)
+	if err != nil {
 		return nil, err
 	}
-	p, err := startProc(r.cfg.Dir, name, nil, r.cfg.Telehub, "serve", "--config", cfgPath)
+	cfgPath := filepath.Join(dir, "telehub.yaml")
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		return nil, err
+	}
+	args := []string{"serve", "--config", cfgPath}
+	if emu != "" {
+		args, bin = append([]string{bin}, args...), emu
+	}
+	p, err := startProc(r.cfg.Dir, name, env, bin, args...)
 	if err != nil {
 		return nil, err
 	}
 	t := &telehub{proc: p, mqtt: mqttAddr, http: "http://" + httpAddr}
-	if err := waitFor(ctx, p, 30*time.Second, "telehub ready", httpOK(t.http+"/readyz")); err != nil {
+	if err := waitFor(ctx, p, ready, name+" ready", httpOK(t.http+"/readyz")); err != nil {
 		p.stop()
 		return nil, err
 	}
