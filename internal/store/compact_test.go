@@ -19,9 +19,8 @@ import (
 // answers as a model of the writes says.
 func TestCompactionMergesFlushesAndKeepsEveryAnswer(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "history.db")
-	db, err := Open(path, Options{})
+	db, err := Open(path, Options{fanIn: 4})
 	require.NoError(t, err)
-	db.fanIn = 4
 	ctx := context.Background()
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }

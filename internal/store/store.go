@@ -26,6 +26,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -59,6 +60,8 @@ type Options struct {
 	// Logger receives the errors of background compaction; nil discards
 	// them.
 	Logger *slog.Logger
+
+	fanIn int // flushes of one level merged at once; 0 means defaultFanIn (tests set it)
 }
 
 // DB is the embedded store. Safe for concurrent use.
@@ -108,7 +111,7 @@ func Open(path string, opts Options) (*DB, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &DB{db: db, opts: opts, head: map[string]map[string]*series{}, known: map[string]bool{},
-		fanIn: defaultFanIn, kick: make(chan struct{}, 1), closing: make(chan struct{})}
+		fanIn: cmp.Or(opts.fanIn, defaultFanIn), kick: make(chan struct{}, 1), closing: make(chan struct{})}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{flushesBucket, chunksBucket, fieldsBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
