@@ -115,13 +115,20 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	var sink ingest.Sink
 	var history ingest.History
 	if !cfg.Influx.Enabled() || localWindow {
-		if a.store, err = store.Open(filepath.Join(cfg.DataDir, "history.db"),
-			store.Options{FlushBytes: cfg.Store.FlushBytes, FlushEvery: cfg.Store.FlushEvery, Logger: logger.With("component", "store")}); err != nil {
-			return nil, err
-		}
 		retention := cfg.Store.Retention
 		if localWindow {
 			retention = cfg.Store.LocalWindow
+		}
+		// Retention deletes whole flushes: merged ones span at most an
+		// eighth of the retention period (and a day), which bounds how
+		// long samples outlive it.
+		span := 24 * time.Hour
+		if retention > 0 {
+			span = min(span, max(retention/8, time.Minute))
+		}
+		if a.store, err = store.Open(filepath.Join(cfg.DataDir, "history.db"), store.Options{FlushBytes: cfg.Store.FlushBytes,
+			FlushEvery: cfg.Store.FlushEvery, MergeSpan: span, Logger: logger.With("component", "store")}); err != nil {
+			return nil, err
 		}
 		st := a.store
 		reg.CounterFunc("telehub_store_flushes_total", "Flushes of the embedded store's head to history.db.",

@@ -72,7 +72,7 @@ func (s *DB) compact() error {
 		if err != nil {
 			return err
 		}
-		group := oldestOverfull(fl, s.fanIn)
+		group := oldestOverfull(fl, s.fanIn, s.opts.MergeSpan.Nanoseconds())
 		if group == nil {
 			return nil
 		}
@@ -84,15 +84,26 @@ func (s *DB) compact() error {
 }
 
 // oldestOverfull returns the oldest fanIn flushes of the lowest level that
-// holds more than fanIn, or nil.
-func oldestOverfull(fl []flushInfo, fanIn int) []flushInfo {
+// holds more than fanIn and whose oldest fanIn span at most maxSpan, or
+// nil. A level whose oldest flushes would make a longer one is left as it
+// is: retention deletes whole flushes, and a flush spanning weeks would
+// outlive it by weeks.
+func oldestOverfull(fl []flushInfo, fanIn int, maxSpan int64) []flushInfo {
 	var byLevel [256][]flushInfo
 	for _, f := range fl {
 		byLevel[f.level] = append(byLevel[f.level], f)
 	}
 	for _, l := range byLevel {
-		if len(l) > fanIn {
-			return l[:fanIn]
+		if len(l) <= fanIn {
+			continue
+		}
+		g := l[:fanIn]
+		first, last := g[0].first, g[0].last
+		for _, f := range g {
+			first, last = min(first, f.first), max(last, f.last)
+		}
+		if last-first <= maxSpan {
+			return g
 		}
 	}
 	return nil

@@ -83,6 +83,29 @@ func TestCompactionMergesFlushesAndKeepsEveryAnswer(t *testing.T) {
 	check()
 }
 
+// TestCompactionKeepsFlushesShort: flushes an hour long are not merged
+// beyond MergeSpan, so that retention, which deletes whole flushes, is not
+// held up by a flush spanning weeks.
+func TestCompactionKeepsFlushesShort(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "history.db"), Options{fanIn: 2, MergeSpan: 3 * time.Hour})
+	require.NoError(t, err)
+	defer db.Close()
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 12 {
+		require.NoError(t, db.Write(ctx, []ingest.Reading{reading("a", t0.Add(time.Duration(i)*time.Hour), "v", ingest.Number(1)),
+			reading("a", t0.Add(time.Duration(i)*time.Hour+59*time.Minute), "v", ingest.Number(2))}))
+		require.NoError(t, db.Flush(ctx))
+	}
+	require.NoError(t, db.compact())
+	fl, err := db.flushList()
+	require.NoError(t, err)
+	for _, f := range fl {
+		require.LessOrEqual(t, time.Duration(f.last-f.first), 3*time.Hour, "flush %d", f.seq)
+	}
+	require.Len(t, fl, 7, "pairs of hours merged (five, and two hours left at level 0), pairs of pairs not")
+}
+
 // BenchmarkHistoryDay queries one device's day, written as 20 devices
 // reporting every second and flushed every 10 s (8,640 flushes, merged as
 // the hub merges them): raw (the latest 10,000 points) and in 1-minute

@@ -12,11 +12,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// DeleteBefore removes every sample older than cutoff and returns how many
-// it removed. It flushes the head first, then deletes whole flushes older
-// than cutoff, and rewrites the chunks of a flush that straddles it (late
-// or backfilled readings), one flush per transaction so that the writer is
-// not held up for long.
+// DeleteBefore removes the flushes whose samples are all older than cutoff
+// and returns how many samples went with them. A flush that straddles the
+// cutoff stays whole until its newest sample is older too, as InfluxDB keeps
+// a shard group until all of it has expired: rewriting it every time the
+// cutoff moves would cost the size of the flush each time. Merging keeps
+// that extra bounded (Options.MergeSpan). It flushes the head first and
+// works one flush per transaction, so the writer is not held up for long.
 func (s *DB) DeleteBefore(cutoff time.Time) (int, error) {
 	if err := s.Flush(context.Background()); err != nil {
 		return 0, err
@@ -27,7 +29,7 @@ func (s *DB) DeleteBefore(cutoff time.Time) (int, error) {
 	var seqs []uint64
 	if err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(flushesBucket).ForEach(func(k, v []byte) error {
-			if first, _, ok := readRange(v); ok && first < cut {
+			if _, last, ok := readRange(v); ok && last < cut {
 				seqs = append(seqs, binary.BigEndian.Uint64(k))
 			}
 			return nil
@@ -38,67 +40,24 @@ func (s *DB) DeleteBefore(cutoff time.Time) (int, error) {
 	total := 0
 	for _, seq := range seqs {
 		err := s.db.Update(func(tx *bolt.Tx) error {
-			n, err := expireFlush(tx, seq, cut)
-			total += n
-			return err
+			chunks := tx.Bucket(chunksBucket)
+			prefix := seqKey(seq)
+			c := chunks.Cursor()
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				if n, _, _, _, err := chunkHeader(v); err == nil {
+					total += n
+				}
+			}
+			if err := deletePrefix(chunks, prefix); err != nil {
+				return err
+			}
+			return tx.Bucket(flushesBucket).Delete(prefix)
 		})
 		if err != nil {
 			return total, fmt.Errorf("embedded store retention: %w", err)
 		}
 	}
 	return total, nil
-}
-
-// expireFlush removes the samples of one flush older than cut: the whole
-// flush when all of them are.
-func expireFlush(tx *bolt.Tx, seq uint64, cut int64) (int, error) {
-	flushes, chunks := tx.Bucket(flushesBucket), tx.Bucket(chunksBucket)
-	rec := flushes.Get(seqKey(seq))
-	level := flushLevel(rec)
-	_, last, ok := readRange(rec)
-	if !ok {
-		return 0, nil
-	}
-	prefix := seqKey(seq)
-	removed, first := 0, int64(1<<63-1)
-	type rewrite struct{ k, v []byte }
-	var rewrites []rewrite
-	c := chunks.Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); {
-		n, cf, cl, body, err := chunkHeader(v)
-		if err != nil || cl < cut || last < cut {
-			removed += n
-			at := bytes.Clone(k)
-			if err := c.Delete(); err != nil {
-				return removed, err
-			}
-			k, v = c.Seek(at)
-			continue
-		}
-		if cf < cut {
-			var keep []sample
-			cur := &cursor{body: body, left: n, cur: sample{t: cf}}
-			for cur.next() {
-				if cur.cur.t >= cut {
-					keep = append(keep, cur.cur)
-				}
-			}
-			removed += n - len(keep)
-			rewrites = append(rewrites, rewrite{bytes.Clone(k), encodeChunk(keep)})
-			cf = keep[0].t
-		}
-		first = min(first, cf)
-		k, v = c.Next()
-	}
-	for _, r := range rewrites {
-		if err := chunks.Put(r.k, r.v); err != nil {
-			return removed, err
-		}
-	}
-	if first > last {
-		return removed, flushes.Delete(prefix)
-	}
-	return removed, flushes.Put(prefix, flushRecord(first, last, level))
 }
 
 // Janitor deletes samples older than the retention period, once at start and

@@ -57,6 +57,10 @@ type Options struct {
 	// FlushEvery is the age of the oldest sample in the head at which
 	// FlushDue turns true; 0 means 5 minutes.
 	FlushEvery time.Duration
+	// MergeSpan is the longest time range a merge of flushes may make
+	// (compact.go); 0 means a day. Retention deletes whole flushes, so it
+	// is about how long past the retention period samples may stay.
+	MergeSpan time.Duration
 	// Logger receives the errors of background compaction; nil discards
 	// them.
 	Logger *slog.Logger
@@ -101,6 +105,9 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	if opts.FlushEvery <= 0 {
 		opts.FlushEvery = 5 * time.Minute
+	}
+	if opts.MergeSpan <= 0 {
+		opts.MergeSpan = 24 * time.Hour
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true,
 		FreelistType: bolt.FreelistMapType})

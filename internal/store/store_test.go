@@ -52,22 +52,27 @@ func TestWriteQueryKeepsTypesAndOverwritesReplays(t *testing.T) {
 	require.Empty(t, got)
 }
 
-func TestDeleteBeforeKeepsNewerSamples(t *testing.T) {
+func TestDeleteBeforeDropsWholeOldFlushes(t *testing.T) {
 	db, err := Open(filepath.Join(t.TempDir(), "history.db"), Options{})
 	require.NoError(t, err)
 	defer db.Close()
+	ctx := context.Background()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var rs []ingest.Reading
-	for i := range 10 {
+	for i := range 10 { // a flush an hour
+		var rs []ingest.Reading
 		for _, dev := range []string{"a", "b"} {
 			rs = append(rs, ingest.Reading{DeviceID: dev, Time: t0.Add(time.Duration(i) * time.Hour), Fields: []ingest.Field{
 				{Name: "t", Value: ingest.Number(float64(i))}, {Name: "u", Value: ingest.Bool(true)}}})
 		}
+		require.NoError(t, db.Write(ctx, rs))
+		require.NoError(t, db.Flush(ctx))
 	}
-	require.NoError(t, db.Write(context.Background(), rs))
+	// A late reading and a current one in one flush: it straddles the cutoff.
+	require.NoError(t, db.Write(ctx, []ingest.Reading{reading("c", t0.Add(3*time.Hour), "t", ingest.Number(3)),
+		reading("c", t0.Add(5*time.Hour), "t", ingest.Number(5))}))
 	n, err := db.DeleteBefore(t0.Add(4 * time.Hour))
 	require.NoError(t, err)
-	require.Equal(t, 2*2*4, n)
+	require.Equal(t, 2*2*4, n, "the four oldest flushes of a and b")
 	for _, dev := range []string{"a", "b"} {
 		for _, f := range []string{"t", "u"} {
 			got, err := db.Query(dev, f, t0.Add(-time.Hour), t0.Add(24*time.Hour))
@@ -76,6 +81,13 @@ func TestDeleteBeforeKeepsNewerSamples(t *testing.T) {
 			require.Equal(t, t0.Add(4*time.Hour), got[0].Time)
 		}
 	}
+	got, err := db.Query("c", "t", t0, t0.Add(24*time.Hour))
+	require.NoError(t, err)
+	require.Len(t, got, 2, "a flush that straddles the cutoff stays whole")
+
+	n, err = db.DeleteBefore(t0.Add(6 * time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 2*2*2+2, n, "two more hours of a and b, and c's flush once all of it is old")
 }
 
 func reading(dev string, t time.Time, field string, v ingest.Value) ingest.Reading {
