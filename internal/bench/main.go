@@ -49,6 +49,9 @@ type Config struct {
 	// Qemu runs the arm64 build in the edge scenario; TelehubArm64 is that
 	// build (empty: built from the working directory).
 	Qemu, TelehubArm64 string
+	// EdgeDuration, when set, replaces the mode's publishing time of the
+	// edge scenario (a soak); the report says so.
+	EdgeDuration time.Duration
 }
 
 // Scenarios names every scenario in the order they run.
@@ -123,6 +126,7 @@ func Main(ctx context.Context, args []string, logger *slog.Logger) error {
 	fs.StringVar(&c.TelehubArm64, "telehub-arm64", "", "linux/arm64 telehub binary (default: built with go build)")
 	fs.StringVar(&systems, "systems", "", "comma-separated systems of the ingest scenario: telehub,telegraf,direct,mochi (default all)")
 	fs.StringVar(&only, "only", "", "comma-separated scenarios to run: "+strings.Join(Scenarios, ","))
+	fs.DurationVar(&c.EdgeDuration, "edge-duration", 0, "how long the edge scenario's devices publish, for a soak (default: the mode's, 15s or 60s)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -165,8 +169,14 @@ func Run(ctx context.Context, c Config, logger *slog.Logger) error {
 			return err
 		}
 	}
+	if c.EdgeDuration > 0 {
+		p.edgeDur = c.EdgeDuration
+	}
 	r := &runner{cfg: c, plan: p, log: logger, rep: &Report{Mode: c.Mode, Start: time.Now()}}
 	r.rep.Machine = machine()
+	if c.EdgeDuration > 0 {
+		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("The edge scenario's devices published for %v (-edge-duration).", c.EdgeDuration))
+	}
 	if c.TelehubYAML != "" {
 		r.rep.Notes = append(r.rep.Notes, "Telehub ran with this added to its configuration: `"+strings.ReplaceAll(c.TelehubYAML, "\n", " ")+"`")
 	}
