@@ -38,6 +38,9 @@ func (s *DB) DeleteBefore(cutoff time.Time) (int, error) {
 		return 0, fmt.Errorf("embedded store retention: %w", err)
 	}
 	total := 0
+	if len(seqs) > 0 {
+		defer s.startCompaction() // which releases the pages read (after compactMu is free)
+	}
 	for _, seq := range seqs {
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			chunks := tx.Bucket(chunksBucket)

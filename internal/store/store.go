@@ -151,10 +151,21 @@ func (s *DB) compactor() {
 			if err := s.compact(); err != nil && !errors.Is(err, errClosing) {
 				s.opts.Logger.Error("embedded store compaction", "err", err)
 			}
+			s.release()
 		case <-s.closing:
 			return
 		}
 	}
+}
+
+// release drops the file's pages from the hub's memory after flushes,
+// merges and retention (release_linux.go).
+func (s *DB) release() {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
+	s.releasePages()
 }
 
 func (s *DB) startCompaction() {
