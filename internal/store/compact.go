@@ -19,11 +19,13 @@ import (
 //
 // A merge writes each series' merged chunk under the newest flush of the
 // group, whose record first takes the time range of the whole group, then
-// deletes the others. The newest sequence number keeps "the later flush
-// wins" true against flushes outside the group. It works in transactions
-// of about mergeBatch bytes; stopped half-way, every query still sees each
-// sample (the group's newest flush holds a superset of what it merged so
-// far), and the next merge starts the group again.
+// deletes the others, and only then marks it of the next level. The newest
+// sequence number keeps "the later flush wins" true against flushes
+// outside the group. It works in transactions of about mergeBatch bytes
+// and drops the pages it read from memory after each (release_linux.go);
+// stopped half-way, every query still sees each sample (the group's newest
+// flush holds a superset of what it merged so far, and wins over what is
+// left of the others), and the next merge takes the group again.
 
 const (
 	defaultFanIn = 16
@@ -182,18 +184,24 @@ func (s *DB) merge(group []flushInfo) error {
 		}); err != nil {
 			return fmt.Errorf("embedded store merge: %w", err)
 		}
+		s.releaseDuringCompaction() // what this batch read, so a merge does not hold the flushes in memory
+	}
+	// The merged flushes go one per transaction, and the newest becomes a
+	// flush of the next level only after: cut off before, the group is
+	// still consecutive at its level and is merged again.
+	for _, g := range group[:len(group)-1] {
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			if err := deletePrefix(tx.Bucket(chunksBucket), seqKey(g.seq)); err != nil {
+				return err
+			}
+			return tx.Bucket(flushesBucket).Delete(seqKey(g.seq))
+		}); err != nil {
+			return fmt.Errorf("embedded store merge: %w", err)
+		}
+		s.releaseDuringCompaction()
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		flushes, chunks := tx.Bucket(flushesBucket), tx.Bucket(chunksBucket)
-		for _, g := range group[:len(group)-1] {
-			if err := deletePrefix(chunks, seqKey(g.seq)); err != nil {
-				return err
-			}
-			if err := flushes.Delete(seqKey(g.seq)); err != nil {
-				return err
-			}
-		}
-		return flushes.Put(seqKey(newest.seq), flushRecord(first, last, newest.level+1))
+		return tx.Bucket(flushesBucket).Put(seqKey(newest.seq), flushRecord(first, last, newest.level+1))
 	})
 }
 

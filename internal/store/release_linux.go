@@ -10,7 +10,7 @@ import (
 // cache, and a later read maps them again. Without it a merge, which reads
 // every page of the flushes it merges, left tens of MB of the file in the
 // hub's resident memory until the kernel needed it back. The caller holds
-// flushMu and compactMu, so no write transaction can remap the file
+// compactMu and flushMu, so no write transaction can remap the file
 // meanwhile.
 func (s *DB) releasePages() {
 	var size int64

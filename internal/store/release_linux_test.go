@@ -33,7 +33,7 @@ func rssFileKB(t *testing.T) int {
 // TestReleaseDropsTheMergedPagesFromMemory: a merge reads every page of
 // the flushes it merges through bbolt's map of the file, which then counts
 // as the hub's resident memory (the Pi profile's soak went from 65 to
-// 105 MB at its first merge); releasePages gives them back.
+// 105 MB at its first merge); it gives them back batch by batch.
 func TestReleaseDropsTheMergedPagesFromMemory(t *testing.T) {
 	db, err := Open(filepath.Join(t.TempDir(), "history.db"), Options{fanIn: 16})
 	require.NoError(t, err)
@@ -60,8 +60,5 @@ func TestReleaseDropsTheMergedPagesFromMemory(t *testing.T) {
 	group := oldestOverfull(fl, 16, db.opts.MergeSpan.Nanoseconds())
 	require.Len(t, group, 16)
 	require.NoError(t, db.merge(group))
-	merged := rssFileKB(t)
-	require.Greater(t, merged-before, 8<<10, "the merge mapped the flushes it read (%d kB before, %d after)", before, merged)
-	db.releasePages()
-	require.Less(t, rssFileKB(t)-before, 2<<10, "released: %d kB before the merge, %d after it, %d released", before, merged, rssFileKB(t))
+	require.Less(t, rssFileKB(t)-before, 4<<10, "the merge read some 30 MB of flushes and kept them mapped: %d kB before it, %d after", before, rssFileKB(t))
 }

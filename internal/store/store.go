@@ -161,10 +161,16 @@ func (s *DB) compactor() {
 // release drops the file's pages from the hub's memory after flushes,
 // merges and retention (release_linux.go).
 func (s *DB) release() {
-	s.flushMu.Lock()
-	defer s.flushMu.Unlock()
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
+	s.releaseDuringCompaction()
+}
+
+// releaseDuringCompaction is release for a caller holding compactMu (the
+// lock order is compactMu, then flushMu).
+func (s *DB) releaseDuringCompaction() {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	s.releasePages()
 }
 
