@@ -15,13 +15,14 @@
 //
 // Buckets:
 //
-//	flushes  seq (8 bytes)                         -> first and last time of its samples (2x8 bytes, Unix ns)
+//	flushes  seq (8 bytes)                         -> first and last time of its samples (2x8 bytes, Unix ns), level (1 byte, compact.go)
 //	chunks   seq (8 bytes), device, 0, field       -> chunk (chunk.go)
 //	fields   device, 0, field                      -> (empty): the fields a device ever had
 //
 // Writing the same device, field and time again overwrites it (the later
 // flush wins when a query merges chunks), which makes replays from the
-// durable log idempotent.
+// durable log idempotent. Flushes are merged in the background
+// (compact.go) and dropped whole by retention (retention.go).
 package store
 
 import (
