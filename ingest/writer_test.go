@@ -53,11 +53,7 @@ func (s *flakySink) values() []float64 {
 }
 
 func TestWriterRetriesIsolatesPoisonAndCheckpoints(t *testing.T) {
-	dir := t.TempDir()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{}, logger)
-	require.NoError(t, err)
-	defer l.Close()
+	dir, logger, l := openTestLog(t)
 
 	var want []float64
 	ts := time.Unix(1700000000, 0)
@@ -131,6 +127,18 @@ func (s *gatedSink) count() int {
 	return len(s.written)
 }
 
+// openTestLog opens a durable log in a fresh directory, closed when the
+// test ends.
+func openTestLog(t *testing.T) (dir string, logger *slog.Logger, l *wal.Log) {
+	t.Helper()
+	dir = t.TempDir()
+	logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{}, logger)
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	return dir, logger, l
+}
+
 // appendValues logs readings of device d1 with v = from ... from+n-1, one
 // a second.
 func appendValues(t *testing.T, l *wal.Log, from, n int) {
@@ -145,11 +153,7 @@ func appendValues(t *testing.T, l *wal.Log, from, n int) {
 }
 
 func TestWriterInFlightCheckpointsOnlyAConfirmedPrefix(t *testing.T) {
-	dir := t.TempDir()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{}, logger)
-	require.NoError(t, err)
-	defer l.Close()
+	dir, logger, l := openTestLog(t)
 	appendValues(t, l, 0, 32)
 	start := l.Consumed()
 	sink := &gatedSink{release: make(chan struct{}), written: map[float64]int{}}
@@ -281,11 +285,7 @@ func (s *bufferingSink) setDue(due bool) {
 }
 
 func TestWriterCheckpointsABufferingSinkOnlyAfterItsFlush(t *testing.T) {
-	dir := t.TempDir()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	l, err := wal.Open(filepath.Join(dir, "log"), wal.Options{}, logger)
-	require.NoError(t, err)
-	defer l.Close()
+	dir, logger, l := openTestLog(t)
 	appendValues(t, l, 0, 32)
 	start := l.Consumed()
 	sink := &bufferingSink{}

@@ -255,10 +255,7 @@ func (s *DB) Flush(context.Context) error {
 	s.mu.Unlock()
 
 	var added []string
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		added = added[:0]
-		return s.writeFlush(tx, h, &added)
-	})
+	err := s.db.Update(func(tx *bolt.Tx) error { return s.writeFlush(tx, h, &added) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.flushing = nil
