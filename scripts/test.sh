@@ -10,4 +10,7 @@ cleanup() { scripts/influxd.sh stop "$tmp/influxd"; rm -rf "$tmp"; }
 trap cleanup EXIT
 while IFS='=' read -r k v; do export "$k=$v"; done < <(scripts/influxd.sh start "$tmp/influxd")
 echo "influxd for tests at $TELEHUB_TEST_INFLUX_URL" >&2
+# Strict as CI: a test whose tool is missing fails instead of skipping
+# (testenv.Missing), so a newcomer's make test proves what CI proves.
+export CI=true
 go test -race -count=1 -p 2 -timeout 15m "$@" ./...

@@ -1,7 +1,7 @@
 // Package testenv gives tests the real components that `make test` starts:
-// an influxd, Debian's MQTT clients. When one is missing a test skips on a
-// developer machine and fails in CI (CI=true), so CI can never pass by
-// skipping.
+// an influxd, Debian's MQTT clients. When one is missing a test skips under
+// a bare `go test` and fails when CI=true, which `make test` always sets, so
+// neither CI nor a newcomer's `make test` can pass by skipping.
 package testenv
 
 import (
