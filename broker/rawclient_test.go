@@ -134,7 +134,7 @@ func (c *rawClient) expect(typ byte) packets.Packet {
 	c.t.Helper()
 	pk, err := c.read(5 * time.Second)
 	require.NoError(c.t, err, "waiting for packet type %d", typ)
-	require.Equal(c.t, typ, pk.FixedHeader.Type, "packet type (got %+v)", pk)
+	require.Equal(c.t, typ, pk.FixedHeader.Type, "packet type (got one with reason code %#x)", pk.ReasonCode)
 	return pk
 }
 
