@@ -29,8 +29,9 @@ const (
 //     client over the limit is disconnected with 0x93.
 //   - Server Keep Alive (mqtt.server_keep_alive).
 //   - Topics starting with '$' are never matched by a filter starting with
-//     a wildcard: mochi keeps that rule for plain subscriptions but not for
-//     shared subscriptions nor for retained messages other than $SYS ones.
+//     a wildcard: mochi keeps that rule for live messages to plain
+//     subscriptions, not for shared ones nor for retained messages other
+//     than $SYS ones; the ACL asks deliverable.
 //   - A publish to $SYS is answered (MQTT 5: "not authorized"; MQTT 3.1.1:
 //     disconnected) instead of silently dropped.
 type conformHook struct {
@@ -63,7 +64,7 @@ func (h *conformHook) ID() string { return "telehub-conform" }
 
 func (h *conformHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnPacketRead, mqtt.OnSelectSubscribers,
+	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnPacketRead,
 		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect:
 		return true
 	}
@@ -145,20 +146,6 @@ func disconnectBytes(cl *mqtt.Client, code packets.Code) []byte {
 	return b.Bytes()
 }
 
-// OnSelectSubscribers drops the shared subscriptions whose filter starts
-// with a wildcard from the receivers of a '$' topic [MQTT-4.7.2-1].
-func (h *conformHook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
-	if pk.TopicName == "" || pk.TopicName[0] != '$' {
-		return subs
-	}
-	for filter := range subs.Shared {
-		if f, _ := unshare(filter); f == "" || f[0] == '+' || f[0] == '#' {
-			delete(subs.Shared, filter)
-		}
-	}
-	return subs
-}
-
 func (h *conformHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	h.subscribing.Store(cl, struct{}{})
 	return pk
@@ -172,9 +159,10 @@ func (h *conformHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.subscri
 
 // deliverable reports whether a message on topic may go to cl as far as
 // the '$' rule goes: a '$' topic only through a subscription that does not
-// start with a wildcard. mochi matches live messages by that rule; this
-// catches the retained messages it sends a new subscription. The ACL asks
-// it for every check of a '$' string outside a SUBSCRIBE.
+// start with a wildcard [MQTT-4.7.2-1]. mochi matches live messages to
+// plain subscriptions by that rule; this catches shared subscriptions and
+// the retained messages sent to a new subscription. The ACL asks it for
+// every check of a '$' string outside a SUBSCRIBE.
 func (h *conformHook) deliverable(cl *mqtt.Client, topic string) bool {
 	if topic == "" || topic[0] != '$' || cl.Net.Inline {
 		return true

@@ -125,7 +125,7 @@ func TestDollarTopics(t *testing.T) {
 	named, _ := connectRaw(t, f.b.Addr(), 5, clientID("d-named"))
 	require.Equal(t, []byte{0}, named.subscribe(1, "$site/#"))
 	shared, _ := connectRaw(t, f.b.Addr(), 5, clientID("d-shared"))
-	require.Equal(t, []byte{0}, shared.subscribe(1, "$share/g/#"))
+	require.Equal(t, []byte{0, 0}, shared.subscribe(1, "$share/g/#", "$share/g3/+/x"))
 	sharedNamed, _ := connectRaw(t, f.b.Addr(), 5, clientID("d-shared-named"))
 	require.Equal(t, []byte{0}, sharedNamed.subscribe(1, "$share/g2/$site/+"))
 
