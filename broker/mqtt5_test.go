@@ -1,6 +1,10 @@
 package broker
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -268,4 +272,24 @@ func TestServerKeepAlive(t *testing.T) {
 	g := newFixture(t, func(c *Config) { c.AllowAnonymous = true })
 	_, connack = connectRaw(t, g.b.Addr(), 5, clientID("ka-off"))
 	require.False(t, connack.Properties.ServerKeepAliveFlag)
+}
+
+// TestMQTTJSAcks: MQTT.js, a strict MQTT 5 client we did not write,
+// completes QoS 1 and 2 publishes that carry properties (it failed them
+// while mochi copied the properties, with reason code 0x01, into the PUBACK).
+func TestMQTTJSAcks(t *testing.T) {
+	node := testenv.Tool(t, "node")
+	root := testenv.RepoRoot(t)
+	if _, err := os.Stat(filepath.Join(root, "web", "node_modules", "mqtt", "package.json")); err != nil {
+		testenv.Missing(t, "MQTT.js (npm ci --prefix web)")
+	}
+	f := newFixture(t, func(c *Config) { c.AllowAnonymous = true })
+	cmd := exec.Command(node, filepath.Join("web", "test", "mqtt5-acks.js"))
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "TELEHUB_MQTT_URL=mqtt://"+f.b.Addr())
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "node: %s", stderr.String())
+	require.JSONEq(t, `{"1":"ok","2":"ok"}`, string(out))
 }
