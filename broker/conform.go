@@ -32,6 +32,8 @@ const (
 //     a wildcard: mochi keeps that rule for live messages to plain
 //     subscriptions, not for shared ones nor for retained messages other
 //     than $SYS ones; the ACL asks deliverable.
+//   - A QoS 2 publish sent again before its PUBREL (after a reconnect) is
+//     acknowledged with a PUBREC of success [MQTT-4.3.3-10], not 0x91.
 //   - A publish to $SYS is answered (MQTT 5: "not authorized"; MQTT 3.1.1:
 //     disconnected) instead of silently dropped.
 type conformHook struct {
@@ -65,7 +67,7 @@ func (h *conformHook) ID() string { return "telehub-conform" }
 func (h *conformHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnPacketRead,
-		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect:
+		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnPacketEncode:
 		return true
 	}
 	return false
@@ -129,6 +131,20 @@ func (h *conformHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 		refusePublish(h.srv, cl, pk, packets.ErrNotAuthorized) // mochi drops it after this hook; this answers it
 	}
 	return pk, nil
+}
+
+// OnPacketEncode turns mochi's PUBREC 0x91 (packet identifier in use),
+// which it sends only for a QoS 2 publish whose PUBREC it sent before and
+// whose PUBREL has not come, into the PUBREC of success the specification
+// asks for [MQTT-4.3.3-10]: the publish was received (and is not delivered
+// again), and a client takes 0x91 as a failure of a message that went
+// through.
+func (h *conformHook) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode == packets.ErrPacketIdentifierInUse.Code {
+		pk.ReasonCode = packets.CodeSuccess.Code
+		pk.Properties = packets.Properties{}
+	}
+	return pk
 }
 
 // disconnectBytes encodes a DISCONNECT with a reason code for an MQTT 5

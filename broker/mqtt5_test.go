@@ -293,3 +293,38 @@ func TestMQTTJSAcks(t *testing.T) {
 	require.NoError(t, err, "node: %s", stderr.String())
 	require.JSONEq(t, `{"1":"ok","2":"ok"}`, string(out))
 }
+
+// TestQoS2ResentBeforePubrel: a QoS 2 publish that a client sends again
+// after a reconnect, its PUBREL not sent yet, is acknowledged with a PUBREC
+// of success and delivered once [MQTT-4.3.3-10] (mochi answered 0x91,
+// which the client takes for a failure of a message that went through).
+func TestQoS2ResentBeforePubrel(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.AllowAnonymous = true })
+	sub, _ := connectRaw(t, f.b.Addr(), 5, clientID("dup-sub"))
+	require.Equal(t, []byte{0}, sub.subscribe(1, "site/#"))
+	persistent := func(pk *packets.Packet) {
+		pk.Connect.ClientIdentifier, pk.Connect.Clean = "dup", false
+		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 300, true
+	}
+	c, _ := connectRaw(t, f.b.Addr(), 5, persistent)
+	c.publish("site/dup", 2, 5, "once", packets.Properties{})
+	require.Equal(t, packets.CodeSuccess.Code, c.expect(packets.Pubrec).ReasonCode)
+	c.conn.Close()
+
+	c, connack := connectRaw(t, f.b.Addr(), 5, persistent)
+	require.True(t, connack.SessionPresent)
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2, Dup: true}, TopicName: "site/dup",
+		PacketID: 5, Payload: []byte("once")})
+	got := c.stillOpen()
+	require.NotEmpty(t, got)
+	for _, pk := range got {
+		require.Equal(t, packets.Pubrec, pk.FixedHeader.Type)
+		require.Equal(t, uint16(5), pk.PacketID)
+		require.Equal(t, packets.CodeSuccess.Code, pk.ReasonCode, "%s", pk.Properties.ReasonString)
+	}
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel}, PacketID: 5})
+	require.Equal(t, packets.CodeSuccess.Code, c.expect(packets.Pubcomp).ReasonCode)
+	c.publish("site/marker", 0, 0, "m", packets.Properties{})
+	require.Equal(t, "site/dup", sub.nextTopic())
+	require.Equal(t, "site/marker", sub.nextTopic(), "delivered once")
+}
