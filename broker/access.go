@@ -25,7 +25,7 @@ const (
 	// (or certificate); it may use the topic filters of its ACL.
 	KindIntegration
 	// KindAnonymous sent no credentials (only when allowed); it may use
-	// topics outside devices/ and $SYS.
+	// topics outside devices/, $SYS and $share, within the site ACL.
 	KindAnonymous
 )
 

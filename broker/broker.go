@@ -33,7 +33,8 @@ type Config struct {
 	// is most of a small hub's memory per device.
 	WriteQueue int32 `yaml:"write_queue"`
 	// AllowAnonymous admits clients that send no credentials, confined to
-	// topics outside devices/ and $SYS (see access.go).
+	// topics outside devices/, $SYS and $share and to AnonymousACL (see
+	// access.go, siteacl.go).
 	AllowAnonymous bool `yaml:"allow_anonymous"`
 	// ReceiveMaximum is the number of QoS 1 and 2 publishes an MQTT 5
 	// client may have unacknowledged at once, advertised in CONNACK; a

@@ -1,11 +1,13 @@
 package broker
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 
 	"github.com/telehub/telehub/internal/testenv"
 )
@@ -43,6 +45,25 @@ func TestAnonymousACLConfig(t *testing.T) {
 		c.ServerKeepAlive = ka
 		require.ErrorContains(t, c.Validate(), "mqtt.server_keep_alive", ka)
 	}
+}
+
+// TestMQTT5ConfigYAML: the new keys read from YAML as the README shows them.
+func TestMQTT5ConfigYAML(t *testing.T) {
+	in := `
+receive_maximum: 64
+server_keep_alive: 60s
+anonymous_acl:
+  - {action: deny, access: publish, topic: "site/locked/#"}
+  - {action: allow, access: both, topic: "$site/#"}
+`
+	c := DefaultConfig()
+	d := yaml.NewDecoder(strings.NewReader(in))
+	d.KnownFields(true)
+	require.NoError(t, d.Decode(&c))
+	require.NoError(t, c.Validate())
+	require.Equal(t, uint16(64), c.ReceiveMaximum)
+	require.Equal(t, time.Minute, c.ServerKeepAlive)
+	require.Equal(t, []ACLRule{{ACLDeny, ACLPublish, "site/locked/#"}, {ACLAllow, ACLBoth, "$site/#"}}, c.AnonymousACL)
 }
 
 // subscribeRaw subscribes at QoS 0 and returns the SUBACK's codes.
