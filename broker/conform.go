@@ -44,10 +44,10 @@ type conformHook struct {
 	warn       *warnLog
 	hits       map[string]*metrics.Counter
 
-	// subscribing holds the clients whose SUBSCRIBE is being checked: while
-	// it is, an ACL check of a string starting with '$' is of a filter the
-	// client asks for, not of a message delivered to it.
-	subscribing sync.Map // *mqtt.Client -> struct{}
+	// subscribing holds the filters of the clients whose SUBSCRIBE is
+	// being checked: while it is, an ACL check of one of them is of the
+	// filter the client asks for, not of a message delivered to it.
+	subscribing sync.Map // *mqtt.Client -> packets.Subscriptions
 }
 
 var _ mqtt.Hook = (*conformHook)(nil)
@@ -163,7 +163,7 @@ func disconnectBytes(cl *mqtt.Client, code packets.Code) []byte {
 }
 
 func (h *conformHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	h.subscribing.Store(cl, struct{}{})
+	h.subscribing.Store(cl, pk.Filters)
 	return pk
 }
 
@@ -183,8 +183,12 @@ func (h *conformHook) deliverable(cl *mqtt.Client, topic string) bool {
 	if topic == "" || topic[0] != '$' || cl.Net.Inline {
 		return true
 	}
-	if _, ok := h.subscribing.Load(cl); ok {
-		return true // a filter being subscribed to, not a delivery
+	if subs, ok := h.subscribing.Load(cl); ok {
+		for _, sub := range subs.(packets.Subscriptions) {
+			if sub.Filter == topic {
+				return true // a filter being subscribed to, not a delivery
+			}
+		}
 	}
 	for filter := range cl.State.Subscriptions.GetAll() {
 		f, _ := unshare(filter)
