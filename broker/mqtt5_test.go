@@ -223,6 +223,10 @@ func TestReceiveMaximum(t *testing.T) {
 
 	t.Run("QoS 2 counts until PUBCOMP", func(t *testing.T) {
 		c, _ := connectRaw(t, f.b.Addr(), 5, clientID("rm-q2"))
+		for i := range 2 * max { // a refusing PUBREC ends the flow
+			c.publish("devices/rm/telemetry", 2, uint16(100+i), "x", packets.Properties{})
+			require.Equal(t, packets.ErrNotAuthorized.Code, c.expect(packets.Pubrec).ReasonCode)
+		}
 		for i := range max {
 			c.publish("site/q2", 2, uint16(i+1), "x", packets.Properties{})
 			c.expect(packets.Pubrec)
