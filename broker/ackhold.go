@@ -226,7 +226,7 @@ func (a *ackHold) fail(err error) {
 // commits), then closes the connection. Safe to call twice.
 func (a *ackHold) Close() error {
 	a.mu.Lock()
-	idle, flushing := a.idle, a.flushing
+	idle, flushing := a.idle, a.flushing && a.err == nil // failed or aborted: nothing held is written any more
 	a.mu.Unlock()
 	if flushing {
 		t := time.NewTimer(closeGrace)
