@@ -145,7 +145,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 		"Messages to MQTT clients dropped because the client's write queue (mqtt.write_queue) was full.",
 		func() float64 { return float64(atomic.LoadInt64(&srv.Info.MessagesDropped)) })
 	warn := newWarnLog(logger)
-	conform := newConformHook(srv, cfg, o.metrics, warn)
+	conform := newConformHook(srv, cfg, o.metrics, m, warn)
 	access := &accessHook{srv: srv, reg: reg, ints: o.integrations, anonymous: cfg.AllowAnonymous, site: cfg.AnonymousACL, conform: conform, limits: cfg.Limits,
 		connects: newTokenBucket(cfg.ConnectRate, cfg.ConnectBurst, time.Now()), sessions: ss, m: m, warn: warn}
 	for _, h := range []mqtt.Hook{

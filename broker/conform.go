@@ -3,7 +3,6 @@ package broker
 import (
 	"bytes"
 	"math"
-	"strings"
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -41,6 +40,7 @@ type conformHook struct {
 	srv        *mqtt.Server
 	receiveMax int32
 	keepAlive  uint16 // seconds; 0: off
+	m          *brokerMetrics
 	warn       *warnLog
 	hits       map[string]*metrics.Counter
 
@@ -52,9 +52,9 @@ type conformHook struct {
 
 var _ mqtt.Hook = (*conformHook)(nil)
 
-func newConformHook(srv *mqtt.Server, cfg Config, reg *metrics.Registry, warn *warnLog) *conformHook {
+func newConformHook(srv *mqtt.Server, cfg Config, reg *metrics.Registry, m *brokerMetrics, warn *warnLog) *conformHook {
 	h := &conformHook{srv: srv, receiveMax: int32(cfg.ReceiveMaximum), keepAlive: uint16(cfg.ServerKeepAlive.Seconds()),
-		warn: warn, hits: map[string]*metrics.Counter{}}
+		m: m, warn: warn, hits: map[string]*metrics.Counter{}}
 	for _, l := range []string{limitReceiveMaximum, limitKeepAlive} {
 		h.hits[l] = reg.Counter(`telehub_mqtt_limit_hits_total{limit="`+l+`"}`,
 			"MQTT connections or packets refused by a limit (see the limit label).")
@@ -127,7 +127,10 @@ func (h *conformHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 		cl.Stop(packets.ErrReceiveMaximum)
 		return pk, packets.ErrRejectPacket // ends the connection
 	}
-	if first, _, _ := strings.Cut(pk.TopicName, "/"); strings.EqualFold(first, mqtt.SysPrefix) {
+	if isSys(pk.TopicName) {
+		h.m.aclDenied["publish"].Inc()
+		h.warn.Warn("mqtt publish refused: clients may not publish to $SYS",
+			"username", clip(string(cl.Properties.Username)), "client_id", clip(cl.ID), "remote", cl.Net.Remote, "topic", clip(pk.TopicName))
 		refusePublish(h.srv, cl, pk, packets.ErrNotAuthorized) // mochi drops it after this hook; this answers it
 	}
 	return pk, nil

@@ -57,7 +57,7 @@ func TestUnshareAndOutsideDevices(t *testing.T) {
 	}{
 		{"site/a", true}, {"#", true}, {"+/x", true}, {"devicesx/a", true},
 		{"devices", false}, {"devices/a", false}, {"$SYS/x", false}, {"$sys", false}, {"$share/g/x", false}, {"", false},
-		{"$site/x", true}, {"$SYSTEM/x", true},
+		{"$site/x", true}, {"$SYSTEM/x", false}, {"$sy", true},
 	} {
 		require.Equal(t, tc.ok, anonymousMayUse(tc.topic), tc.topic)
 	}

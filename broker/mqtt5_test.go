@@ -110,6 +110,7 @@ func TestRefusalsAnswerWithTheAckOfTheirQoS(t *testing.T) {
 		{"log full", "devices/rf/telemetry", "full", packets.ErrQuotaExceeded},
 		{"acl", "devices/other/telemetry", "{}", packets.ErrNotAuthorized},
 		{"$SYS", "$SYS/broker/x", "{}", packets.ErrNotAuthorized},
+		{"$sysx", "$sysx", "{}", packets.ErrNotAuthorized},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for qos, typ := range map[byte]byte{1: packets.Puback, 2: packets.Pubrec} {

@@ -74,11 +74,18 @@ func (acl siteACL) allows(topic string, write bool) bool {
 // anonymousMayUse reports whether a topic or filter stays away from the
 // devices/ tree, $SYS and $share. A filter starting with a wildcard passes;
 // the messages it would receive from devices/ are refused one by one when
-// they are delivered, and mochi never matches it with '$' topics.
+// they are delivered, and '$' topics never match it.
 func anonymousMayUse(topic string) bool {
-	if topic == "" {
+	if topic == "" || isSys(topic) {
 		return false
 	}
 	first, _, _ := strings.Cut(topic, "/")
-	return first != "devices" && !strings.EqualFold(first, "$SYS") && !strings.EqualFold(first, "$share")
+	return first != "devices" && !strings.EqualFold(first, "$share")
+}
+
+// isSys reports whether a topic is one mochi keeps for itself: it starts
+// with $SYS, in any case (mochi drops a client's publish to any such topic,
+// $SYSTEM/x included).
+func isSys(topic string) bool {
+	return len(topic) >= len(mqtt.SysPrefix) && strings.EqualFold(topic[:len(mqtt.SysPrefix)], mqtt.SysPrefix)
 }
