@@ -32,7 +32,8 @@ const (
 //     subscriptions, not for shared ones nor for retained messages other
 //     than $SYS ones; the ACL asks deliverable.
 //   - A QoS 2 publish sent again before its PUBREL (after a reconnect) is
-//     acknowledged with a PUBREC of success [MQTT-4.3.3-10], not 0x91.
+//     acknowledged with a PUBREC of success [MQTT-4.3.3-10], not 0x91, and
+//     SUBACK and UNSUBACK do not echo the request's user properties.
 //   - A publish to $SYS is answered (MQTT 5: "not authorized"; MQTT 3.1.1:
 //     disconnected) instead of silently dropped.
 type conformHook struct {
@@ -136,16 +137,27 @@ func (h *conformHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 	return pk, nil
 }
 
-// OnPacketEncode turns mochi's PUBREC 0x91 (packet identifier in use),
-// which it sends only for a QoS 2 publish whose PUBREC it sent before and
-// whose PUBREL has not come, into the PUBREC of success the specification
-// asks for [MQTT-4.3.3-10]: the publish was received (and is not delivered
-// again), and a client takes 0x91 as a failure of a message that went
-// through.
+// OnPacketEncode corrects what mochi gets wrong in the acknowledgements it
+// encodes:
+//
+//   - SUBACK and UNSUBACK carried the user properties of the SUBSCRIBE or
+//     UNSUBSCRIBE (which could make them larger than the client's maximum
+//     packet size, and then they were never sent);
+//   - PUBREC 0x91 (packet identifier in use), which mochi sends only for a
+//     QoS 2 publish whose PUBREC it sent before and whose PUBREL has not
+//     come, becomes the PUBREC of success the specification asks for
+//     [MQTT-4.3.3-10]: the publish was received (and is not delivered
+//     again), and a client takes 0x91 as the failure of a message that
+//     went through.
 func (h *conformHook) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode == packets.ErrPacketIdentifierInUse.Code {
-		pk.ReasonCode = packets.CodeSuccess.Code
-		pk.Properties = packets.Properties{}
+	switch pk.FixedHeader.Type {
+	case packets.Suback, packets.Unsuback:
+		pk.Properties.User = nil
+	case packets.Pubrec:
+		if pk.ReasonCode == packets.ErrPacketIdentifierInUse.Code {
+			pk.ReasonCode = packets.CodeSuccess.Code
+			pk.Properties = packets.Properties{}
+		}
 	}
 	return pk
 }

@@ -75,8 +75,10 @@ func TestAcknowledgementsCarryOnlyTheirReason(t *testing.T) {
 	// on the way out; only the acknowledgement is bare.
 	sub, _ := connectRaw(t, f.b.Addr(), 5, clientID("props-sub"))
 	sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1,
-		Filters: packets.Subscriptions{{Filter: "site/#", Qos: 1}}})
-	sub.expect(packets.Suback)
+		Filters: packets.Subscriptions{{Filter: "site/#", Qos: 1}}, Properties: packets.Properties{User: richProperties.User}})
+	suback := sub.expect(packets.Suback)
+	require.Equal(t, []byte{1}, suback.ReasonCodes)
+	require.Empty(t, suback.Properties.User, "SUBACK does not echo the SUBSCRIBE's user properties")
 	pub, _ := connectRaw(t, f.b.Addr(), 5, clientID("props-pub"))
 	pub.publish("site/a", 1, 7, "x", richProperties)
 	ack = pub.expect(packets.Puback)
