@@ -25,7 +25,7 @@ const (
 	// (or certificate); it may use the topic filters of its ACL.
 	KindIntegration
 	// KindAnonymous sent no credentials (only when allowed); it may use
-	// topics outside devices/ and $SYS.
+	// topics outside devices/, $SYS and $share, within the site ACL.
 	KindAnonymous
 )
 
@@ -126,6 +126,8 @@ type accessHook struct {
 	reg       Registry
 	ints      Integrations // nil: no integrations
 	anonymous bool
+	site      siteACL      // what anonymous clients may use (siteacl.go)
+	conform   *conformHook // keeps '$' topics from wildcard subscriptions (conform.go)
 	limits    Limits
 	connects  *tokenBucket
 	sessions  *sessions
@@ -296,7 +298,7 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	if se == nil {
 		return false
 	}
-	ok := h.allowed(se.who, topic, write)
+	ok := h.allowed(se.who, topic, write) && (write || h.conform.deliverable(cl, topic))
 	if !ok && write {
 		h.m.aclDenied["publish"].Inc()
 		h.warn.Warn("mqtt publish refused: topic not allowed", se.who.attrs(cl, "topic", clip(topic))...)
@@ -328,10 +330,7 @@ func (h *accessHook) allowed(who identity, topic string, write bool) bool {
 		f, _ := unshare(topic)
 		return anyCovers(in.Subscribe, f)
 	case KindAnonymous:
-		if !write {
-			topic, _ = unshare(topic)
-		}
-		return outsideDevices(topic)
+		return h.site.allows(topic, write)
 	}
 	return false
 }

@@ -2,10 +2,14 @@ package broker
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/telehub/telehub/internal/wal"
 )
@@ -55,6 +59,13 @@ type ackHold struct {
 	wmu sync.Mutex // serialises writes to the connection
 	out []byte     // the flusher's write buffer, reused
 	wg  sync.WaitGroup
+
+	// The client's QoS 1 and 2 publishes not yet answered on the wire, for
+	// the MQTT 5 receive maximum (conform.go): admit counts a publish in,
+	// and every PUBACK, PUBCOMP or refusing PUBREC counts one out just
+	// before its bytes are written. Counted only once counting is on.
+	counting atomic.Bool
+	unacked  atomic.Int32
 }
 
 // heldCommit is a commit and how many holds it stands for: the holds of
@@ -105,6 +116,7 @@ func (a *ackHold) Write(b []byte) (int, error) {
 		a.wmu.Lock()
 		a.mu.Unlock()
 		defer a.wmu.Unlock()
+		a.sent(b)
 		return a.Conn.Write(b)
 	}
 	for a.flushing && len(a.buf) >= maxHeldBytes {
@@ -154,6 +166,7 @@ func (a *ackHold) flush() {
 			}
 			a.wmu.Lock()
 			a.mu.Unlock()
+			a.sent(a.out)
 			_, err := a.Conn.Write(a.out)
 			a.wmu.Unlock()
 			a.mu.Lock()
@@ -213,7 +226,7 @@ func (a *ackHold) fail(err error) {
 // commits), then closes the connection. Safe to call twice.
 func (a *ackHold) Close() error {
 	a.mu.Lock()
-	idle, flushing := a.idle, a.flushing
+	idle, flushing := a.idle, a.flushing && a.err == nil // failed or aborted: nothing held is written any more
 	a.mu.Unlock()
 	if flushing {
 		t := time.NewTimer(closeGrace)
@@ -229,6 +242,93 @@ func (a *ackHold) Close() error {
 	err := a.Conn.Close()
 	a.wg.Wait()
 	return err
+}
+
+// countAcks starts counting the client's unanswered publishes.
+func (a *ackHold) countAcks() { a.counting.Store(true) }
+
+// admit counts in a QoS 1 or 2 publish just read from the client, unless
+// the client already has max unanswered ones: then it reports false. Called
+// on the client's read goroutine.
+func (a *ackHold) admit(max int32) bool {
+	if !a.counting.Load() {
+		return true
+	}
+	if a.unacked.Load() >= max {
+		return false
+	}
+	a.unacked.Add(1)
+	return true
+}
+
+// sent counts out the publishes that the acknowledgements in b answer. b
+// is whole packets, as mochi writes them. It runs before b is written, so a
+// client that reads an acknowledgement and publishes again is never counted
+// over its limit.
+func (a *ackHold) sent(b []byte) {
+	if !a.counting.Load() {
+		return
+	}
+	n := answers(b)
+	for n > 0 {
+		v := a.unacked.Load()
+		if a.unacked.CompareAndSwap(v, max(v-n, 0)) { // a PUBCOMP for a flow of an earlier connection counts nothing
+			return
+		}
+	}
+}
+
+// answers counts the packets in b that end a client's QoS 1 or 2 publish
+// for its receive maximum: PUBACK, PUBCOMP, and PUBREC with a reason code
+// of 0x80 or more [MQTT-4.9.0-2].
+func answers(b []byte) int32 {
+	var n int32
+	for len(b) >= 2 {
+		typ := b[0] >> 4
+		rem, k := 0, 1
+		for shift := 0; ; shift += 7 {
+			if k >= len(b) || shift > 21 {
+				return n
+			}
+			c := b[k]
+			k++
+			rem |= int(c&0x7f) << shift
+			if c&0x80 == 0 {
+				break
+			}
+		}
+		body := b[k:]
+		if rem > len(body) {
+			return n
+		}
+		switch typ {
+		case packets.Puback, packets.Pubcomp:
+			n++
+		case packets.Pubrec:
+			if rem >= 3 && body[2] >= packets.ErrUnspecifiedError.Code {
+				n++
+			}
+		}
+		b = body[rem:]
+	}
+	return n
+}
+
+// errAborted fails the writes to a connection that is being disconnected.
+var errAborted = errors.New("connection aborted")
+
+// abort drops what is held and writes b (a DISCONNECT, or nothing) as the
+// connection's last bytes: the client is being disconnected, and what was
+// held for it would come after.
+func (a *ackHold) abort(b []byte) {
+	a.mu.Lock()
+	a.fail(errAborted)
+	a.wmu.Lock()
+	a.mu.Unlock()
+	defer a.wmu.Unlock()
+	if len(b) > 0 {
+		a.Conn.Write(b)
+	}
 }
 
 // ConnectionState is the TLS state of the connection (empty when it is not

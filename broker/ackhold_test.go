@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
 	"github.com/telehub/telehub/internal/testenv"
@@ -168,4 +170,43 @@ func TestAckHoldBoundsTheHeldBytes(t *testing.T) {
 	committed.Store(true)
 	done1(nil)
 	require.True(t, <-wrote, "the write past the bound returned only after the held bytes could go out")
+}
+
+// TestAnswers: the packets that end a client's publish for its receive
+// maximum are counted in a stream of whole packets, whatever else is in it.
+func TestAnswers(t *testing.T) {
+	enc := func(pks ...packets.Packet) []byte {
+		var b bytes.Buffer
+		for _, pk := range pks {
+			pk.ProtocolVersion = 5
+			var err error
+			switch pk.FixedHeader.Type {
+			case packets.Publish:
+				err = pk.PublishEncode(&b)
+			case packets.Puback:
+				err = pk.PubackEncode(&b)
+			case packets.Pubrec:
+				err = pk.PubrecEncode(&b)
+			case packets.Pubrel:
+				err = pk.PubrelEncode(&b)
+			case packets.Pubcomp:
+				err = pk.PubcompEncode(&b)
+			}
+			require.NoError(t, err)
+		}
+		return b.Bytes()
+	}
+	ack := func(typ byte, code packets.Code) packets.Packet {
+		return packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: 7, ReasonCode: code.Code,
+			Properties: packets.Properties{ReasonString: code.Reason}}
+	}
+	big := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "a/b", PacketID: 3,
+		Payload: bytes.Repeat([]byte{0x40}, 300)} // a payload of PUBACK type bytes, over a one-byte length
+	stream := enc(ack(packets.Puback, packets.CodeSuccess), big, ack(packets.Pubrec, packets.CodeSuccess),
+		ack(packets.Pubrec, packets.ErrNotAuthorized), ack(packets.Pubrel, packets.CodeSuccess),
+		ack(packets.Pubcomp, packets.CodeSuccess), ack(packets.Puback, packets.ErrQuotaExceeded))
+	require.Equal(t, int32(4), answers(stream))
+	require.Equal(t, int32(0), answers(enc(big)))
+	require.Equal(t, int32(3), answers(stream[:len(stream)-1]), "a cut packet is not counted")
+	require.Equal(t, int32(0), answers(nil))
 }

@@ -33,8 +33,25 @@ type Config struct {
 	// is most of a small hub's memory per device.
 	WriteQueue int32 `yaml:"write_queue"`
 	// AllowAnonymous admits clients that send no credentials, confined to
-	// topics outside devices/ and $SYS (see access.go).
+	// topics outside devices/, $SYS and $share and to AnonymousACL (see
+	// access.go, siteacl.go).
 	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// ReceiveMaximum is the number of QoS 1 and 2 publishes an MQTT 5
+	// client may have unacknowledged at once, advertised in CONNACK; a
+	// client that sends more is disconnected with reason 0x93 (see
+	// conform.go). A publish counts until its PUBACK (or PUBCOMP, or a
+	// refusing PUBREC) is on the wire, the wait for the log's fsync included.
+	ReceiveMaximum uint16 `yaml:"receive_maximum"`
+	// ServerKeepAlive, when not zero, replaces the keep alive of every MQTT
+	// 5 client (CONNACK Server Keep Alive) and bounds that of MQTT 3.1.1
+	// clients, which are refused when theirs is longer or 0; a client
+	// silent for one and a half times it is disconnected. Whole seconds.
+	ServerKeepAlive time.Duration `yaml:"server_keep_alive"`
+	// AnonymousACL are rules for what anonymous clients may publish and
+	// subscribe to, within what they may use at all (outside devices/ and
+	// $SYS); the first rule that matches decides, and no match allows
+	// (siteacl.go).
+	AnonymousACL []ACLRule `yaml:"anonymous_acl"`
 	// Transport adds TLS, mutual TLS and WebSocket listeners (listeners.go).
 	Transport `yaml:",inline"`
 	// Limits bounds what one client may do (limits.go).
@@ -43,7 +60,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Addr: ":1883", MaxPacketBytes: 256 << 10, WriteQueue: 8192, Limits: DefaultLimits()}
+	return Config{Addr: ":1883", MaxPacketBytes: 256 << 10, WriteQueue: 8192, ReceiveMaximum: 1024, Limits: DefaultLimits()}
 }
 
 // Validate checks the values.
@@ -57,7 +74,19 @@ func (c Config) Validate() error {
 	if c.WriteQueue < 16 {
 		return errors.New("mqtt.write_queue must be at least 16")
 	}
-	return errors.Join(c.Transport.validate(), c.Limits.validate())
+	var errs []error
+	if c.ReceiveMaximum == 0 {
+		errs = append(errs, errors.New("mqtt.receive_maximum must be between 1 and 65535"))
+	}
+	if c.ServerKeepAlive < 0 || c.ServerKeepAlive > 65535*time.Second || c.ServerKeepAlive%time.Second != 0 {
+		errs = append(errs, errors.New("mqtt.server_keep_alive must be whole seconds, at most 65535s (0: off)"))
+	}
+	for i, r := range c.AnonymousACL {
+		if err := r.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("mqtt.anonymous_acl[%d]: %w", i, err))
+		}
+	}
+	return errors.Join(append(errs, c.Transport.validate(), c.Limits.validate())...)
 }
 
 // Registry is what the broker needs of the device registry.
@@ -103,6 +132,11 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketBytes
 	caps.MaximumClientWritesPending = cfg.WriteQueue
+	caps.ReceiveMaximum = cfg.ReceiveMaximum // advertised by mochi; counted by conformHook
+	// An acknowledgement carries its reason code and reason string only,
+	// never the properties of the packet it acknowledges (mochi copies
+	// them by default, and strict MQTT 5 clients refuse such packets).
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(quietHandler{logger.Handler(), slog.LevelWarn}).With("component", "mqtt")})
 	ctx, cancel := context.WithCancel(context.Background())
 	ss := &sessions{}
@@ -111,13 +145,15 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 		"Messages to MQTT clients dropped because the client's write queue (mqtt.write_queue) was full.",
 		func() float64 { return float64(atomic.LoadInt64(&srv.Info.MessagesDropped)) })
 	warn := newWarnLog(logger)
-	access := &accessHook{srv: srv, reg: reg, ints: o.integrations, anonymous: cfg.AllowAnonymous, limits: cfg.Limits,
+	conform := newConformHook(srv, cfg, o.metrics, m, warn)
+	access := &accessHook{srv: srv, reg: reg, ints: o.integrations, anonymous: cfg.AllowAnonymous, site: cfg.AnonymousACL, conform: conform, limits: cfg.Limits,
 		connects: newTokenBucket(cfg.ConnectRate, cfg.ConnectBurst, time.Now()), sessions: ss, m: m, warn: warn}
 	for _, h := range []mqtt.Hook{
+		conform, // first: a publish over the receive maximum goes no further
 		&limitsHook{srv: srv, cfg: cfg.Limits, sessions: ss, m: m, warn: warn}, // before ingest: refused means not stored
 		&presenceHook{srv: srv, presence: presence, sessions: ss},
-		&ingestHook{ctx: ctx, reg: reg, ing: ing, presence: presence, sessions: ss, warn: warn},
-		&relayHook{ctx: ctx, reg: reg, ing: ing, sessions: ss, warn: warn}, // integrations relaying devices' telemetry (relay.go)
+		&ingestHook{srv: srv, ctx: ctx, reg: reg, ing: ing, presence: presence, sessions: ss, warn: warn},
+		&relayHook{srv: srv, ctx: ctx, reg: reg, ing: ing, sessions: ss, warn: warn}, // integrations relaying devices' telemetry (relay.go)
 		access, // last: the hooks above still know who disconnects
 	} {
 		if err := srv.AddHook(h, nil); err != nil {

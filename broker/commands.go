@@ -387,13 +387,13 @@ func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	case rest == stateTopic:
 		if err := h.c.states.Reported(id, pk.Payload, time.Now()); err != nil {
 			h.c.log.Warn("reported state refused", "device_id", id, "err", err)
-			return pk, refuse(cl, pk, packets.ErrPayloadFormatInvalid)
+			return pk, refuse(h.c.srv, cl, pk, packets.ErrPayloadFormatInvalid)
 		}
 	case rest == responsesTopic:
 		cmdID := string(pk.Properties.CorrelationData)
 		if cmdID == "" {
 			h.c.log.Warn("command response without correlation data", "device_id", id)
-			return pk, refuse(cl, pk, packets.ErrProtocolViolation)
+			return pk, refuse(h.c.srv, cl, pk, packets.ErrProtocolViolation)
 		}
 		h.answer(id, cmdID, devices.ParseResponse(pk.Payload))
 	case isResult(rest):
@@ -403,7 +403,7 @@ func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
 			cl.Stop(packets.ErrNotAuthorized) // as mochi does for an ACL refusal
 		}
-		return pk, refuse(cl, pk, packets.ErrNotAuthorized)
+		return pk, refuse(h.c.srv, cl, pk, packets.ErrNotAuthorized)
 	}
 	return pk, nil
 }
@@ -419,7 +419,7 @@ func (h *controlHook) relayedState(cl *mqtt.Client, pk packets.Packet, id string
 	}
 	if err := h.c.states.Reported(id, pk.Payload, time.Now()); err != nil {
 		h.c.log.Warn("relayed reported state refused", "device_id", id, "client", cl.ID, "err", err)
-		return pk, refuse(cl, pk, packets.ErrPayloadFormatInvalid)
+		return pk, refuse(h.c.srv, cl, pk, packets.ErrPayloadFormatInvalid)
 	}
 	return pk, nil
 }
@@ -439,7 +439,7 @@ func (h *controlHook) result(cl *mqtt.Client, pk packets.Packet, id, rest string
 	r, err := devices.ParseResult(pk.Payload)
 	if err != nil {
 		h.c.log.Warn("command result refused", "device_id", id, "command_id", cmdID, "err", err)
-		return pk, refuse(cl, pk, packets.ErrPayloadFormatInvalid)
+		return pk, refuse(h.c.srv, cl, pk, packets.ErrPayloadFormatInvalid)
 	}
 	h.answer(id, cmdID, r)
 	return pk, nil
@@ -451,12 +451,12 @@ func (h *controlHook) answer(deviceID, cmdID string, r devices.CommandResult) {
 	}
 }
 
-// refuse returns the error that makes mochi answer an MQTT 5 QoS 1/2
-// publish with code and drop the message. Others are acknowledged (MQTT 3
-// has no negative PUBACK, and a resend would fail again) and dropped.
-func refuse(cl *mqtt.Client, pk packets.Packet, code packets.Code) error {
+// refuse answers an MQTT 5 QoS 1/2 publish with code (PUBACK, or PUBREC
+// for QoS 2) and drops the message. Others are acknowledged (MQTT 3 has no
+// negative PUBACK, and a resend would fail again) and dropped.
+func refuse(srv *mqtt.Server, cl *mqtt.Client, pk packets.Packet, code packets.Code) error {
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-		return code
+		return refusePublish(srv, cl, pk, code)
 	}
 	return packets.CodeSuccessIgnore
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
 	"github.com/telehub/telehub/devices"
@@ -156,5 +157,30 @@ func TestCommandOf(t *testing.T) {
 		require.Equal(t, tc.ok, ok, tc.topic)
 		require.Equal(t, tc.dev, dev, tc.topic)
 		require.Equal(t, tc.cmd, cmd, tc.topic)
+	}
+}
+
+// TestControlRefusalsAnswerWithTheAckOfTheirQoS: a state report, result or
+// response the hub refuses gets the reason in the packet of its QoS under
+// MQTT 5 (PUBREC for QoS 2; mochi answered it with a PUBACK).
+func TestControlRefusalsAnswerWithTheAckOfTheirQoS(t *testing.T) {
+	f, _, _ := newControlFixture(t)
+	tok := f.device(t, "cr")
+	for _, tc := range []struct {
+		topic, payload string
+		want           packets.Code
+	}{
+		{"devices/cr/state", "bad", packets.ErrPayloadFormatInvalid},
+		{"devices/cr/commands/c1/result", "not a result", packets.ErrPayloadFormatInvalid},
+		{"devices/cr/responses", "{}", packets.ErrProtocolViolation},
+		{"devices/cr/commands/c1", "spoof", packets.ErrNotAuthorized},
+	} {
+		c, _ := connectRaw(t, f.b.Addr(), 5, asDevice("cr", tok))
+		for qos, typ := range map[byte]byte{1: packets.Puback, 2: packets.Pubrec} {
+			c.publish(tc.topic, qos, 3, tc.payload, packets.Properties{})
+			ack := c.expect(typ)
+			require.Equal(t, tc.want.Code, ack.ReasonCode, "%s QoS %d", tc.topic, qos)
+		}
+		c.stillOpen()
 	}
 }

@@ -62,15 +62,3 @@ func unshare(filter string) (string, bool) {
 	}
 	return f, true
 }
-
-// outsideDevices reports whether a topic or filter stays away from the
-// devices/ tree and from '$' topics: what anonymous clients may use. A
-// filter starting with a wildcard passes; the messages it would receive from
-// devices/ are refused one by one when they are delivered.
-func outsideDevices(topic string) bool {
-	if topic == "" || topic[0] == '$' {
-		return false
-	}
-	first, _, _ := strings.Cut(topic, "/")
-	return first != "devices"
-}

@@ -56,9 +56,10 @@ func TestUnshareAndOutsideDevices(t *testing.T) {
 		ok    bool
 	}{
 		{"site/a", true}, {"#", true}, {"+/x", true}, {"devicesx/a", true},
-		{"devices", false}, {"devices/a", false}, {"$SYS/x", false}, {"$share/g/x", false}, {"", false},
+		{"devices", false}, {"devices/a", false}, {"$SYS/x", false}, {"$sys", false}, {"$share/g/x", false}, {"", false},
+		{"$site/x", true}, {"$SYSTEM/x", false}, {"$sy", true},
 	} {
-		require.Equal(t, tc.ok, outsideDevices(tc.topic), tc.topic)
+		require.Equal(t, tc.ok, anonymousMayUse(tc.topic), tc.topic)
 	}
 }
 

@@ -30,15 +30,24 @@ type fixture struct {
 	ingested *ingestLog
 }
 
-// ingestLog records what reached the ingest pipeline.
+// ingestLog records what reached the ingest pipeline. refuse, when set,
+// decides an error for a payload (nothing is recorded then); commit, when
+// set, gives the commit IngestAsync returns (else one already done).
 type ingestLog struct {
-	mu  sync.Mutex
-	got map[string][]string
+	mu     sync.Mutex
+	got    map[string][]string
+	refuse func(payload string) error
+	commit func() wal.Commit
 }
 
 func (l *ingestLog) Ingest(_ context.Context, dev ingest.Device, payload []byte, _ ingest.Format) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.refuse != nil {
+		if err := l.refuse(string(payload)); err != nil {
+			return 0, err
+		}
+	}
 	l.got[dev.ID] = append(l.got[dev.ID], string(payload))
 	return 1, nil
 }
@@ -49,7 +58,13 @@ func (l *ingestLog) IngestNoWait(ctx context.Context, dev ingest.Device, payload
 
 func (l *ingestLog) IngestAsync(ctx context.Context, dev ingest.Device, payload []byte, f ingest.Format) (int, wal.Commit, error) {
 	n, err := l.Ingest(ctx, dev, payload, f)
-	return n, wal.Commit{}, err
+	l.mu.Lock()
+	commit := l.commit
+	l.mu.Unlock()
+	if err != nil || commit == nil {
+		return n, wal.Commit{}, err
+	}
+	return n, commit(), nil
 }
 
 func (l *ingestLog) of(id string) []string {

@@ -29,6 +29,7 @@ func DeviceOwns(id, topic string) bool {
 // the PUBACK mochi sends afterwards means "on disk".
 type ingestHook struct {
 	mqtt.HookBase
+	srv      *mqtt.Server
 	ctx      context.Context
 	reg      Registry
 	ing      Ingester
@@ -59,7 +60,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	dev, ok := h.reg.Get(id)
 	if !ok {
-		return pk, packets.ErrRejectPacket // deleted while connected
+		return pk, refusePublish(h.srv, cl, pk, packets.ErrNotAuthorized) // deleted while connected
 	}
 	f := ingest.FormatAuto
 	if strings.EqualFold(pk.Properties.ContentType, senmlType) {
@@ -72,15 +73,9 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if errors.Is(err, ingest.ErrBackpressure) {
 		h.warn.Warn("durable log full, pushing back on the device", "device_id", id)
 	}
-	return pk, ingestRefusal(cl, pk, err)
+	return pk, ingestRefusal(h.srv, cl, pk, err)
 }
 
-// ingestRefusal answers a publish the pipeline refused. A payload that does
-// not decode is acknowledged and dropped (there is nothing better to say to
-// an MQTT 3 client; MQTT 5 gets 0x99), since a resend would fail again. A
-// full or failing log is not acknowledged: MQTT 5 gets 0x97 or 0x80; an
-// MQTT 3 QoS 1 or 2 sender is disconnected, because MQTT 3 resends only
-// after a reconnect.
 // ingestPublish hands a publish's payload to the pipeline. QoS 0 does not
 // wait for the log's fsync (nothing is acknowledged). For QoS 1 and 2 the
 // client's connection holds its acknowledgement back until the readings
@@ -103,26 +98,28 @@ func ingestPublish(ctx context.Context, ing Ingester, cl *mqtt.Client, pk packet
 	return a.hold(c)
 }
 
-func ingestRefusal(cl *mqtt.Client, pk packets.Packet, err error) error {
-	v5 := cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0
+// ingestRefusal answers a publish the pipeline refused. A payload that does
+// not decode is acknowledged and dropped (there is nothing better to say to
+// an MQTT 3 client; MQTT 5 gets 0x99), since a resend would fail again. A
+// full or failing log is not acknowledged: MQTT 5 gets 0x97 or 0x80; an
+// MQTT 3 QoS 1 or 2 sender is disconnected, because MQTT 3 resends only
+// after a reconnect.
+func ingestRefusal(srv *mqtt.Server, cl *mqtt.Client, pk packets.Packet, err error) error {
 	var de *ingest.DecodeError
 	code := packets.ErrUnspecifiedError
 	switch {
 	case errors.As(err, &de):
-		if v5 {
-			return packets.ErrPayloadFormatInvalid
+		if cl.Properties.ProtocolVersion < 5 {
+			return packets.CodeSuccessIgnore
 		}
-		return packets.CodeSuccessIgnore
+		code = packets.ErrPayloadFormatInvalid
 	case errors.Is(err, ingest.ErrBackpressure):
 		code = packets.ErrQuotaExceeded
 	}
-	if v5 {
-		return code
+	if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
+		code = packets.ErrServerBusy
 	}
-	if pk.FixedHeader.Qos > 0 {
-		cl.Stop(packets.ErrServerBusy)
-	}
-	return packets.ErrRejectPacket
+	return refusePublish(srv, cl, pk, code)
 }
 
 // SplitDeviceTopic splits devices/{id}/{rest} into id and rest.

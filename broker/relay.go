@@ -23,6 +23,7 @@ import (
 // forever, holding back every reading behind it.
 type relayHook struct {
 	mqtt.HookBase
+	srv      *mqtt.Server
 	ctx      context.Context
 	reg      Registry
 	ing      Ingester
@@ -69,5 +70,5 @@ func (h *relayHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	case errors.Is(err, ingest.ErrBackpressure):
 		h.warn.Warn("durable log full, pushing back on a relaying integration", se.who.attrs(cl)...)
 	}
-	return pk, ingestRefusal(cl, pk, err)
+	return pk, ingestRefusal(h.srv, cl, pk, err)
 }
