@@ -63,6 +63,8 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
+	s.open["websocket"].Add(1)
+	defer s.open["websocket"].Add(-1)
 	ctx, cancel := context.WithCancel(s.ctx)
 	filters := make(chan filterUpdate, 1)
 	replies := make(chan []byte, 16) // answers to commands; a client that floods waits
@@ -307,6 +309,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Time{}) // the request is read; the stream outlives http.read_timeout
+	s.open["sse"].Add(1)
+	defer s.open["sse"].Add(-1)
 	tw := newTokenWatch(s, Principal(r.Context()))
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -375,6 +379,8 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.NewResponseController(w).SetReadDeadline(time.Time{}) // a poll may wait longer than http.read_timeout
+	s.open["poll"].Add(1)
+	defer s.open["poll"].Add(-1)
 	tw := newTokenWatch(s, Principal(r.Context()))
 	timer := time.NewTimer(s.stream.PollWait)
 	defer timer.Stop()

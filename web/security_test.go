@@ -108,6 +108,24 @@ func (h *secHub) ticket(t *testing.T, token string) string {
 	return out["ticket"].(string)
 }
 
+// metrics returns the text of /metrics.
+func (h *secHub) metrics(t *testing.T) string {
+	t.Helper()
+	var text strings.Builder
+	require.NoError(t, h.reg.WriteText(&text))
+	return text.String()
+}
+
+// eventually polls cond until it holds, failing the test after 10 s.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		require.True(t, time.Now().Before(deadline), "condition not met within 10 s")
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (h *secHub) wsURL(path string) string { return "ws" + strings.TrimPrefix(h.url, "http") + path }
 
 // Issue #15, item 1: a ticket taken with an admin token whose token is
@@ -204,6 +222,7 @@ func TestDeletedTokenClosesItsStreams(t *testing.T) {
 		resp.Body.Close()
 		pollDone <- resp.StatusCode
 	}()
+	eventually(t, func() bool { return strings.Contains(h.metrics(t), `telehub_live_clients{transport="poll"} 1`) })
 	status, _ := h.call(t, "DELETE", "/api/v1/tokens/"+id, adminToken, "")
 	require.Equal(t, http.StatusNoContent, status)
 
@@ -421,10 +440,8 @@ func TestRateLimitPerTokenAndAddress(t *testing.T) {
 	require.Equal(t, http.StatusTooManyRequests, get("wrong").StatusCode, "guessing tokens is limited by address")
 	require.Equal(t, http.StatusTooManyRequests, get("").StatusCode)
 
-	var text strings.Builder
-	require.NoError(t, h.reg.WriteText(&text))
-	require.Contains(t, text.String(), `telehub_http_rate_limited_total{by="token"} 1`)
-	require.Contains(t, text.String(), `telehub_http_rate_limited_total{by="address"} 2`)
+	require.Contains(t, h.metrics(t), `telehub_http_rate_limited_total{by="token"} 1`)
+	require.Contains(t, h.metrics(t), `telehub_http_rate_limited_total{by="address"} 2`)
 }
 
 // The limiter maps stay bounded: idle limiters are dropped, and addresses

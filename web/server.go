@@ -155,6 +155,8 @@ type Server struct {
 	stream  StreamConfig
 	tickets tickets
 	limits  *limiters
+	// open counts the open streams by transport: websocket, sse, poll.
+	open    map[string]*atomic.Int64
 	ready   atomic.Bool
 	mux     *http.ServeMux
 	ctx     context.Context // ends when the hub stops: closes WebSockets
@@ -169,6 +171,15 @@ func New(ctx context.Context, deps Deps) *Server {
 	}
 	if s.stream.PollWait == 0 {
 		s.stream.PollWait = 25 * time.Second
+	}
+	s.open = map[string]*atomic.Int64{}
+	for _, tr := range []string{"websocket", "sse", "poll"} {
+		n := &atomic.Int64{}
+		s.open[tr] = n
+		if deps.Metrics != nil {
+			deps.Metrics.GaugeFunc(`telehub_live_clients{transport="`+tr+`"}`, "Open live stream clients (WebSockets, SSE streams, waiting long polls).",
+				func() float64 { return float64(n.Load()) })
+		}
 	}
 	s.routes()
 	return s
