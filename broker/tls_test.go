@@ -28,20 +28,20 @@ func TestServerTLSOffersModernSuitesOnly(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name    string
-		cfg     tls.Config
+		cfg     *tls.Config
 		ok      bool
 		version uint16
 	}{
-		{"cbc suite over tls 1.2", tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA}}, false, 0},
-		{"tls 1.1", tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, false, 0},
-		{"gcm suite over tls 1.2", tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, true, tls.VersionTLS12},
-		{"tls 1.3", tls.Config{MinVersion: tls.VersionTLS13}, true, tls.VersionTLS13},
+		{"cbc suite over tls 1.2", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA}}, false, 0},
+		{"tls 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, false, 0},
+		{"gcm suite over tls 1.2", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, true, tls.VersionTLS12},
+		{"tls 1.3", &tls.Config{MinVersion: tls.VersionTLS13}, true, tls.VersionTLS13},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
 			cfg.RootCAs = pki.Pool
 			cfg.ServerName = "localhost"
-			st, err := handshake(&cfg)
+			st, err := handshake(cfg)
 			if !tc.ok {
 				require.Error(t, err)
 				return
