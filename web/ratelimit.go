@@ -93,13 +93,13 @@ func (l *limiters) allow(w http.ResponseWriter, r *http.Request, by, key string)
 	now := time.Now()
 	lim, ok := l.get(by, key, now)
 	if !ok {
-		l.refuse(w, r, by, key, time.Second, 0)
+		l.refuse(w, r, by, key, time.Second)
 		return false
 	}
 	res := lim.ReserveN(now, 1)
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
-		l.refuse(w, r, by, key, d, 0)
+		l.refuse(w, r, by, key, d)
 		return false
 	}
 	l.headers(w, lim.TokensAt(now))
@@ -116,9 +116,10 @@ func (l *limiters) headers(w http.ResponseWriter, tokens float64) {
 	h.Set("RateLimit-Reset", strconv.Itoa(max(int(reset), 0)))
 }
 
-func (l *limiters) refuse(w http.ResponseWriter, r *http.Request, by, key string, wait time.Duration, tokens float64) {
+// refuse answers 429: retry after wait (whole seconds, at least one).
+func (l *limiters) refuse(w http.ResponseWriter, r *http.Request, by, key string, wait time.Duration) {
 	l.limited[by].Inc()
-	l.headers(w, tokens)
+	l.headers(w, 0)
 	secs := strconv.Itoa(max(int(math.Ceil(wait.Seconds())), 1))
 	w.Header().Set("Retry-After", secs)
 	w.Header().Set("RateLimit-Reset", secs)
