@@ -156,10 +156,10 @@ type Server struct {
 	tickets tickets
 	limits  *limiters
 	// open counts the open streams by transport: websocket, sse, poll.
-	open    map[string]*atomic.Int64
-	ready   atomic.Bool
-	mux     *http.ServeMux
-	ctx     context.Context // ends when the hub stops: closes WebSockets
+	open  map[string]*atomic.Int64
+	ready atomic.Bool
+	mux   *http.ServeMux
+	ctx   context.Context // ends when the hub stops: closes WebSockets
 }
 
 // New returns the server; ctx ends its long-lived connections.
