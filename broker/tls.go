@@ -9,18 +9,33 @@ import (
 	"time"
 )
 
+// cipherSuites are the TLS 1.2 suites offered: Mozilla's "intermediate"
+// list as far as Go implements it (ECDHE key exchange with AES-GCM or
+// ChaCha20-Poly1305). CBC and RSA key exchange suites are not offered.
+// TLS 1.3 suites are not configurable in Go and are all AEAD.
+var cipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // ServerTLS returns a TLS configuration that serves the certificate and key
 // in certFile and keyFile (PEM), re-reading them when either file changes,
-// so that a renewed certificate is served without a restart. With clientCA
+// so that a renewed certificate is served without a restart. It offers TLS
+// 1.2 and 1.3 only, with the cipherSuites above for 1.2. With clientCA
 // (a PEM bundle) set, clients must present a certificate signed by one of
 // its CAs. The files are read once here, so a bad path or a key that does
-// not match fails at start-up.
+// not match fails at start-up. NextProtos is left empty: the caller sets
+// it for its protocol (HTTPS offers h2).
 func ServerTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
 	kp := &keyPair{certFile: certFile, keyFile: keyFile}
 	if err := kp.load(); err != nil {
 		return nil, err
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.get}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: cipherSuites, GetCertificate: kp.get}
 	if clientCA != "" {
 		b, err := os.ReadFile(clientCA)
 		if err != nil {

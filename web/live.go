@@ -63,15 +63,18 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
+	s.open["websocket"].Add(1)
+	defer s.open["websocket"].Add(-1)
 	ctx, cancel := context.WithCancel(s.ctx)
 	filters := make(chan filterUpdate, 1)
 	replies := make(chan []byte, 16) // answers to commands; a client that floods waits
+	who := Principal(r.Context())
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer cancel()
-		s.readPump(ctx, conn, Principal(r.Context()), filters, replies)
+		s.readPump(ctx, conn, who, filters, replies)
 	})
-	s.writePump(ctx, conn, hj.conn, cur, filters, replies)
+	s.writePump(ctx, conn, hj.conn, cur, newTokenWatch(s, who), filters, replies)
 	cancel()
 	conn.Close()
 	wg.Wait()
@@ -120,7 +123,7 @@ func (s *Server) readPump(ctx context.Context, conn *websocket.Conn, who auth.To
 
 // writePump owns every write to the connection: messages, pings, the close.
 // The messages read in one go are sent with one write (see gatherConn).
-func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, gc *gatherConn, cur *cursor, filters chan filterUpdate, replies <-chan []byte) {
+func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, gc *gatherConn, cur *cursor, tw *tokenWatch, filters chan filterUpdate, replies <-chan []byte) {
 	ping := time.NewTicker(pingPeriod)
 	defer ping.Stop()
 	var p pacer
@@ -128,6 +131,10 @@ func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, gc *gather
 	for {
 		if !p.wait(ctx) {
 			goingAway(conn)
+			return
+		}
+		if !tw.valid() {
+			revoked(conn)
 			return
 		}
 		ch := s.deps.Stream.Changed()
@@ -143,6 +150,8 @@ func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, gc *gather
 		}
 		select {
 		case <-ch:
+		case <-tw.changed:
+			// checked at the top of the loop
 		case msg := <-replies:
 			if !write(conn, msg) {
 				return
@@ -179,6 +188,12 @@ func (s *Server) socketCommand(ctx context.Context, who auth.Token, m clientMess
 		b, _ := json.Marshal(map[string]any{"kind": "error", "ref": m.Ref, "status": status, "error": msg})
 		return b
 	}
+	// The token as it is now: deleted, it sends nothing; its role now is
+	// the one that counts.
+	who, ok := s.deps.Tokens.Get(who.ID)
+	if !ok {
+		return fail(http.StatusUnauthorized, "the token was revoked")
+	}
 	if who.Role < auth.Operator {
 		return fail(http.StatusForbidden, "sending commands needs the operator role; the token has "+who.Role.String())
 	}
@@ -207,6 +222,49 @@ func (s *Server) socketCommand(ctx context.Context, who auth.Token, m clientMess
 	}
 	b, _ := json.Marshal(map[string]any{"kind": "command_ack", "ref": m.Ref, "command": cmd})
 	return b
+}
+
+// revoked tells the client that its token was deleted or lost the role
+// the stream needs (close code 1008, policy violation).
+func revoked(conn *websocket.Conn) {
+	conn.SetWriteDeadline(time.Now().Add(time.Second))
+	conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "token revoked"))
+}
+
+// tokenWatch tells a stream when its token was deleted or lost the role
+// the stream needs. The token store closes changed when any token loses
+// rights; valid then looks the stream's token up again (a map lookup), so
+// streams never poll the store.
+type tokenWatch struct {
+	s       *Server
+	who     auth.Token
+	changed <-chan struct{}
+}
+
+// newTokenWatch starts watching who. Its first valid call looks the token
+// up, which covers a deletion between authentication and now.
+func newTokenWatch(s *Server, who auth.Token) *tokenWatch {
+	return &tokenWatch{s: s, who: who, changed: closedChan}
+}
+
+// closedChan is always ready.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// valid reports whether the token still opens the stream: true until the
+// store has changed and the token is gone or below the viewer role.
+func (tw *tokenWatch) valid() bool {
+	select {
+	case <-tw.changed:
+	default:
+		return true
+	}
+	tw.changed = tw.s.deps.Tokens.Changed() // before the lookup: a change meanwhile fires it
+	_, ok := tw.s.current(tw.who, auth.Viewer)
+	return ok
 }
 
 // goingAway tells the client that the hub stops (or its reader ended).
@@ -250,10 +308,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{}) // the request is read; the stream outlives http.read_timeout
+	s.open["sse"].Add(1)
+	defer s.open["sse"].Add(-1)
+	tw := newTokenWatch(s, Principal(r.Context()))
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	rc.Flush() // the client sees the stream open before the first message
 	ctx := r.Context()
 	ping := time.NewTicker(pingPeriod / 2)
 	defer ping.Stop()
@@ -261,7 +324,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	var p pacer
 	defer p.stop()
 	for {
-		if !p.wait(ctx) || s.ctx.Err() != nil {
+		if !p.wait(ctx) || s.ctx.Err() != nil || !tw.valid() {
 			return
 		}
 		ch := s.deps.Stream.Changed()
@@ -289,6 +352,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-ch:
+		case <-tw.changed:
 		case <-ping.C:
 			rc.SetWriteDeadline(time.Now().Add(writeWait))
 			if _, err := w.Write([]byte(": ping\n\n")); err != nil || rc.Flush() != nil {
@@ -314,9 +378,17 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	http.NewResponseController(w).SetReadDeadline(time.Time{}) // a poll may wait longer than http.read_timeout
+	s.open["poll"].Add(1)
+	defer s.open["poll"].Add(-1)
+	tw := newTokenWatch(s, Principal(r.Context()))
 	timer := time.NewTimer(s.stream.PollWait)
 	defer timer.Stop()
 	for {
+		if !tw.valid() {
+			problem(w, http.StatusUnauthorized, "unauthorized", "the token was revoked")
+			return
+		}
 		ch := s.deps.Stream.Changed()
 		frames := s.read(cur)
 		if len(frames) > 0 {
@@ -329,6 +401,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-ch:
+		case <-tw.changed:
 		case <-timer.C:
 			writeJSON(w, http.StatusOK, map[string]any{"messages": []json.RawMessage{}, "next": cur.after})
 			return

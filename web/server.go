@@ -34,10 +34,29 @@ type Config struct {
 	// they change.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// MaxConnections bounds the open HTTP connections, WebSockets
+	// included; further clients wait in the listen backlog. 0 is no bound.
+	MaxConnections int `yaml:"max_connections"`
+	// ReadTimeout bounds reading a request, body included (a client that
+	// sends its body a byte a second is cut off). The stream routes lift
+	// it once their request is read.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// IdleTimeout is how long a keep-alive connection waits for its next
+	// request.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// RateLimit is the sustained rate of API requests (per second) allowed
+	// to each token, and to each source address for requests without a
+	// valid token; RateBurst is how many may come at once. RateLimit 0
+	// turns the limit off.
+	RateLimit float64 `yaml:"rate_limit"`
+	RateBurst int     `yaml:"rate_burst"`
 }
 
 // DefaultConfig returns the defaults.
-func DefaultConfig() Config { return Config{Addr: ":8080"} }
+func DefaultConfig() Config {
+	return Config{Addr: ":8080", MaxConnections: 1024, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		RateLimit: 50, RateBurst: 200}
+}
 
 // Validate checks the values.
 func (c Config) Validate() error {
@@ -46,6 +65,18 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("http.tls_cert and http.tls_key go together")
+	}
+	if c.MaxConnections < 0 {
+		return errors.New("http.max_connections must not be negative (0: no bound)")
+	}
+	if c.ReadTimeout <= 0 || c.IdleTimeout <= 0 {
+		return errors.New("http.read_timeout and http.idle_timeout must be positive")
+	}
+	if c.RateLimit < 0 {
+		return errors.New("http.rate_limit must not be negative (0: no limit)")
+	}
+	if c.RateLimit > 0 && c.RateBurst < 1 {
+		return errors.New("http.rate_burst must be at least 1")
 	}
 	return nil
 }
@@ -81,6 +112,10 @@ type Stream interface {
 // Tokens authenticates and manages operator tokens.
 type Tokens interface {
 	Authenticate(secret string) (auth.Token, bool)
+	// Get returns a token as it is now (streams re-check theirs with it);
+	// Changed is closed when a token next loses rights.
+	Get(id string) (auth.Token, bool)
+	Changed() <-chan struct{}
 	Create(name string, role auth.Role, by string) (auth.Token, string, error)
 	List() []auth.Token
 	Delete(id string) error
@@ -110,6 +145,8 @@ type Deps struct {
 	Rules    Rules
 	Alerts   Alerts
 	Webhooks Webhooks
+	// HTTP is the server's configuration; its rate limit applies here.
+	HTTP Config
 }
 
 // Server is the HTTP side of the hub.
@@ -117,19 +154,32 @@ type Server struct {
 	deps    Deps
 	stream  StreamConfig
 	tickets tickets
-	ready   atomic.Bool
-	mux     *http.ServeMux
-	ctx     context.Context // ends when the hub stops: closes WebSockets
+	limits  *limiters
+	// open counts the open streams by transport: websocket, sse, poll.
+	open  map[string]*atomic.Int64
+	ready atomic.Bool
+	mux   *http.ServeMux
+	ctx   context.Context // ends when the hub stops: closes WebSockets
 }
 
 // New returns the server; ctx ends its long-lived connections.
 func New(ctx context.Context, deps Deps) *Server {
-	s := &Server{deps: deps, stream: deps.Live, mux: http.NewServeMux(), ctx: ctx, tickets: tickets{m: map[string]ticket{}}}
+	s := &Server{deps: deps, stream: deps.Live, mux: http.NewServeMux(), ctx: ctx, tickets: tickets{m: map[string]ticket{}},
+		limits: newLimiters(deps.HTTP.RateLimit, deps.HTTP.RateBurst, deps.Metrics, deps.Logger)}
 	if s.stream.ConflateAbove == 0 {
 		s.stream.ConflateAbove = 4096
 	}
 	if s.stream.PollWait == 0 {
 		s.stream.PollWait = 25 * time.Second
+	}
+	s.open = map[string]*atomic.Int64{}
+	for _, tr := range []string{"websocket", "sse", "poll"} {
+		n := &atomic.Int64{}
+		s.open[tr] = n
+		if deps.Metrics != nil {
+			deps.Metrics.GaugeFunc(`telehub_live_clients{transport="`+tr+`"}`, "Open live stream clients (WebSockets, SSE streams, waiting long polls).",
+				func() float64 { return float64(n.Load()) })
+		}
 	}
 	s.routes()
 	return s
@@ -138,8 +188,24 @@ func New(ctx context.Context, deps Deps) *Server {
 // SetReady marks the hub ready (or not) for /readyz.
 func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// contentSecurityPolicy suits the dashboard: ES modules, a stylesheet and
+// the chart library, all from the hub itself; no inline script or style
+// (the page sets styles through the CSSOM only), images from the hub or
+// data: URLs (the icon), fetches and sockets to the hub only, and no
+// framing (clickjacking).
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// ServeHTTP implements http.Handler. Every answer, API and page, carries
+// the security headers.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	s.mux.ServeHTTP(w, r)
+}
 
 func (s *Server) routes() {
 	page, _ := fs.Sub(static, "static")
@@ -150,6 +216,9 @@ func (s *Server) routes() {
 			problem(w, http.StatusNotFound, "no such endpoint", r.Method+" "+r.URL.Path+" is not part of the API")
 		case r.Method != http.MethodGet && r.Method != http.MethodHead:
 			problem(w, http.StatusMethodNotAllowed, "method not allowed", r.Method+" is not allowed on "+r.URL.Path)
+		case r.URL.Path != "/" && strings.HasSuffix(r.URL.Path, "/"):
+			// No directory listings: the page names the files it loads.
+			problem(w, http.StatusNotFound, "not found", r.URL.Path+" is not a file")
 		default:
 			files.ServeHTTP(w, r)
 		}
@@ -165,9 +234,9 @@ func (s *Server) routes() {
 	s.mux.Handle("DELETE /api/v1/devices/{id}", s.auth(auth.Admin, s.deleteDevice))
 	s.mux.Handle("POST /api/v1/devices/{id}/token", s.auth(auth.Admin, s.rotateToken))
 	s.mux.Handle("GET /api/v1/devices/{id}/telemetry", s.auth(auth.Viewer, s.history))
-	s.mux.Handle("GET /api/v1/live", s.auth(auth.Viewer, s.live))
-	s.mux.Handle("GET /api/v1/events", s.auth(auth.Viewer, s.events))
-	s.mux.Handle("GET /api/v1/events/poll", s.auth(auth.Viewer, s.poll))
+	s.mux.Handle("GET /api/v1/live", s.streamAuth(auth.Viewer, s.live))
+	s.mux.Handle("GET /api/v1/events", s.streamAuth(auth.Viewer, s.events))
+	s.mux.Handle("GET /api/v1/events/poll", s.streamAuth(auth.Viewer, s.poll))
 	s.mux.Handle("POST /api/v1/live/ticket", s.auth(auth.Viewer, s.newTicket))
 	s.mux.Handle("GET /api/v1/integrations", s.auth(auth.Admin, s.listIntegrations))
 	s.mux.Handle("POST /api/v1/integrations", s.auth(auth.Admin, s.createIntegration))
@@ -196,16 +265,12 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// token returns the bearer token of a request: the Authorization header, or
-// the token query parameter (browsers cannot set headers on WebSockets).
-func token(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
-			return strings.TrimSpace(t)
-		}
-		return ""
+// bearer returns the token of the Authorization header.
+func bearer(r *http.Request) string {
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(t)
 	}
-	return r.URL.Query().Get("token")
+	return ""
 }
 
 type principalKey struct{}
@@ -223,31 +288,50 @@ func Who(ctx context.Context) string {
 	return t.Name + " (" + t.ID + ")"
 }
 
-// auth admits requests whose token has at least role: 401 without a valid
-// token, 403 with a weaker role.
+// auth admits requests whose token, sent in the Authorization header, has
+// at least role: 401 without a valid token, 403 with a weaker role, 429
+// over the rate limit.
 func (s *Server) auth(role auth.Role, next http.HandlerFunc) http.Handler {
+	return s.authWith(role, false, next)
+}
+
+// streamAuth is auth for the stream routes (live, events, poll), which
+// browsers open without headers: they also take a ticket (?ticket=) or the
+// token itself (?token=) in the URL.
+func (s *Server) streamAuth(role auth.Role, next http.HandlerFunc) http.Handler {
+	return s.authWith(role, true, next)
+}
+
+func (s *Server) authWith(role auth.Role, stream bool, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if tk := r.URL.Query().Get("ticket"); tk != "" {
-			t, ok := s.tickets.redeem(tk)
-			if !ok {
-				problem(w, http.StatusUnauthorized, "unauthorized", "the ticket is unknown, used or expired")
-				return
-			}
-			if t.Role < role {
-				problem(w, http.StatusForbidden, "forbidden", "this needs the "+role.String()+" role; the ticket has "+t.Role.String())
-				return
-			}
-			next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, t)))
-			return
+		q := r.URL.Query()
+		var (
+			t      auth.Token
+			ok     bool
+			refuse string
+		)
+		switch {
+		case stream && q.Get("ticket") != "":
+			t, ok = s.redeem(q.Get("ticket"))
+			refuse = "the ticket is unknown, used or expired, or its token was revoked"
+		case bearer(r) != "":
+			t, ok = s.deps.Tokens.Authenticate(bearer(r))
+			refuse = "the token is not valid"
+		case stream && q.Get("token") != "":
+			t, ok = s.deps.Tokens.Authenticate(q.Get("token"))
+			refuse = "the token is not valid"
+		case q.Get("ticket") != "" || q.Get("token") != "":
+			refuse = "tickets and ?token= work only on the stream routes (/api/v1/live, /api/v1/events, /api/v1/events/poll); send Authorization: Bearer <token>"
+		default:
+			refuse = "send Authorization: Bearer <token>"
 		}
-		secret := token(r)
-		if secret == "" {
-			problem(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token>")
-			return
-		}
-		t, ok := s.deps.Tokens.Authenticate(secret)
 		if !ok {
-			problem(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
+			if s.limits.allow(w, r, limitByAddress, clientAddress(r)) {
+				problem(w, http.StatusUnauthorized, "unauthorized", refuse)
+			}
+			return
+		}
+		if !s.limits.allow(w, r, limitByToken, t.ID) {
 			return
 		}
 		if t.Role < role {
@@ -256,6 +340,14 @@ func (s *Server) auth(role auth.Role, next http.HandlerFunc) http.Handler {
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, t)))
 	})
+}
+
+// current returns the token t as the store has it now, false once it is
+// deleted or its role is below role. Streams call it when the store says
+// a token changed, and socket commands each time.
+func (s *Server) current(t auth.Token, role auth.Role) (auth.Token, bool) {
+	now, ok := s.deps.Tokens.Get(t.ID)
+	return now, ok && now.Role >= role
 }
 
 // problem writes an RFC 9457 problem document.

@@ -15,10 +15,14 @@ const ticketTTL = 30 * time.Second
 
 // A ticket lets a browser open the live stream without putting its token in
 // a URL (where proxies and logs would keep it): POST /api/v1/live/ticket
-// with the token in the header, then ?ticket=... on the stream URL. A
-// ticket works once, for 30 seconds, with the role of the token.
+// with the token in the Authorization header, then ?ticket=... on a stream
+// URL (/api/v1/live, /api/v1/events, /api/v1/events/poll). A ticket works
+// once, within 30 seconds, and only there: it opens no other route and
+// mints no ticket. It names its token rather than copying it, so that a
+// token deleted meanwhile makes its tickets worthless, and the token's role
+// at redemption is the one that counts.
 type ticket struct {
-	token   auth.Token
+	tokenID string
 	expires time.Time
 }
 
@@ -40,19 +44,31 @@ func (ts *tickets) issue(t auth.Token) (string, time.Time) {
 			delete(ts.m, k)
 		}
 	}
-	ts.m[id] = ticket{token: t, expires: exp}
+	ts.m[id] = ticket{tokenID: t.ID, expires: exp}
 	return id, exp
 }
 
-func (ts *tickets) redeem(id string) (auth.Token, bool) {
+// take removes the ticket and returns the ID of its token, false if the
+// ticket is unknown, used or expired.
+func (ts *tickets) take(id string) (string, bool) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	t, ok := ts.m[id]
 	delete(ts.m, id)
 	if !ok || time.Now().After(t.expires) {
+		return "", false
+	}
+	return t.tokenID, true
+}
+
+// redeem uses up a ticket and returns its token as the store has it now:
+// false if the ticket is not good or its token was deleted.
+func (s *Server) redeem(id string) (auth.Token, bool) {
+	tokenID, ok := s.tickets.take(id)
+	if !ok {
 		return auth.Token{}, false
 	}
-	return t.token, true
+	return s.deps.Tokens.Get(tokenID)
 }
 
 func (s *Server) newTicket(w http.ResponseWriter, r *http.Request) {

@@ -4,7 +4,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -79,9 +78,6 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	if a.AdminToken, err = adminToken(filepath.Join(cfg.DataDir, "admin.token")); err != nil {
-		return nil, err
-	}
 	reg := metrics.NewRegistry()
 	if a.state, err = bolt.Open(filepath.Join(cfg.DataDir, "state.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second}); err != nil {
 		return nil, fmt.Errorf("open state database: %w", err)
@@ -95,7 +91,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	if a.tokens, err = auth.New(a.state); err != nil {
 		return nil, err
 	}
-	if err := a.tokens.EnsureAdmin(a.AdminToken); err != nil {
+	if a.AdminToken, err = bootstrapAdmin(a.tokens, filepath.Join(cfg.DataDir, "admin.token"), logger); err != nil {
 		return nil, err
 	}
 	consumers := []string{wal.DefaultConsumer}
@@ -201,22 +197,11 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait, WriteEvery: cfg.Live.WriteEvery},
 		States: a.control.states, Commands: a.control.commands, Schemas: a.control.schemas,
 		Rules: a.alerting.rules, Alerts: a.alerting.rules, Webhooks: a.alerting.notify,
-		Tokens: a.tokens, Integrations: a.integrations, Logger: logger.With("component", "web")})
-	if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
-		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP.Addr, err)
+		Tokens: a.tokens, Integrations: a.integrations, HTTP: cfg.HTTP, Logger: logger.With("component", "web")})
+	if a.httpLn, a.https, err = web.Listen(cfg.HTTP); err != nil {
+		return nil, err
 	}
-	if cfg.HTTP.TLSCert != "" {
-		tlsConfig, err := broker.ServerTLS(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, "")
-		if err != nil {
-			a.httpLn.Close()
-			return nil, fmt.Errorf("https: %w", err)
-		}
-		a.httpLn = tls.NewListener(a.httpLn, tlsConfig)
-		a.https = true
-	}
-	a.http = &http.Server{Handler: a.web, ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx },
-		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn)} // e.g. TLS handshake errors
+	a.http = web.HTTPServer(cfg.HTTP, a.web, ctx, slog.NewLogLogger(logger.Handler(), slog.LevelWarn)) // e.g. TLS handshake errors
 	a.wg.Go(func() {
 		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server", "err", err)
@@ -285,6 +270,9 @@ func (a *App) DashboardURL() string {
 	if a.https {
 		scheme = "https://"
 	}
+	if a.AdminToken == "" {
+		return scheme + net.JoinHostPort(host, port) + "/"
+	}
 	return scheme + net.JoinHostPort(host, port) + "/?token=" + a.AdminToken
 }
 
@@ -345,27 +333,76 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "Telehub is running.\n  Dashboard: %s\n  MQTT:      %s\n  Admin token in %s\n",
-		a.DashboardURL(), a.MQTTAddr(), filepath.Join(cfg.DataDir, "admin.token"))
+	tokenNote := "Admin token in " + filepath.Join(cfg.DataDir, "admin.token")
+	if a.AdminToken == "" {
+		tokenNote = "No valid admin token in " + filepath.Join(cfg.DataDir, "admin.token") + " (revoked or removed): sign in with a token you hold"
+	}
+	fmt.Fprintf(out, "Telehub is running.\n  Dashboard: %s\n  MQTT:      %s\n  %s\n", a.DashboardURL(), a.MQTTAddr(), tokenNote)
 	<-ctx.Done()
 	logger.Info("telehub stopping")
 	a.Stop()
 	return nil
 }
 
-// adminToken reads the admin token file, creating it (mode 0600) on first start.
-func adminToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if t := strings.TrimSpace(string(b)); t != "" {
-			return t, nil
+// bootstrapAdmin makes sure the hub can be administered and returns the
+// admin token of the file at path, "" when it holds none that is valid.
+// Only while the store has no admin token at all (first start, or every
+// admin token deleted) does it mint one: a new secret, written to path
+// (mode 0600, replacing the file) and registered. Otherwise the file is
+// only read: a bootstrap token deleted through the API stays deleted
+// across restarts, and a file edited or restored by hand registers
+// nothing. A file that others may read (mode looser than 0600) is refused,
+// since its token may have leaked.
+func bootstrapAdmin(tokens *auth.Store, path string, log *slog.Logger) (string, error) {
+	if !tokens.HasAdmin() {
+		secret := auth.NewSecret()
+		if err := writeSecret(path, secret); err != nil {
+			return "", fmt.Errorf("write admin token: %w", err)
 		}
-	} else if !errors.Is(err, os.ErrNotExist) {
+		if err := tokens.EnsureAdmin(secret); err != nil {
+			return "", err
+		}
+		log.Info("created the admin token", "file", path)
+		return secret, nil
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
 		return "", fmt.Errorf("read admin token: %w", err)
 	}
-	t := devices.NewToken()
-	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write admin token: %w", err)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("read admin token: %w", err)
 	}
-	return t, nil
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("admin token file %s has mode %04o: others may read it; run chmod 600 %s, or delete the token and the file if it may have leaked", path, perm, path)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	secret := strings.TrimSpace(string(b))
+	if _, ok := tokens.Authenticate(secret); !ok {
+		log.Warn("the admin token file holds no valid token (revoked or replaced); it is not registered again", "file", path)
+		return "", nil
+	}
+	return secret, nil
+}
+
+// writeSecret writes secret to path with mode 0600 through a temporary
+// file, so that an existing file's looser mode is not kept.
+func writeSecret(path, secret string) error {
+	tmp := path + ".tmp"
+	os.Remove(tmp) // a leftover keeps its mode through WriteFile
+	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }

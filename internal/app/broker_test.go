@@ -157,6 +157,13 @@ func TestHTTPS(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
+	// HTTP/2 is offered by ALPN (issue #15).
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: tc.Clone(), ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+	resp, err = h2.Get("https://" + a.HTTPAddr() + "/healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, "HTTP/2.0", resp.Proto)
+
 	resp, err = (&http.Client{Timeout: 5 * time.Second}).Get("http://" + a.HTTPAddr() + "/healthz")
 	if err == nil {
 		resp.Body.Close()

@@ -81,11 +81,14 @@ type Store struct {
 	mu     sync.RWMutex
 	byID   map[string]*Token
 	byHash map[string]*Token
+	// changed is closed, and replaced, when a token loses rights (today:
+	// when it is deleted), so that open streams re-check theirs at once.
+	changed chan struct{}
 }
 
 // New loads the tokens from their bucket in db.
 func New(db *bolt.DB) (*Store, error) {
-	s := &Store{db: db, byID: map[string]*Token{}, byHash: map[string]*Token{}}
+	s := &Store{db: db, byID: map[string]*Token{}, byHash: map[string]*Token{}, changed: make(chan struct{})}
 	err := db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
@@ -165,6 +168,42 @@ func (s *Store) EnsureAdmin(secret string) error {
 	return err
 }
 
+// HasAdmin reports whether any admin token exists. The hub bootstraps a
+// new admin token only when none does, so a revoked bootstrap token is not
+// brought back by a restart.
+func (s *Store) HasAdmin() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, t := range s.byID {
+		if t.Role == Admin {
+			return true
+		}
+	}
+	return false
+}
+
+// Get returns the token with this ID as it is now: a caller that
+// authenticated a request earlier re-checks with it that the token still
+// exists and what its role is.
+func (s *Store) Get(id string) (Token, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t, ok := s.byID[id]
+	if !ok {
+		return Token{}, false
+	}
+	return *t, true
+}
+
+// Changed returns a channel that is closed when a token next loses rights
+// (it is deleted). Take the channel before checking a token with Get, then
+// check again when it closes.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.changed
+}
+
 // Authenticate returns the token whose secret this is. The lookup is by
 // hash, so no secret is ever compared byte by byte.
 func (s *Store) Authenticate(secret string) (Token, bool) {
@@ -206,5 +245,7 @@ func (s *Store) Delete(id string) error {
 	}
 	delete(s.byID, id)
 	delete(s.byHash, t.Hash)
+	close(s.changed)
+	s.changed = make(chan struct{})
 	return nil
 }

@@ -59,3 +59,44 @@ func TestParseRole(t *testing.T) {
 	require.Error(t, err)
 	require.True(t, Admin > Operator && Operator > Viewer)
 }
+
+// Get answers with the token as it is now, Changed closes when a token is
+// deleted (and is replaced by a fresh channel), HasAdmin sees admin tokens.
+func TestGetChangedHasAdmin(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	s, err := New(db)
+	require.NoError(t, err)
+	require.False(t, s.HasAdmin())
+	v, _, err := s.Create("wall", Viewer, "")
+	require.NoError(t, err)
+	require.False(t, s.HasAdmin(), "a viewer is no admin")
+	a, _, err := s.Create("root", Admin, "")
+	require.NoError(t, err)
+	require.True(t, s.HasAdmin())
+
+	got, ok := s.Get(v.ID)
+	require.True(t, ok)
+	require.Equal(t, Viewer, got.Role)
+
+	ch := s.Changed()
+	select {
+	case <-ch:
+		t.Fatal("closed before any change")
+	default:
+	}
+	require.NoError(t, s.Delete(v.ID))
+	select {
+	case <-ch:
+	default:
+		t.Fatal("not closed by the deletion")
+	}
+	next := s.Changed()
+	require.NotEqual(t, ch, next, "a fresh channel for the next change")
+	_, ok = s.Get(v.ID)
+	require.False(t, ok)
+	require.NoError(t, s.Delete(a.ID))
+	require.False(t, s.HasAdmin())
+	<-next
+}

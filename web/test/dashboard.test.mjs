@@ -55,8 +55,14 @@ const browser = await chromium.launchPersistentContext(userDir, {
   headless: true, args: ARGS, viewport: { width: 1400, height: 900 }, colorScheme: "light",
 });
 const errors = [];
+// Script errors, and anything the Content-Security-Policy refused (the hub
+// sends a strict one: no inline script or style).
+const watch = p => {
+  p.on("pageerror", e => errors.push(e.message));
+  p.on("console", m => { if (m.type() === "error" && /Content Security Policy/i.test(m.text())) errors.push(m.text()); });
+};
 const page = browser.pages()[0] || await browser.newPage();
-page.on("pageerror", e => errors.push(e.message));
+watch(page);
 page.setDefaultTimeout(15000);
 
 try {
@@ -196,7 +202,7 @@ try {
     const created = await api("POST", "/api/v1/tokens", { name: "wall screen", role: "viewer" });
     assert.equal(created.status, 201, JSON.stringify(created));
     const viewer = await browser.newPage();
-    viewer.on("pageerror", e => errors.push(e.message));
+    watch(viewer);
     await viewer.goto(`${base}/?token=${encodeURIComponent(created.body.secret)}#/devices/${encodeURIComponent(cmdDevice)}`);
     await viewer.waitForSelector('body[data-role="viewer"]', { state: "attached" });
     await viewer.waitForSelector(".viewer-only", { state: "visible" });
@@ -207,7 +213,7 @@ try {
     await viewer.close();
   });
 
-  await step("no script error on the page", async () => {
+  await step("no script error on the page, nothing refused by the Content-Security-Policy", async () => {
     assert.deepEqual(errors, []);
   });
 } finally {
