@@ -79,6 +79,7 @@ type fakeHub struct {
 	rotated  []string
 	requests int
 	failures map[string]int // device ID -> 503 answers still to give on create
+	limited  map[string]int // device ID -> 429 answers still to give on create
 }
 
 func newFakeHub(t testing.TB, existing ...string) *fakeHub {
@@ -88,6 +89,7 @@ func newFakeHub(t testing.TB, existing ...string) *fakeHub {
 		tokens:   map[string]string{},
 		types:    map[string]string{},
 		failures: map[string]int{},
+		limited:  map[string]int{},
 	}
 	for _, id := range existing {
 		h.tokens[id] = "old-token-" + id
@@ -106,6 +108,13 @@ func (h *fakeHub) failCreate(id string, n int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.failures[id] = n
+}
+
+// limitCreate makes the next n creations of id answer 429 with Retry-After: 0.
+func (h *fakeHub) limitCreate(id string, n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.limited[id] = n
 }
 
 func (h *fakeHub) token(id string) string {
@@ -147,6 +156,12 @@ func (h *fakeHub) create(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.limited[spec.ID] > 0 {
+		h.limited[spec.ID]--
+		w.Header().Set("Retry-After", "0")
+		problem(w, http.StatusTooManyRequests, "Too Many Requests", "rate limited")
+		return
+	}
 	if h.failures[spec.ID] > 0 {
 		h.failures[spec.ID]--
 		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "starting")

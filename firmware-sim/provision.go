@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -21,6 +22,9 @@ const maxAPIResponse = 1 << 20
 const (
 	provisionBackoff    = 250 * time.Millisecond
 	provisionBackoffMax = 5 * time.Second
+	// maxRateLimited bounds the 429 answers one device's provisioning
+	// waits out, so a hub that never lets it through cannot hold it forever.
+	maxRateLimited = 100
 )
 
 // APIError is an error answer of the hub's HTTP API, decoded from its
@@ -32,6 +36,9 @@ type APIError struct {
 	Title string
 	// Detail is the problem detail, possibly empty.
 	Detail string
+	// RetryAfter is the wait the hub asked for with Retry-After (429, 503),
+	// or 0.
+	RetryAfter time.Duration
 }
 
 // Error implements error.
@@ -76,27 +83,38 @@ type provisioner struct {
 
 // provision makes sure the device exists on the hub and returns a valid MQTT
 // password for it: the device is created, or, when it already exists, its
-// token is rotated. Transient failures (network errors, 5xx, 429) are
-// retried with backoff up to p.attempts times.
+// token is rotated. Transient failures (network errors, 5xx) are retried
+// with backoff up to p.attempts times. A 429 (the hub's API rate limit, which
+// a large fleet registering one device per request reaches) waits as long
+// as its Retry-After says and does not use up an attempt, up to
+// maxRateLimited times.
 func (p *provisioner) provision(ctx context.Context, spec deviceSpec) (string, error) {
 	backoff := p.backoff
+	limited := 0
 	for attempt := 1; ; attempt++ {
 		token, err := p.provisionOnce(ctx, spec)
 		if err == nil {
 			return token, nil
 		}
-		if attempt >= p.attempts || !retryable(err) || ctx.Err() != nil {
+		wait := backoff
+		var apiErr *APIError
+		if errors.As(err, &apiErr) && apiErr.Status == http.StatusTooManyRequests && limited < maxRateLimited {
+			limited++
+			attempt--
+			wait = max(apiErr.RetryAfter, p.backoff)
+		} else if attempt >= p.attempts || !retryable(err) || ctx.Err() != nil {
 			return "", err
+		} else {
+			backoff = min(2*backoff, provisionBackoffMax)
 		}
 		p.log.Debug("provisioning failed, retrying", "device_id", spec.ID, "attempt", attempt, "err", err)
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return "", fmt.Errorf("%w (after %v)", ctx.Err(), err)
 		case <-t.C:
 		}
-		backoff = min(2*backoff, provisionBackoffMax)
 	}
 }
 
@@ -154,7 +172,11 @@ func (p *provisioner) post(ctx context.Context, path string, body []byte, want i
 		return creds, fmt.Errorf("read response of %s: %w", path, err)
 	}
 	if resp.StatusCode != want {
-		return creds, decodeProblem(resp.StatusCode, data)
+		e := decodeProblem(resp.StatusCode, data)
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
+			e.RetryAfter = min(time.Duration(secs)*time.Second, provisionBackoffMax)
+		}
+		return creds, e
 	}
 	if err := json.Unmarshal(data, &creds); err != nil {
 		return creds, fmt.Errorf("decode response of %s: %w", path, err)

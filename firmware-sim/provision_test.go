@@ -16,6 +16,7 @@ func TestProvision(t *testing.T) {
 		name         string
 		existing     []string
 		failures     int // 503 answers before the hub creates the device
+		limited      int // 429 answers before the hub creates the device
 		attempts     int
 		token        string
 		wantStatus   int // APIError status expected, 0 for success
@@ -27,12 +28,14 @@ func TestProvision(t *testing.T) {
 		{name: "existing device gets a new token", existing: []string{"d1"}, attempts: 3, token: adminToken, wantRotated: 1, wantRequests: 2},
 		{name: "transient failures are retried", failures: 2, attempts: 3, token: adminToken, wantCreated: 1, wantRequests: 3},
 		{name: "retries are bounded", failures: 5, attempts: 2, token: adminToken, wantStatus: http.StatusServiceUnavailable, wantRequests: 2},
+		{name: "rate limiting waits without using up attempts", limited: 3, attempts: 1, token: adminToken, wantCreated: 1, wantRequests: 4},
 		{name: "bad admin token is not retried", attempts: 3, token: "wrong", wantStatus: http.StatusUnauthorized, wantRequests: 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			hub := newFakeHub(t, tc.existing...)
 			hub.failCreate("d1", tc.failures)
+			hub.limitCreate("d1", tc.limited)
 			base, err := url.Parse(hub.srv.URL)
 			require.NoError(t, err)
 			p := &provisioner{
