@@ -8,6 +8,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/internal/metrics"
@@ -53,9 +54,10 @@ type identity struct {
 // outlive the connection while the MQTT session persists, because messages
 // queued for an offline persistent session still pass the ACL.
 type session struct {
-	cl   *mqtt.Client
-	who  identity
-	rate *tokenBucket // nil: not limited
+	cl         *mqtt.Client
+	who        identity
+	rate       *rate.Limiter // publishes; nil: not limited
+	subscribes *rate.Limiter // SUBSCRIBE packets
 }
 
 // sessions maps client IDs to sessions. Safe for concurrent use.
@@ -127,7 +129,7 @@ type accessHook struct {
 	ints      Integrations // nil: no integrations
 	anonymous bool
 	limits    Limits
-	connects  *tokenBucket
+	connects  *connectLimits
 	sessions  *sessions
 	m         *brokerMetrics
 	warn      *warnLog
@@ -174,19 +176,21 @@ func (h *accessHook) refuse(cl *mqtt.Client, r refusal) error {
 func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	user := string(pk.Connect.Username)
 	args := []any{"username", clip(user), "client_id", clip(cl.ID), "remote", cl.Net.Remote, "listener", cl.Net.Listener}
-	now := time.Now()
-	if !h.connects.allow(now) {
-		h.m.limitHits[limitConnectRate].Inc()
-		h.warn.Warn("mqtt connect refused: over the connect rate", args...)
-		return h.refuse(cl, refuseRate)
-	}
 	if h.limits.MaxConnections > 0 && h.m.openConnections() >= int64(h.limits.MaxConnections) {
 		h.m.limitHits[limitMaxConnections].Inc()
 		h.warn.Warn("mqtt connect refused: at the connection limit", append(args, "max_connections", h.limits.MaxConnections)...)
 		return h.refuse(cl, refuseBusy)
 	}
+	now := time.Now()
+	addr := sourceAddr(cl)
+	if h.connects.failures.exhausted(addr, now) {
+		h.m.limitHits[limitAuthFailureRate].Inc()
+		h.warn.Warn("mqtt connect refused: too many failed logins from this address", args...)
+		return h.refuse(cl, refuseRate)
+	}
 	who, reason := h.identify(cl, pk)
 	if reason != "" {
+		h.connects.failures.allow(addr, now)
 		h.m.authFailures.Inc()
 		h.warn.Warn("mqtt connect refused: "+reason, args...)
 		if who.kind == KindAnonymous {
@@ -194,20 +198,28 @@ func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		}
 		return h.refuse(cl, refuseBadLogin)
 	}
+	if lim := h.connects.admit(who, cl.ID, now); lim != "" {
+		h.m.limitHits[lim].Inc()
+		h.warn.Warn("mqtt connect refused: over the "+lim, who.attrs(cl)...)
+		return h.refuse(cl, refuseRate)
+	}
 	if pk.Connect.WillFlag && !h.allowed(who, pk.Connect.WillTopic, true) {
 		h.m.aclDenied["will"].Inc()
 		h.warn.Warn("mqtt connect refused: the will topic is not the client's to publish", who.attrs(cl, "will_topic", clip(pk.Connect.WillTopic))...)
 		return h.refuse(cl, refuseNotAuthed)
 	}
-	if prev := h.sessions.get(cl); prev != nil && prev.who != who && h.holds(prev) {
-		h.m.authFailures.Inc()
-		h.warn.Warn("mqtt connect refused: another identity holds the session of this client ID",
-			who.attrs(cl, "held_by", prev.who.kind.String()+" "+prev.who.name)...)
-		return h.refuse(cl, refuseClientID)
+	if prev := h.sessions.get(cl); prev != nil && prev.who != who {
+		if h.holds(prev) {
+			h.m.authFailures.Inc()
+			h.warn.Warn("mqtt connect refused: another identity holds the session of this client ID",
+				who.attrs(cl, "held_by", prev.who.kind.String()+" "+prev.who.name)...)
+			return h.refuse(cl, refuseClientID)
+		}
+		h.dropSession(prev.cl) // a session left by revoked credentials is not inherited
 	}
-	se := &session{cl: cl, who: who}
+	se := &session{cl: cl, who: who, subscribes: newLimiter(h.limits.SubscribeRate, h.limits.SubscribeBurst)}
 	if who.kind != KindIntegration {
-		se.rate = newTokenBucket(h.limits.MessageRate, h.limits.MessageBurst, now)
+		se.rate = newLimiter(h.limits.MessageRate, h.limits.MessageBurst)
 	}
 	if who.kind == KindDevice {
 		// A certificate may name the device without a username; the other
@@ -300,6 +312,10 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	if !ok && write {
 		h.m.aclDenied["publish"].Inc()
 		h.warn.Warn("mqtt publish refused: topic not allowed", se.who.attrs(cl, "topic", clip(topic))...)
+		if !allow(se.rate) && h.limits.OverRate == OverRateDisconnect { // refused publishes cost the message rate too
+			h.m.limitHits[limitMessageRate].Inc()
+			disconnect(h.srv, cl, packets.ErrMessageRateTooHigh)
+		}
 	}
 	return ok
 }
@@ -368,25 +384,6 @@ func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 }
 
 func (h *accessHook) OnClientExpired(cl *mqtt.Client) { h.sessions.forget(cl) }
-
-// disconnectIdentity closes the connections of an identity and ends its
-// persistent sessions: its credentials are gone.
-func (h *accessHook) disconnectIdentity(who identity) {
-	for _, cl := range h.srv.Clients.GetAll() {
-		se := h.sessions.get(cl)
-		if se == nil || se.who != who {
-			continue
-		}
-		if !cl.Closed() {
-			disconnect(h.srv, cl, packets.ErrAdministrativeAction)
-		}
-		h.srv.UnsubscribeClient(cl)
-		cl.ClearInflights()
-		h.srv.Clients.Delete(cl.ID)
-		h.sessions.forget(cl)
-		h.Log.Info("mqtt client disconnected: credentials deleted", who.attrs(cl)...)
-	}
-}
 
 // disconnect closes a client's connection: MQTT 5 clients get a DISCONNECT
 // with the reason; MQTT 3.1.1 has no server DISCONNECT, so the connection

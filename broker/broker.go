@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
@@ -64,6 +63,8 @@ func (c Config) Validate() error {
 type Registry interface {
 	Authenticate(id, token string) (devices.Device, bool)
 	Get(id string) (devices.Device, bool)
+	// OnChange registers fn, called after each deletion or token rotation.
+	OnChange(fn func(devices.Change))
 }
 
 // Ingester takes a device's telemetry payload and returns once it is durable.
@@ -78,10 +79,11 @@ type Ingester interface {
 
 // Broker is the embedded MQTT broker.
 type Broker struct {
-	srv    *mqtt.Server
-	lns    *transports
-	access *accessHook
-	cancel context.CancelFunc
+	srv      *mqtt.Server
+	lns      *transports
+	access   *accessHook
+	retained *retainHook
+	cancel   context.CancelFunc
 
 	closeOnce sync.Once
 }
@@ -103,6 +105,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketBytes
 	caps.MaximumClientWritesPending = cfg.WriteQueue
+	caps.TopicAliasMaximum = cfg.TopicAliasMaximum // mochi's default is 65535 (aliases.go)
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(quietHandler{logger.Handler(), slog.LevelWarn}).With("component", "mqtt")})
 	ctx, cancel := context.WithCancel(context.Background())
 	ss := &sessions{}
@@ -112,9 +115,12 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 		func() float64 { return float64(atomic.LoadInt64(&srv.Info.MessagesDropped)) })
 	warn := newWarnLog(logger)
 	access := &accessHook{srv: srv, reg: reg, ints: o.integrations, anonymous: cfg.AllowAnonymous, limits: cfg.Limits,
-		connects: newTokenBucket(cfg.ConnectRate, cfg.ConnectBurst, time.Now()), sessions: ss, m: m, warn: warn}
+		connects: newConnectLimits(cfg.Limits), sessions: ss, m: m, warn: warn}
+	retained := newRetainHook(srv, cfg.Limits, ss, m, warn)
 	for _, h := range []mqtt.Hook{
+		&aliasHook{cfg: cfg.Limits, m: m, warn: warn},
 		&limitsHook{srv: srv, cfg: cfg.Limits, sessions: ss, m: m, warn: warn}, // before ingest: refused means not stored
+		retained, // after the limits: a refused publish is not retained
 		&presenceHook{srv: srv, presence: presence, sessions: ss},
 		&ingestHook{ctx: ctx, reg: reg, ing: ing, presence: presence, sessions: ss, warn: warn},
 		&relayHook{ctx: ctx, reg: reg, ing: ing, sessions: ss, warn: warn}, // integrations relaying devices' telemetry (relay.go)
@@ -125,7 +131,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 			return nil, fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
 		}
 	}
-	b := &Broker{srv: srv, lns: lns, access: access, cancel: cancel}
+	b := &Broker{srv: srv, lns: lns, access: access, retained: retained, cancel: cancel}
 	for _, l := range lns.all() {
 		if err := srv.AddListener(l); err != nil {
 			b.closeListeners()
@@ -134,8 +140,9 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 		}
 		logger.Info("mqtt listening", "protocol", l.Protocol(), "addr", l.Address())
 	}
+	reg.OnChange(b.deviceChanged)
 	if o.integrations != nil {
-		o.integrations.OnDelete(func(id string) { access.disconnectIdentity(identity{KindIntegration, id}) })
+		o.integrations.OnDelete(func(id string) { b.revoke(identity{KindIntegration, id}, true) })
 	}
 	return b, nil
 }

@@ -71,6 +71,7 @@ func newFixture(t *testing.T, edit func(*Config)) *fixture {
 	require.NoError(t, err)
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
+	cfg.ClientConnectRate = 0 // tests connect one device dozens of times a second; the tests of this limit set it
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -17,25 +17,37 @@ import (
 	"github.com/telehub/telehub/internal/testenv"
 )
 
-func TestTokenBucket(t *testing.T) {
+// TestKeyedLimiters: one bucket per key, idle buckets dropped when the
+// map is full, and past the bound new keys share one bucket.
+func TestKeyedLimiters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newTokenBucket(10, 5, time.Now())
-		for range 5 {
-			require.True(t, b.allow(time.Now()), "the burst")
+		k := newKeyedLimiters(1, 2, 3)
+		for _, key := range []string{"a", "b", "c"} {
+			require.True(t, k.allow(key, time.Now()))
 		}
-		require.False(t, b.allow(time.Now()), "empty")
-		time.Sleep(100 * time.Millisecond)
-		require.True(t, b.allow(time.Now()), "one token per 100 ms")
-		require.False(t, b.allow(time.Now()))
-		time.Sleep(time.Hour)
-		for range 5 {
-			require.True(t, b.allow(time.Now()), "refilled to the burst, not beyond")
-		}
-		require.False(t, b.allow(time.Now()))
+		require.True(t, k.allow("a", time.Now()))
+		require.False(t, k.allow("a", time.Now()), "a's burst of 2 is spent")
+		require.True(t, k.exhausted("a", time.Now()))
+		require.False(t, k.exhausted("b", time.Now()), "b has a token left")
+		require.Equal(t, 3, k.len())
+
+		// Full, and nobody idle: new keys share the overflow bucket.
+		require.True(t, k.allow("d", time.Now()))
+		require.True(t, k.allow("e", time.Now()))
+		require.False(t, k.allow("f", time.Now()), "d, e and f share one bucket of 2")
+		require.True(t, k.exhausted("g", time.Now()), "a new key goes to the spent overflow bucket")
+		require.Equal(t, 3, k.len(), "the map did not grow")
+
+		time.Sleep(time.Minute) // every bucket refills: all idle
+		require.True(t, k.allow("h", time.Now()))
+		require.Equal(t, 1, k.len(), "idle buckets were dropped for h")
+		require.False(t, k.exhausted("a", time.Now()), "a starts afresh")
 	})
-	var unlimited *tokenBucket = newTokenBucket(0, 0, time.Now())
-	require.Nil(t, unlimited)
-	require.True(t, unlimited.allow(time.Now()))
+	off := newKeyedLimiters(0, 0, 3)
+	for range 100 {
+		require.True(t, off.allow("x", time.Now()))
+	}
+	require.Zero(t, off.len())
 }
 
 func TestLimitsConfig(t *testing.T) {

@@ -1,0 +1,149 @@
+package broker
+
+import (
+	"net"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"golang.org/x/time/rate"
+)
+
+// newLimiter returns a token bucket of perSecond with bursts of burst, full
+// at the start; perSecond <= 0 switches the limit off (the bucket admits
+// everything).
+func newLimiter(perSecond float64, burst int) *rate.Limiter {
+	if perSecond <= 0 {
+		return rate.NewLimiter(rate.Inf, 0)
+	}
+	return rate.NewLimiter(rate.Limit(perSecond), burst)
+}
+
+// maxKeyedLimiters bounds the buckets a keyedLimiters holds: past it, idle
+// buckets are dropped, and when none is idle new keys share one overflow
+// bucket.
+const maxKeyedLimiters = 10_000
+
+// keyedLimiters holds one token bucket per key (a source address, an
+// identity). A bucket that has refilled to its burst is idle: it is the
+// same as a new one, so it is dropped when the map is full. When every
+// bucket is busy (a flood from more keys than the bound), new keys share
+// one overflow bucket, so the map never grows past max and a flood from
+// many keys is still limited. Safe for concurrent use.
+type keyedLimiters struct {
+	perSecond float64
+	burst     int
+	max       int
+
+	mu        sync.Mutex
+	m         map[string]*rate.Limiter
+	overflow  *rate.Limiter
+	lastSweep time.Time
+}
+
+func newKeyedLimiters(perSecond float64, burst, max int) *keyedLimiters {
+	return &keyedLimiters{perSecond: perSecond, burst: burst, max: max, m: map[string]*rate.Limiter{},
+		overflow: newLimiter(perSecond, burst)}
+}
+
+// off reports whether the limit is switched off.
+func (k *keyedLimiters) off() bool { return k.perSecond <= 0 }
+
+// get returns the bucket of key, creating it if needed.
+func (k *keyedLimiters) get(key string, now time.Time) *rate.Limiter {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if l, ok := k.m[key]; ok {
+		return l
+	}
+	if len(k.m) >= k.max && now.Sub(k.lastSweep) >= time.Second {
+		k.lastSweep = now // a sweep is O(n): at most one a second
+		for key, l := range k.m {
+			if l.TokensAt(now) >= float64(k.burst) {
+				delete(k.m, key)
+			}
+		}
+	}
+	if len(k.m) >= k.max {
+		return k.overflow
+	}
+	l := newLimiter(k.perSecond, k.burst)
+	k.m[key] = l
+	return l
+}
+
+// allow takes a token from key's bucket if it has one.
+func (k *keyedLimiters) allow(key string, now time.Time) bool {
+	if k.off() {
+		return true
+	}
+	return k.get(key, now).AllowN(now, 1)
+}
+
+// exhausted reports whether key's bucket has no token left, without taking
+// one.
+func (k *keyedLimiters) exhausted(key string, now time.Time) bool {
+	if k.off() {
+		return false
+	}
+	k.mu.Lock()
+	l, ok := k.m[key]
+	full := len(k.m) >= k.max
+	k.mu.Unlock()
+	if !ok && full {
+		l, ok = k.overflow, true // where get sends a new key now
+	}
+	if !ok {
+		return false // a new key starts full
+	}
+	return l.TokensAt(now) < 1
+}
+
+// len returns the number of buckets held.
+func (k *keyedLimiters) len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.m)
+}
+
+// connectLimits are the buckets a CONNECT draws on. Failed logins spend
+// only their source address's bucket; successful ones spend their
+// identity's bucket and then the global one, so a flood of bad logins
+// never costs a good client its connection.
+type connectLimits struct {
+	failures *keyedLimiters // per source address, failed logins
+	clients  *keyedLimiters // per identity, successful logins
+	global   *rate.Limiter  // all successful logins
+}
+
+func newConnectLimits(l Limits) *connectLimits {
+	return &connectLimits{
+		failures: newKeyedLimiters(l.AuthFailureRate, l.AuthFailureBurst, maxKeyedLimiters),
+		clients:  newKeyedLimiters(l.ClientConnectRate, l.ClientConnectBurst, maxKeyedLimiters),
+		global:   newLimiter(l.ConnectRate, l.ConnectBurst),
+	}
+}
+
+// admit takes the tokens of a successful login, or names the limit it is
+// over.
+func (c *connectLimits) admit(who identity, clientID string, now time.Time) string {
+	key := who.kind.String() + ":" + who.name
+	if who.kind == KindAnonymous {
+		key += clientID // anonymous clients have no name: their client ID is all they are
+	}
+	if !c.clients.allow(key, now) {
+		return limitClientConnectRate
+	}
+	if !c.global.AllowN(now, 1) {
+		return limitConnectRate
+	}
+	return ""
+}
+
+// sourceAddr is the IP address a client connects from.
+func sourceAddr(cl *mqtt.Client) string {
+	if host, _, err := net.SplitHostPort(cl.Net.Remote); err == nil {
+		return host
+	}
+	return cl.Net.Remote
+}
