@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"strings"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -11,8 +13,10 @@ import (
 // over max_topic_bytes or max_topic_levels loses its alias there (the
 // limits hook then refuses it), and an alias over topic_alias_maximum is
 // counted (mochi then disconnects with "topic alias invalid"). The CONNACK
-// tells MQTT 5 clients the maximum, which mochi leaves out. A client's
-// aliases so cost at most topic_alias_maximum x max_topic_bytes.
+// tells MQTT 5 clients the maximum, which mochi leaves out. mochi decodes a
+// topic as a string that points into the packet's buffer, so the hook
+// stores a copy of the topic instead, not the packet it came in. A
+// client's aliases so cost at most topic_alias_maximum x max_topic_bytes.
 type aliasHook struct {
 	mqtt.HookBase
 	cfg  Limits
@@ -39,8 +43,14 @@ func (h *aliasHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 			"alias", pk.Properties.TopicAlias, "topic_alias_maximum", h.cfg.TopicAliasMaximum)
 		return pk, nil
 	}
-	if pk.TopicName != "" && h.cfg.topicLimit(pk.TopicName) != "" {
+	switch {
+	case pk.TopicName == "":
+	case h.cfg.topicLimit(pk.TopicName) != "":
 		pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
+	default:
+		// mochi's topic string points into the packet's buffer: kept as
+		// it is, the alias would hold the whole packet, payload and all.
+		pk.TopicName = strings.Clone(pk.TopicName)
 	}
 	return pk, nil
 }

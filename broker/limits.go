@@ -313,6 +313,11 @@ func (h *limitsHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Pac
 		seen[sub.Filter] = true
 		room--
 	}
+	for i := range pk.Filters {
+		// mochi's filter string points into the packet's buffer: kept as it
+		// is, each subscription would hold its whole SUBSCRIBE packet.
+		pk.Filters[i].Filter = strings.Clone(pk.Filters[i].Filter)
+	}
 	if quota != nil {
 		h.quota.Store(cl, quota)
 	}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -133,6 +134,10 @@ func (h *retainHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	lim := h.over(h.owner(cl), pk.TopicName, retainCost(pk.TopicName, pk.Payload))
 	if lim == "" {
+		// mochi copies the payload it retains but not the topic, a string
+		// pointing into the packet's buffer: retained as it is, it would
+		// hold the whole packet too, doubling the cost.
+		pk.TopicName = strings.Clone(pk.TopicName)
 		return pk, nil
 	}
 	h.m.limitHits[lim].Inc()
