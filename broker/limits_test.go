@@ -59,6 +59,12 @@ func TestLimitsConfig(t *testing.T) {
 	}{
 		{"negative", func(c *Config) { c.MaxConnections = -1 }, "negative"},
 		{"rate without burst", func(c *Config) { c.MessageBurst = 0 }, "message_burst"},
+		{"auth failures without burst", func(c *Config) { c.AuthFailureBurst = 0 }, "auth_failure_burst"},
+		{"client connects without burst", func(c *Config) { c.ClientConnectBurst = 0 }, "client_connect_burst"},
+		{"subscribes without burst", func(c *Config) { c.SubscribeBurst = 0 }, "subscribe_burst"},
+		{"negative retained quota", func(c *Config) { c.MaxRetainedBytesPerClient = -1 }, "negative"},
+		{"negative retained total", func(c *Config) { c.MaxRetainedBytes = -1 }, "negative"},
+		{"negative subscription quota", func(c *Config) { c.MaxSubscriptionsPerClient = -1 }, "negative"},
 		{"over_rate", func(c *Config) { c.OverRate = "ignore" }, "over_rate"},
 		{"shallow topics", func(c *Config) { c.MaxTopicLevels = 3 }, "max_topic_levels"},
 		{"short topics", func(c *Config) { c.MaxTopicBytes = 10 }, "max_topic_bytes"},
@@ -86,6 +92,17 @@ func TestLimitsConfig(t *testing.T) {
 	require.Equal(t, 200, c.MessageBurst, "defaults stay")
 	require.Equal(t, OverRateDisconnect, c.OverRate)
 	require.Equal(t, 10, c.MaxConnections)
+	dec = yaml.NewDecoder(strings.NewReader("topic_alias_maximum: 4\nmax_subscriptions_per_client: 7\nmax_retained_per_client: 3\n" +
+		"max_retained_bytes: 1000\nauth_failure_rate: 0.5\nclient_connect_burst: 3\nsubscribe_rate: 2\n"))
+	dec.KnownFields(true)
+	require.NoError(t, dec.Decode(&c))
+	require.Equal(t, uint16(4), c.TopicAliasMaximum)
+	require.Equal(t, 7, c.MaxSubscriptionsPerClient)
+	require.Equal(t, 3, c.MaxRetainedPerClient)
+	require.Equal(t, int64(1000), c.MaxRetainedBytes)
+	require.Equal(t, 0.5, c.AuthFailureRate)
+	require.Equal(t, 3, c.ClientConnectBurst)
+	require.Equal(t, 2.0, c.SubscribeRate)
 	dec = yaml.NewDecoder(strings.NewReader("message_rates: 5\n"))
 	dec.KnownFields(true)
 	require.Error(t, dec.Decode(&c))
