@@ -17,8 +17,9 @@ import (
 	"github.com/telehub/telehub/internal/testenv"
 )
 
-// TestKeyedLimiters: one bucket per key, idle buckets dropped when the
-// map is full, and past the bound new keys share one bucket.
+// TestKeyedLimiters: one bucket per key; when the map is full, idle
+// buckets are dropped, and while none is idle new keys are not limited
+// (the map never grows past its bound).
 func TestKeyedLimiters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		k := newKeyedLimiters(1, 2, 3)
@@ -31,12 +32,13 @@ func TestKeyedLimiters(t *testing.T) {
 		require.False(t, k.exhausted("b", time.Now()), "b has a token left")
 		require.Equal(t, 3, k.len())
 
-		// Full, and nobody idle: new keys share the overflow bucket.
-		require.True(t, k.allow("d", time.Now()))
-		require.True(t, k.allow("e", time.Now()))
-		require.False(t, k.allow("f", time.Now()), "d, e and f share one bucket of 2")
-		require.True(t, k.exhausted("g", time.Now()), "a new key goes to the spent overflow bucket")
+		// Full, and nobody idle: new keys fail open.
+		for range 5 {
+			require.True(t, k.allow("d", time.Now()))
+		}
+		require.False(t, k.exhausted("d", time.Now()))
 		require.Equal(t, 3, k.len(), "the map did not grow")
+		require.False(t, k.allow("a", time.Now()), "a is still limited")
 
 		time.Sleep(time.Minute) // every bucket refills: all idle
 		require.True(t, k.allow("h", time.Now()))

@@ -19,17 +19,16 @@ func newLimiter(perSecond float64, burst int) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(perSecond), burst)
 }
 
-// maxKeyedLimiters bounds the buckets a keyedLimiters holds: past it, idle
-// buckets are dropped, and when none is idle new keys share one overflow
-// bucket.
+// maxKeyedLimiters bounds the buckets a keyedLimiters holds.
 const maxKeyedLimiters = 10_000
 
 // keyedLimiters holds one token bucket per key (a source address, an
 // identity). A bucket that has refilled to its burst is idle: it is the
-// same as a new one, so it is dropped when the map is full. When every
-// bucket is busy (a flood from more keys than the bound), new keys share
-// one overflow bucket, so the map never grows past max and a flood from
-// many keys is still limited. Safe for concurrent use.
+// same as a new one, so idle buckets are dropped when the map is full. When
+// every bucket is busy (more keys active at once than the bound), a new key
+// is not limited: it fails open rather than share a bucket with strangers,
+// which would let a flood from many keys refuse everyone new; the global
+// connect bucket still bounds the whole. Safe for concurrent use.
 type keyedLimiters struct {
 	perSecond float64
 	burst     int
@@ -37,19 +36,14 @@ type keyedLimiters struct {
 
 	mu        sync.Mutex
 	m         map[string]*rate.Limiter
-	overflow  *rate.Limiter
 	lastSweep time.Time
 }
 
 func newKeyedLimiters(perSecond float64, burst, max int) *keyedLimiters {
-	return &keyedLimiters{perSecond: perSecond, burst: burst, max: max, m: map[string]*rate.Limiter{},
-		overflow: newLimiter(perSecond, burst)}
+	return &keyedLimiters{perSecond: perSecond, burst: burst, max: max, m: map[string]*rate.Limiter{}}
 }
 
-// off reports whether the limit is switched off.
-func (k *keyedLimiters) off() bool { return k.perSecond <= 0 }
-
-// get returns the bucket of key, creating it if needed.
+// get returns the bucket of key, creating it if there is room; nil if not.
 func (k *keyedLimiters) get(key string, now time.Time) *rate.Limiter {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -65,7 +59,7 @@ func (k *keyedLimiters) get(key string, now time.Time) *rate.Limiter {
 		}
 	}
 	if len(k.m) >= k.max {
-		return k.overflow
+		return nil
 	}
 	l := newLimiter(k.perSecond, k.burst)
 	k.m[key] = l
@@ -74,29 +68,23 @@ func (k *keyedLimiters) get(key string, now time.Time) *rate.Limiter {
 
 // allow takes a token from key's bucket if it has one.
 func (k *keyedLimiters) allow(key string, now time.Time) bool {
-	if k.off() {
+	if k.perSecond <= 0 {
 		return true
 	}
-	return k.get(key, now).AllowN(now, 1)
+	l := k.get(key, now)
+	return l == nil || l.AllowN(now, 1)
 }
 
 // exhausted reports whether key's bucket has no token left, without taking
-// one.
+// one; a key without a bucket has all its tokens.
 func (k *keyedLimiters) exhausted(key string, now time.Time) bool {
-	if k.off() {
+	if k.perSecond <= 0 {
 		return false
 	}
 	k.mu.Lock()
 	l, ok := k.m[key]
-	full := len(k.m) >= k.max
 	k.mu.Unlock()
-	if !ok && full {
-		l, ok = k.overflow, true // where get sends a new key now
-	}
-	if !ok {
-		return false // a new key starts full
-	}
-	return l.TokensAt(now) < 1
+	return ok && l.TokensAt(now) < 1
 }
 
 // len returns the number of buckets held.
@@ -140,10 +128,16 @@ func (c *connectLimits) admit(who identity, clientID string, now time.Time) stri
 	return ""
 }
 
-// sourceAddr is the IP address a client connects from.
+// sourceAddr is the address a client connects from: its IPv4 address, or
+// the /64 of its IPv6 address (one host's or one site's usual share).
 func sourceAddr(cl *mqtt.Client) string {
-	if host, _, err := net.SplitHostPort(cl.Net.Remote); err == nil {
+	host, _, err := net.SplitHostPort(cl.Net.Remote)
+	if err != nil {
+		return cl.Net.Remote
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() != nil {
 		return host
 	}
-	return cl.Net.Remote
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }

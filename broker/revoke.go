@@ -32,11 +32,16 @@ func (b *Broker) deviceChanged(c devices.Change) {
 // disconnectIdentity closes the connections of an identity and ends its
 // persistent sessions: its credentials are gone.
 func (h *accessHook) disconnectIdentity(who identity) {
-	for _, cl := range h.srv.Clients.GetAll() {
-		if se := h.sessions.get(cl); se != nil && se.who == who && se.cl == cl {
-			h.dropSession(cl)
-			h.Log.Info("mqtt session ended: credentials revoked", who.attrs(cl)...)
+	var ended []*mqtt.Client
+	h.sessions.m.Range(func(_, v any) bool {
+		if se := v.(*session); se.who == who {
+			ended = append(ended, se.cl)
 		}
+		return true
+	})
+	for _, cl := range ended {
+		h.dropSession(cl)
+		h.Log.Info("mqtt session ended: credentials revoked", who.attrs(cl)...)
 	}
 }
 
