@@ -117,6 +117,10 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	access := &accessHook{srv: srv, reg: reg, ints: o.integrations, anonymous: cfg.AllowAnonymous, limits: cfg.Limits,
 		connects: newConnectLimits(cfg.Limits), sessions: ss, m: m, warn: warn}
 	retained := newRetainHook(srv, cfg.Limits, ss, m, warn)
+	o.metrics.GaugeFunc("telehub_mqtt_retained_messages", "Retained messages held for MQTT clients (the hub's own not counted; see mqtt.max_retained).",
+		func() float64 { return float64(retained.usage().count) })
+	o.metrics.GaugeFunc("telehub_mqtt_retained_bytes", "Bytes of topic and payload of the retained messages held for MQTT clients (see mqtt.max_retained_bytes).",
+		func() float64 { return float64(retained.usage().bytes) })
 	for _, h := range []mqtt.Hook{
 		&aliasHook{cfg: cfg.Limits, m: m, warn: warn},
 		&limitsHook{srv: srv, cfg: cfg.Limits, sessions: ss, m: m, warn: warn}, // before ingest: refused means not stored

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"golang.org/x/time/rate"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 )
 
 // What happens to a client that publishes faster than its message rate.
@@ -100,7 +100,7 @@ type Limits struct {
 // enough that one misbehaving client cannot hurt the others.
 func DefaultLimits() Limits {
 	return Limits{
-		MaxConnections: 100_000,
+		MaxConnections:     100_000,
 		ConnectRate:        1000,
 		ConnectBurst:       2000,
 		ClientConnectRate:  1,

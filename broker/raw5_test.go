@@ -2,8 +2,8 @@ package broker
 
 import (
 	"bufio"
-	"errors"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"testing"

@@ -45,6 +45,8 @@ func TestRetainedQuotaPerClient(t *testing.T) {
 	})
 	held := f.retainedTopics()
 	require.Len(t, held, 8, "5 of the hub, 3 of the device: %v", held)
+	require.Equal(t, 3, f.b.retained.held("device:keeper").count)
+	require.Equal(t, 3.0, f.metric(t, "telehub_mqtt_retained_messages"), "the hub's own are not counted")
 	require.NotContains(t, held, "devices/keeper/r3")
 	require.NotContains(t, held, "devices/keeper/r4")
 
@@ -73,6 +75,8 @@ func TestRetainedQuotaPerClient(t *testing.T) {
 	for _, tp := range f.retainedTopics() {
 		require.True(t, strings.HasPrefix(tp, "devices/keeper/state/desired"), "only the hub's are left: %s", tp)
 	}
+	require.Zero(t, f.b.retained.held("device:keeper"))
+	require.Zero(t, f.metric(t, "telehub_mqtt_retained_bytes"))
 	tok = f.device(t, "keeper")
 	again, err := f.dial(t, "", "keeper", tok, nil)
 	require.NoError(t, err)
