@@ -112,13 +112,17 @@ func WithIntegrations(ints Integrations) Option { return func(o *options) { o.in
 func WithMetrics(reg *metrics.Registry) Option { return func(o *options) { o.metrics = reg } }
 
 // accessHook decides who may connect and what each client may touch. On
-// CONNECT it applies the connect rate and connection limits, then classifies
-// the client: a verified client certificate names a device (or integration);
-// else username and password are a device's ID and token, or an
-// integration's name and secret; else, with no credentials at all, the client
-// is anonymous if that is allowed. It refuses a will the client could not
-// publish, and a client ID whose session another identity holds. Every
-// refusal gets its own CONNACK reason code, a metric and a log line.
+// CONNECT it applies the connection limit and refuses an address that has
+// spent its failed logins (ratelimit.go), then classifies the client: a
+// verified client certificate names a device (or integration); else
+// username and password are a device's ID and token, or an integration's
+// name and secret; else, with no credentials at all, the client is
+// anonymous if that is allowed. A failed login spends its address's
+// bucket; a successful one its identity's and the global one. It refuses a
+// will the client could not publish, and a client ID whose session another
+// identity holds; a session left by revoked credentials is dropped, not
+// handed on. Every refusal gets its own CONNACK reason code, a metric and a
+// log line.
 //
 // It is added last, so that the hooks before it still see the identity of a
 // client that disconnects.
