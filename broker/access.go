@@ -8,6 +8,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/internal/metrics"
@@ -53,9 +54,10 @@ type identity struct {
 // outlive the connection while the MQTT session persists, because messages
 // queued for an offline persistent session still pass the ACL.
 type session struct {
-	cl   *mqtt.Client
-	who  identity
-	rate *tokenBucket // nil: not limited
+	cl         *mqtt.Client
+	who        identity
+	rate       *rate.Limiter // publishes; nil: not limited
+	subscribes *rate.Limiter // SUBSCRIBE packets
 }
 
 // sessions maps client IDs to sessions. Safe for concurrent use.
@@ -110,13 +112,17 @@ func WithIntegrations(ints Integrations) Option { return func(o *options) { o.in
 func WithMetrics(reg *metrics.Registry) Option { return func(o *options) { o.metrics = reg } }
 
 // accessHook decides who may connect and what each client may touch. On
-// CONNECT it applies the connect rate and connection limits, then classifies
-// the client: a verified client certificate names a device (or integration);
-// else username and password are a device's ID and token, or an
-// integration's name and secret; else, with no credentials at all, the client
-// is anonymous if that is allowed. It refuses a will the client could not
-// publish, and a client ID whose session another identity holds. Every
-// refusal gets its own CONNACK reason code, a metric and a log line.
+// CONNECT it applies the connection limit and refuses an address that has
+// spent its failed logins (ratelimit.go), then classifies the client: a
+// verified client certificate names a device (or integration); else
+// username and password are a device's ID and token, or an integration's
+// name and secret; else, with no credentials at all, the client is
+// anonymous if that is allowed. A failed login spends its address's
+// bucket; a successful one its identity's and the global one. It refuses a
+// will the client could not publish, and a client ID whose session another
+// identity holds; a session left by revoked credentials is dropped, not
+// handed on. Every refusal gets its own CONNACK reason code, a metric and a
+// log line.
 //
 // It is added last, so that the hooks before it still see the identity of a
 // client that disconnects.
@@ -129,7 +135,7 @@ type accessHook struct {
 	site      siteACL      // what anonymous clients may use (siteacl.go)
 	conform   *conformHook // keeps '$' topics from wildcard subscriptions (conform.go)
 	limits    Limits
-	connects  *tokenBucket
+	connects  *connectLimits
 	sessions  *sessions
 	m         *brokerMetrics
 	warn      *warnLog
@@ -176,19 +182,21 @@ func (h *accessHook) refuse(cl *mqtt.Client, r refusal) error {
 func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	user := string(pk.Connect.Username)
 	args := []any{"username", clip(user), "client_id", clip(cl.ID), "remote", cl.Net.Remote, "listener", cl.Net.Listener}
-	now := time.Now()
-	if !h.connects.allow(now) {
-		h.m.limitHits[limitConnectRate].Inc()
-		h.warn.Warn("mqtt connect refused: over the connect rate", args...)
-		return h.refuse(cl, refuseRate)
-	}
 	if h.limits.MaxConnections > 0 && h.m.openConnections() >= int64(h.limits.MaxConnections) {
 		h.m.limitHits[limitMaxConnections].Inc()
 		h.warn.Warn("mqtt connect refused: at the connection limit", append(args, "max_connections", h.limits.MaxConnections)...)
 		return h.refuse(cl, refuseBusy)
 	}
+	now := time.Now()
+	addr := sourceAddr(cl)
+	if h.connects.failures.exhausted(addr, now) {
+		h.m.limitHits[limitAuthFailureRate].Inc()
+		h.warn.Warn("mqtt connect refused: too many failed logins from this address", args...)
+		return h.refuse(cl, refuseRate)
+	}
 	who, reason := h.identify(cl, pk)
 	if reason != "" {
+		h.connects.failures.allow(addr, now)
 		h.m.authFailures.Inc()
 		h.warn.Warn("mqtt connect refused: "+reason, args...)
 		if who.kind == KindAnonymous {
@@ -196,20 +204,28 @@ func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		}
 		return h.refuse(cl, refuseBadLogin)
 	}
+	if lim := h.connects.admit(who, cl.ID, now); lim != "" {
+		h.m.limitHits[lim].Inc()
+		h.warn.Warn("mqtt connect refused: over the "+lim, who.attrs(cl)...)
+		return h.refuse(cl, refuseRate)
+	}
 	if pk.Connect.WillFlag && !h.allowed(who, pk.Connect.WillTopic, true) {
 		h.m.aclDenied["will"].Inc()
 		h.warn.Warn("mqtt connect refused: the will topic is not the client's to publish", who.attrs(cl, "will_topic", clip(pk.Connect.WillTopic))...)
 		return h.refuse(cl, refuseNotAuthed)
 	}
-	if prev := h.sessions.get(cl); prev != nil && prev.who != who && h.holds(prev) {
-		h.m.authFailures.Inc()
-		h.warn.Warn("mqtt connect refused: another identity holds the session of this client ID",
-			who.attrs(cl, "held_by", prev.who.kind.String()+" "+prev.who.name)...)
-		return h.refuse(cl, refuseClientID)
+	if prev := h.sessions.get(cl); prev != nil && prev.who != who {
+		if h.holds(prev) {
+			h.m.authFailures.Inc()
+			h.warn.Warn("mqtt connect refused: another identity holds the session of this client ID",
+				who.attrs(cl, "held_by", prev.who.kind.String()+" "+prev.who.name)...)
+			return h.refuse(cl, refuseClientID)
+		}
+		h.dropSession(prev.cl) // a session left by revoked credentials is not inherited
 	}
-	se := &session{cl: cl, who: who}
+	se := &session{cl: cl, who: who, subscribes: newLimiter(h.limits.SubscribeRate, h.limits.SubscribeBurst)}
 	if who.kind != KindIntegration {
-		se.rate = newTokenBucket(h.limits.MessageRate, h.limits.MessageBurst, now)
+		se.rate = newLimiter(h.limits.MessageRate, h.limits.MessageBurst)
 	}
 	if who.kind == KindDevice {
 		// A certificate may name the device without a username; the other
@@ -302,6 +318,10 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	if !ok && write {
 		h.m.aclDenied["publish"].Inc()
 		h.warn.Warn("mqtt publish refused: topic not allowed", se.who.attrs(cl, "topic", clip(topic))...)
+		if !allow(se.rate) && h.limits.OverRate == OverRateDisconnect { // refused publishes cost the message rate too
+			h.m.limitHits[limitMessageRate].Inc()
+			disconnect(h.srv, cl, packets.ErrMessageRateTooHigh)
+		}
 	}
 	return ok
 }
@@ -367,25 +387,6 @@ func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 }
 
 func (h *accessHook) OnClientExpired(cl *mqtt.Client) { h.sessions.forget(cl) }
-
-// disconnectIdentity closes the connections of an identity and ends its
-// persistent sessions: its credentials are gone.
-func (h *accessHook) disconnectIdentity(who identity) {
-	for _, cl := range h.srv.Clients.GetAll() {
-		se := h.sessions.get(cl)
-		if se == nil || se.who != who {
-			continue
-		}
-		if !cl.Closed() {
-			disconnect(h.srv, cl, packets.ErrAdministrativeAction)
-		}
-		h.srv.UnsubscribeClient(cl)
-		cl.ClearInflights()
-		h.srv.Clients.Delete(cl.ID)
-		h.sessions.forget(cl)
-		h.Log.Info("mqtt client disconnected: credentials deleted", who.attrs(cl)...)
-	}
-}
 
 // disconnect closes a client's connection: MQTT 5 clients get a DISCONNECT
 // with the reason; MQTT 3.1.1 has no server DISCONNECT, so the connection

@@ -93,6 +93,8 @@ func (c Config) Validate() error {
 type Registry interface {
 	Authenticate(id, token string) (devices.Device, bool)
 	Get(id string) (devices.Device, bool)
+	// OnChange registers fn, called after each deletion or token rotation.
+	OnChange(fn func(devices.Change))
 }
 
 // Ingester takes a device's telemetry payload and returns once it is durable.
@@ -107,10 +109,11 @@ type Ingester interface {
 
 // Broker is the embedded MQTT broker.
 type Broker struct {
-	srv    *mqtt.Server
-	lns    *transports
-	access *accessHook
-	cancel context.CancelFunc
+	srv      *mqtt.Server
+	lns      *transports
+	access   *accessHook
+	retained *retainHook
+	cancel   context.CancelFunc
 
 	closeOnce sync.Once
 }
@@ -137,6 +140,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	// never the properties of the packet it acknowledges (mochi copies
 	// them by default, and strict MQTT 5 clients refuse such packets).
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+	caps.TopicAliasMaximum = cfg.TopicAliasMaximum // mochi's default is 65535 (aliases.go)
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(quietHandler{logger.Handler(), slog.LevelWarn}).With("component", "mqtt")})
 	ctx, cancel := context.WithCancel(context.Background())
 	ss := &sessions{}
@@ -147,10 +151,17 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	warn := newWarnLog(logger)
 	conform := newConformHook(srv, cfg, o.metrics, m, warn)
 	access := &accessHook{srv: srv, reg: reg, ints: o.integrations, anonymous: cfg.AllowAnonymous, site: cfg.AnonymousACL, conform: conform, limits: cfg.Limits,
-		connects: newTokenBucket(cfg.ConnectRate, cfg.ConnectBurst, time.Now()), sessions: ss, m: m, warn: warn}
+		connects: newConnectLimits(cfg.Limits), sessions: ss, m: m, warn: warn}
+	retained := newRetainHook(srv, cfg.Limits, ss, m, warn)
+	o.metrics.GaugeFunc("telehub_mqtt_retained_messages", "Retained messages held for MQTT clients (the hub's own not counted; see mqtt.max_retained).",
+		func() float64 { return float64(retained.usage().count) })
+	o.metrics.GaugeFunc("telehub_mqtt_retained_bytes", "Bytes of topic and payload of the retained messages held for MQTT clients (see mqtt.max_retained_bytes).",
+		func() float64 { return float64(retained.usage().bytes) })
 	for _, h := range []mqtt.Hook{
 		conform, // first: a publish over the receive maximum goes no further
+		&aliasHook{cfg: cfg.Limits, m: m, warn: warn},
 		&limitsHook{srv: srv, cfg: cfg.Limits, sessions: ss, m: m, warn: warn}, // before ingest: refused means not stored
+		retained, // after the limits: a refused publish is not retained
 		&presenceHook{srv: srv, presence: presence, sessions: ss},
 		&ingestHook{srv: srv, ctx: ctx, reg: reg, ing: ing, presence: presence, sessions: ss, warn: warn},
 		&relayHook{srv: srv, ctx: ctx, reg: reg, ing: ing, sessions: ss, warn: warn}, // integrations relaying devices' telemetry (relay.go)
@@ -161,7 +172,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 			return nil, fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
 		}
 	}
-	b := &Broker{srv: srv, lns: lns, access: access, cancel: cancel}
+	b := &Broker{srv: srv, lns: lns, access: access, retained: retained, cancel: cancel}
 	for _, l := range lns.all() {
 		if err := srv.AddListener(l); err != nil {
 			b.closeListeners()
@@ -170,8 +181,9 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 		}
 		logger.Info("mqtt listening", "protocol", l.Protocol(), "addr", l.Address())
 	}
+	reg.OnChange(b.deviceChanged)
 	if o.integrations != nil {
-		o.integrations.OnDelete(func(id string) { access.disconnectIdentity(identity{KindIntegration, id}) })
+		o.integrations.OnDelete(func(id string) { b.revoke(identity{KindIntegration, id}, true) })
 	}
 	return b, nil
 }

@@ -74,7 +74,7 @@ func (l *ingestLog) of(id string) []string {
 }
 
 // newFixture starts a broker; edit adjusts the configuration first.
-func newFixture(t *testing.T, edit func(*Config)) *fixture {
+func newFixture(t testing.TB, edit func(*Config)) *fixture {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	require.NoError(t, err)
@@ -86,6 +86,7 @@ func newFixture(t *testing.T, edit func(*Config)) *fixture {
 	require.NoError(t, err)
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
+	cfg.ClientConnectRate = 0 // tests connect one device dozens of times a second; the tests of this limit set it
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -97,14 +98,14 @@ func newFixture(t *testing.T, edit func(*Config)) *fixture {
 	return f
 }
 
-func (f *fixture) device(t *testing.T, id string) string {
+func (f *fixture) device(t testing.TB, id string) string {
 	t.Helper()
 	_, tok, err := f.reg.Create(devices.Device{ID: id, Type: "thermostat"})
 	require.NoError(t, err)
 	return tok
 }
 
-func (f *fixture) integration(t *testing.T, id string, pub, sub []string) string {
+func (f *fixture) integration(t testing.TB, id string, pub, sub []string) string {
 	t.Helper()
 	_, secret, err := f.ints.Create(devices.Integration{ID: id, Publish: pub, Subscribe: sub}, "test")
 	require.NoError(t, err)
@@ -112,7 +113,7 @@ func (f *fixture) integration(t *testing.T, id string, pub, sub []string) string
 }
 
 // metric returns the value of a metric by its full name, labels included.
-func (f *fixture) metric(t *testing.T, name string) float64 {
+func (f *fixture) metric(t testing.TB, name string) float64 {
 	t.Helper()
 	var b strings.Builder
 	require.NoError(t, f.metrics.WriteText(&b))
@@ -138,7 +139,7 @@ type client struct {
 }
 
 // dial connects a paho client; clientID empty takes the username.
-func (f *fixture) dial(t *testing.T, clientID, user, pass string, edit func(*paho.ClientOptions)) (*client, error) {
+func (f *fixture) dial(t testing.TB, clientID, user, pass string, edit func(*paho.ClientOptions)) (*client, error) {
 	t.Helper()
 	if clientID == "" {
 		clientID = user + "-c"
@@ -206,7 +207,7 @@ func (c *client) subscribe(t *testing.T, filter string, qos byte) byte {
 	return code
 }
 
-func (c *client) publish(t *testing.T, topic string, qos byte, retained bool, payload string) {
+func (c *client) publish(t testing.TB, topic string, qos byte, retained bool, payload string) {
 	t.Helper()
 	tok := c.Publish(topic, qos, retained, payload)
 	require.True(t, tok.WaitTimeout(5*time.Second), "publish %q", topic)

@@ -17,25 +17,39 @@ import (
 	"github.com/telehub/telehub/internal/testenv"
 )
 
-func TestTokenBucket(t *testing.T) {
+// TestKeyedLimiters: one bucket per key; when the map is full, idle
+// buckets are dropped, and while none is idle new keys are not limited
+// (the map never grows past its bound).
+func TestKeyedLimiters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newTokenBucket(10, 5, time.Now())
-		for range 5 {
-			require.True(t, b.allow(time.Now()), "the burst")
+		k := newKeyedLimiters(1, 2, 3)
+		for _, key := range []string{"a", "b", "c"} {
+			require.True(t, k.allow(key, time.Now()))
 		}
-		require.False(t, b.allow(time.Now()), "empty")
-		time.Sleep(100 * time.Millisecond)
-		require.True(t, b.allow(time.Now()), "one token per 100 ms")
-		require.False(t, b.allow(time.Now()))
-		time.Sleep(time.Hour)
+		require.True(t, k.allow("a", time.Now()))
+		require.False(t, k.allow("a", time.Now()), "a's burst of 2 is spent")
+		require.True(t, k.exhausted("a", time.Now()))
+		require.False(t, k.exhausted("b", time.Now()), "b has a token left")
+		require.Equal(t, 3, k.len())
+
+		// Full, and nobody idle: new keys fail open.
 		for range 5 {
-			require.True(t, b.allow(time.Now()), "refilled to the burst, not beyond")
+			require.True(t, k.allow("d", time.Now()))
 		}
-		require.False(t, b.allow(time.Now()))
+		require.False(t, k.exhausted("d", time.Now()))
+		require.Equal(t, 3, k.len(), "the map did not grow")
+		require.False(t, k.allow("a", time.Now()), "a is still limited")
+
+		time.Sleep(time.Minute) // every bucket refills: all idle
+		require.True(t, k.allow("h", time.Now()))
+		require.Equal(t, 1, k.len(), "idle buckets were dropped for h")
+		require.False(t, k.exhausted("a", time.Now()), "a starts afresh")
 	})
-	var unlimited *tokenBucket = newTokenBucket(0, 0, time.Now())
-	require.Nil(t, unlimited)
-	require.True(t, unlimited.allow(time.Now()))
+	off := newKeyedLimiters(0, 0, 3)
+	for range 100 {
+		require.True(t, off.allow("x", time.Now()))
+	}
+	require.Zero(t, off.len())
 }
 
 func TestLimitsConfig(t *testing.T) {
@@ -47,6 +61,12 @@ func TestLimitsConfig(t *testing.T) {
 	}{
 		{"negative", func(c *Config) { c.MaxConnections = -1 }, "negative"},
 		{"rate without burst", func(c *Config) { c.MessageBurst = 0 }, "message_burst"},
+		{"auth failures without burst", func(c *Config) { c.AuthFailureBurst = 0 }, "auth_failure_burst"},
+		{"client connects without burst", func(c *Config) { c.ClientConnectBurst = 0 }, "client_connect_burst"},
+		{"subscribes without burst", func(c *Config) { c.SubscribeBurst = 0 }, "subscribe_burst"},
+		{"negative retained quota", func(c *Config) { c.MaxRetainedBytesPerClient = -1 }, "negative"},
+		{"negative retained total", func(c *Config) { c.MaxRetainedBytes = -1 }, "negative"},
+		{"negative subscription quota", func(c *Config) { c.MaxSubscriptionsPerClient = -1 }, "negative"},
 		{"over_rate", func(c *Config) { c.OverRate = "ignore" }, "over_rate"},
 		{"shallow topics", func(c *Config) { c.MaxTopicLevels = 3 }, "max_topic_levels"},
 		{"short topics", func(c *Config) { c.MaxTopicBytes = 10 }, "max_topic_bytes"},
@@ -74,6 +94,17 @@ func TestLimitsConfig(t *testing.T) {
 	require.Equal(t, 200, c.MessageBurst, "defaults stay")
 	require.Equal(t, OverRateDisconnect, c.OverRate)
 	require.Equal(t, 10, c.MaxConnections)
+	dec = yaml.NewDecoder(strings.NewReader("topic_alias_maximum: 4\nmax_subscriptions_per_client: 7\nmax_retained_per_client: 3\n" +
+		"max_retained_bytes: 1000\nauth_failure_rate: 0.5\nclient_connect_burst: 3\nsubscribe_rate: 2\n"))
+	dec.KnownFields(true)
+	require.NoError(t, dec.Decode(&c))
+	require.Equal(t, uint16(4), c.TopicAliasMaximum)
+	require.Equal(t, 7, c.MaxSubscriptionsPerClient)
+	require.Equal(t, 3, c.MaxRetainedPerClient)
+	require.Equal(t, int64(1000), c.MaxRetainedBytes)
+	require.Equal(t, 0.5, c.AuthFailureRate)
+	require.Equal(t, 3, c.ClientConnectBurst)
+	require.Equal(t, 2.0, c.SubscribeRate)
 	dec = yaml.NewDecoder(strings.NewReader("message_rates: 5\n"))
 	dec.KnownFields(true)
 	require.Error(t, dec.Decode(&c))

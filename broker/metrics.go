@@ -4,22 +4,35 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"golang.org/x/time/rate"
 
 	"github.com/telehub/telehub/internal/metrics"
 )
 
 // Names of the limits, as they appear in telehub_mqtt_limit_hits_total.
 const (
-	limitConnectRate    = "connect_rate"
-	limitMaxConnections = "max_connections"
-	limitMessageRate    = "message_rate"
-	limitPacketSize     = "packet_size"
-	limitTopicLevels    = "topic_levels"
-	limitTopicBytes     = "topic_bytes"
+	limitConnectRate       = "connect_rate"
+	limitClientConnectRate = "client_connect_rate"
+	limitAuthFailureRate   = "auth_failure_rate"
+	limitMaxConnections    = "max_connections"
+	limitMessageRate       = "message_rate"
+	limitPacketSize        = "packet_size"
+	limitTopicLevels       = "topic_levels"
+	limitTopicBytes        = "topic_bytes"
+	limitTopicAlias        = "topic_alias"
+	limitSubscriptions     = "subscriptions"
+	limitSubscribeRate     = "subscribe_rate"
+	limitRetained          = "retained_per_client"
+	limitRetainedBytes     = "retained_bytes_per_client"
+	limitRetainedTotal     = "retained_total"
 )
+
+// allLimits are the values of the limit label.
+var allLimits = []string{limitConnectRate, limitClientConnectRate, limitAuthFailureRate, limitMaxConnections,
+	limitMessageRate, limitPacketSize, limitTopicLevels, limitTopicBytes, limitTopicAlias, limitSubscriptions,
+	limitSubscribeRate, limitRetained, limitRetainedBytes, limitRetainedTotal}
 
 // brokerMetrics counts what happens at the broker's door.
 type brokerMetrics struct {
@@ -43,9 +56,9 @@ func newBrokerMetrics(reg *metrics.Registry) *brokerMetrics {
 		reg.GaugeFunc(`telehub_mqtt_connections{kind="`+k.String()+`"}`, "MQTT clients connected now, by kind.",
 			func() float64 { return float64(m.open[k].Load()) })
 	}
-	for _, l := range []string{limitConnectRate, limitMaxConnections, limitMessageRate, limitPacketSize, limitTopicLevels, limitTopicBytes} {
+	for _, l := range allLimits {
 		m.limitHits[l] = reg.Counter(`telehub_mqtt_limit_hits_total{limit="`+l+`"}`,
-			"MQTT connections or packets refused by a limit (see the limit label).")
+			"MQTT connections, packets, filters and retained messages refused by a limit (see the limit label).")
 	}
 	for _, a := range []string{"publish", "subscribe", "will"} {
 		m.aclDenied[a] = reg.Counter(`telehub_mqtt_acl_denied_total{action="`+a+`"}`,
@@ -81,17 +94,17 @@ func (m *brokerMetrics) down(cl *mqtt.Client) {
 // the next line that gets through says how many were left out.
 type warnLog struct {
 	log        *slog.Logger
-	bucket     *tokenBucket
+	bucket     *rate.Limiter
 	suppressed atomic.Int64
 }
 
 func newWarnLog(log *slog.Logger) *warnLog {
-	return &warnLog{log: log, bucket: newTokenBucket(20, 100, time.Now())}
+	return &warnLog{log: log, bucket: newLimiter(20, 100)}
 }
 
 // Warn logs msg unless too many lines were logged recently.
 func (w *warnLog) Warn(msg string, args ...any) {
-	if !w.bucket.allow(time.Now()) {
+	if !w.bucket.Allow() {
 		w.suppressed.Add(1)
 		return
 	}

@@ -217,8 +217,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		broker.WithIntegrations(a.integrations), broker.WithMetrics(reg)); err != nil {
 		return nil, err
 	}
-	a.registry.OnChange(func(c devices.Change) {
-		a.broker.DisconnectDevice(presence, c.DeviceID)
+	a.registry.OnChange(func(c devices.Change) { // the broker follows the registry itself (broker/revoke.go)
 		if c.Kind == devices.Deleted {
 			latest.Forget(c.DeviceID)
 		}
