@@ -70,7 +70,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, nil
 	}
 	if errors.Is(err, ingest.ErrBackpressure) {
-		h.warn.Warn("durable log full, pushing back on the device", "device_id", id)
+		h.warn.Warn("durable log refuses telemetry, pushing back on the device", "device_id", id, "err", err)
 	}
 	return pk, ingestRefusal(cl, pk, err)
 }

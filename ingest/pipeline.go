@@ -20,6 +20,11 @@ import (
 // reading was not accepted and the device should retry later.
 var ErrBackpressure = errors.New("ingest: durable log full, try again later")
 
+// ErrLogFailing is returned by Ingest while the durable log cannot write to
+// disk (wal.ErrFailing): the reading was refused at once. It is an
+// ErrBackpressure, so callers push back on the device as for a full log.
+var ErrLogFailing = fmt.Errorf("%w: it cannot write to disk", ErrBackpressure)
+
 // Log is the durable log the pipeline appends to.
 type Log interface {
 	Submit(ctx context.Context, recs ...[]byte) (wal.Commit, error)
@@ -52,6 +57,7 @@ type Metrics struct {
 	Rejected     *metrics.Counter
 	Backpressure *metrics.Counter
 	LogErrors    *metrics.Counter
+	LogFailing   *metrics.Counter
 }
 
 // NewMetrics registers the pipeline's metrics.
@@ -62,6 +68,7 @@ func NewMetrics(r *metrics.Registry) *Metrics {
 		Rejected:     r.Counter(`telehub_ingest_rejected_total{reason="decode"}`, "Telemetry payloads refused, by reason."),
 		Backpressure: r.Counter(`telehub_ingest_rejected_total{reason="log_full"}`, "Telemetry payloads refused, by reason."),
 		LogErrors:    r.Counter(`telehub_ingest_rejected_total{reason="log_error"}`, "Telemetry payloads refused, by reason."),
+		LogFailing:   r.Counter(`telehub_ingest_rejected_total{reason="log_failing"}`, "Telemetry payloads refused, by reason."),
 	}
 }
 
@@ -128,6 +135,10 @@ func (p *Pipeline) logFailed(dev Device, err error) error {
 	if errors.Is(err, wal.ErrFull) {
 		p.metrics.Backpressure.Inc()
 		return ErrBackpressure
+	}
+	if errors.Is(err, wal.ErrFailing) {
+		p.metrics.LogFailing.Inc() // the log says why, every 10 s
+		return ErrLogFailing
 	}
 	p.metrics.LogErrors.Inc()
 	p.logger.Error("telemetry not logged", "device_id", dev.ID, "err", err)

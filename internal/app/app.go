@@ -201,7 +201,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait, WriteEvery: cfg.Live.WriteEvery},
 		States: a.control.states, Commands: a.control.commands, Schemas: a.control.schemas,
 		Rules: a.alerting.rules, Alerts: a.alerting.rules, Webhooks: a.alerting.notify,
-		Tokens: a.tokens, Integrations: a.integrations, Logger: logger.With("component", "web")})
+		Tokens: a.tokens, Integrations: a.integrations, Logger: logger.With("component", "web"), Log: a.wal})
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP.Addr, err)
 	}
@@ -260,6 +260,15 @@ func registerLogMetrics(reg *metrics.Registry, l *wal.Log) {
 	})
 	reg.GaugeFunc("telehub_log_commits_total", "Group commits of the durable log (one write and one fsync each).", func() float64 {
 		return float64(l.Stats().Commits)
+	})
+	reg.GaugeFunc("telehub_log_commit_failing", "1 while the durable log cannot write to disk and refuses telemetry (see /readyz).", func() float64 {
+		if _, err := l.Failing(); err != nil {
+			return 1
+		}
+		return 0
+	})
+	reg.CounterFunc("telehub_log_commit_failures_total", "Commits (and disk probes) of the durable log that failed.", func() float64 {
+		return float64(l.Stats().Failed)
 	})
 	reg.GaugeFunc("telehub_log_full", "1 while the durable log is full and devices get backpressure.", func() float64 {
 		if l.Full() {

@@ -1,0 +1,85 @@
+package wal
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/telehub/telehub/internal/testenv"
+)
+
+// syncBuffer is a log destination safe for the committer and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestFullDiskFailsFastAndRecovers runs the log on a real file system that
+// fills up (a 1 MiB tmpfs): the commit that meets the full disk fails, the
+// log then refuses records at once (ErrFailing) instead of queueing them
+// behind failing commits, says why (Failing, Stats, the log), and takes
+// records again by itself once there is room, losing nothing it committed.
+func TestFullDiskFailsFastAndRecovers(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "log")
+	testenv.SmallFS(t, dir, 1<<20)
+	var out syncBuffer
+	l, err := Open(dir, Options{}, slog.New(slog.NewTextHandler(&out, nil)))
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+
+	rec := func(s string) []byte { return append([]byte(s), bytes.Repeat([]byte{'.'}, 8<<10)...) } // more than a page
+	_, err = l.Append(context.Background(), rec("a"))
+	require.NoError(t, err)
+	_, err = l.Failing()
+	require.NoError(t, err)
+
+	free := testenv.FillFS(t, dir)
+	_, err = l.Append(context.Background(), rec("b"))
+	require.ErrorIs(t, err, syscall.ENOSPC, "the commit that meets the full disk")
+	since, ferr := l.Failing()
+	require.ErrorIs(t, ferr, syscall.ENOSPC)
+	require.False(t, since.IsZero())
+	require.EqualValues(t, 1, l.Stats().Failed)
+
+	// Fail fast: refused before the commit, for Submit, Append and Enqueue.
+	_, err = l.Submit(context.Background(), rec("c"))
+	require.ErrorIs(t, err, ErrFailing)
+	_, err = l.Append(context.Background(), rec("c"))
+	require.ErrorIs(t, err, ErrFailing)
+	require.ErrorIs(t, l.Enqueue(context.Background(), rec("c")), ErrFailing)
+	require.Contains(t, out.String(), "wal: commit failed")
+
+	free()
+	testenv.Eventually(t, 5*time.Second, "the log probes the disk and recovers", func() bool {
+		_, err := l.Failing()
+		return err == nil
+	})
+	require.Contains(t, out.String(), "wal: commits work again")
+	_, err = l.Append(context.Background(), rec("d"))
+	require.NoError(t, err)
+
+	var got []string
+	for _, r := range readAll(t, l) {
+		got = append(got, r[:1])
+	}
+	require.Equal(t, []string{"a", "d"}, got, "what was committed, nothing of what was refused")
+}
