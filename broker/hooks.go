@@ -76,8 +76,9 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 }
 
 // ingestRefusal answers a publish the pipeline refused. A payload that does
-// not decode is acknowledged and dropped (there is nothing better to say to
-// an MQTT 3 client; MQTT 5 gets 0x99), since a resend would fail again. A
+// not decode, or that would give its device too many distinct fields, is
+// acknowledged and dropped (there is nothing better to say to an MQTT 3
+// client; MQTT 5 gets 0x99 or 0x97), since a resend would fail again. A
 // full or failing log is not acknowledged: MQTT 5 gets 0x97 or 0x80; an
 // MQTT 3 QoS 1 or 2 sender is disconnected, because MQTT 3 resends only
 // after a reconnect.
@@ -108,9 +109,12 @@ func ingestRefusal(cl *mqtt.Client, pk packets.Packet, err error) error {
 	var de *ingest.DecodeError
 	code := packets.ErrUnspecifiedError
 	switch {
-	case errors.As(err, &de):
-		if v5 {
+	case errors.As(err, &de), errors.Is(err, ingest.ErrTooManyFields):
+		switch {
+		case v5 && de != nil:
 			return packets.ErrPayloadFormatInvalid
+		case v5:
+			return packets.ErrQuotaExceeded // an administratively imposed limit
 		}
 		return packets.CodeSuccessIgnore
 	case errors.Is(err, ingest.ErrBackpressure):

@@ -46,6 +46,8 @@ type App struct {
 	janitor  *store.Janitor
 	influx   *ingest.Influx
 	writer   *ingest.Writer
+	// fields caps and remembers each device's field names.
+	fields *ingest.Fields
 	// localWriter keeps the local window when InfluxDB is the store.
 	localWriter *ingest.Writer
 	broker      *broker.Broker
@@ -183,6 +185,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	latest := ingest.NewLatest()
 	presence := devices.NewPresence()
 	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), pipeMetrics, latest, logger.With("component", "ingest"))
+	if a.fields, err = openFields(ctx, a.state, a.store, cfg.Ingest.MaxFieldsPerDevice, logger); err != nil {
+		return nil, err
+	}
+	pipe.SetFields(a.fields)
 	if a.control, err = newControl(cfg, a.state, a.registry, hub, reg, logger); err != nil {
 		return nil, err
 	}
@@ -236,6 +242,12 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		a.broker.DisconnectDevice(presence, c.DeviceID)
 		if c.Kind == devices.Deleted {
 			latest.Forget(c.DeviceID)
+			a.fields.Forget(c.DeviceID)
+			if a.store != nil {
+				if err := a.store.ForgetFields(c.DeviceID); err != nil {
+					logger.Warn("drop a deleted device's fields from the embedded store", "device_id", c.DeviceID, "err", err)
+				}
+			}
 		}
 	})
 	if err := a.control.attach(a.broker, presence, a.registry); err != nil {
@@ -249,6 +261,29 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	a.web.SetReady(true)
 	logger.Info("telehub started", "mqtt", a.broker.Addr(), "http", a.httpLn.Addr().String(), "data_dir", cfg.DataDir)
 	return a, nil
+}
+
+// openFields loads the field index from the state database. On its first
+// start (a new hub, or one upgraded from a version without the index) it is
+// seeded from the embedded store's fields, when there is one; with only
+// InfluxDB it starts empty and learns each device's names as they come.
+func openFields(ctx context.Context, state *bolt.DB, st *store.DB, max int, logger *slog.Logger) (*ingest.Fields, error) {
+	f, fresh, err := ingest.NewFields(state, max, logger.With("component", "fields"))
+	if err != nil {
+		return nil, err
+	}
+	if fresh && st != nil {
+		known, err := st.DeviceFields()
+		if err != nil {
+			return nil, err
+		}
+		for dev, names := range known {
+			f.Seed(dev, names)
+		}
+		logger.Info("field index seeded from the embedded store", "devices", len(known))
+	}
+	f.Start(ctx)
+	return f, nil
 }
 
 func registerLogMetrics(reg *metrics.Registry, l *wal.Log) {
@@ -321,6 +356,9 @@ func (a *App) Stop() {
 		a.wg.Wait()
 		a.control.stop()
 		a.alerting.stop()
+		if a.fields != nil {
+			a.fields.Stop() // after the broker: saves the names of the last publishes
+		}
 		if a.forwarder != nil {
 			a.forwarder.Stop()
 		}
