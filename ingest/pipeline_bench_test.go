@@ -3,9 +3,9 @@ package ingest
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"io"
 	"log/slog"
+	"runtime"
 	"testing"
 
 	"github.com/telehub/telehub/internal/live"
