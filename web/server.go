@@ -198,6 +198,10 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	if s.deps.Log != nil {
 		if since, err := s.deps.Log.Failing(); err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // the path is in the hub's log, not for an unauthenticated endpoint
+			}
 			problem(w, http.StatusServiceUnavailable, "durable log failing",
 				fmt.Sprintf("the durable log cannot write to disk since %s (%v); telemetry is refused until it can",
 					since.UTC().Format(time.RFC3339), err))

@@ -1,9 +1,12 @@
 package app
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,6 +77,7 @@ func TestFullDiskIsReportedAndRefusedFast(t *testing.T) {
 		require.Equal(t, packets.ErrQuotaExceeded.Code, second.publish(t, "devices/disk-2/telemetry", big("refused", base+2+int64(i))))
 	}
 	require.GreaterOrEqual(t, proofMetric(t, a, `telehub_ingest_rejected_total{reason="log_failing"}`), 3.0)
+	bannerInBrowser(t, a, "failing")
 
 	free()
 	testenv.Eventually(t, 10*time.Second, "ready again once there is room", func() bool {
@@ -81,6 +85,7 @@ func TestFullDiskIsReportedAndRefusedFast(t *testing.T) {
 		return code == http.StatusOK
 	})
 	require.Equal(t, 0.0, proofMetric(t, a, "telehub_log_commit_failing"))
+	bannerInBrowser(t, a, "ok")
 	require.Equal(t, packets.CodeSuccess.Code, second.publish(t, "devices/disk-2/telemetry", big("after", base+10)))
 	testenv.Eventually(t, 10*time.Second, "the reading after the recovery is stored", func() bool {
 		var h struct {
@@ -92,4 +97,30 @@ func TestFullDiskIsReportedAndRefusedFast(t *testing.T) {
 		apiGet(t, a, "/api/v1/devices/disk-2/telemetry?fields=tag&from=-1h", &h)
 		return len(h.Series) == 1 && len(h.Series[0].Values) == 1 && h.Series[0].Values[0] == "after"
 	})
+}
+
+// bannerInBrowser opens the dashboard in headless Chromium
+// (web/test/banner.test.mjs) and checks its hub banner: "failing" shows the
+// durable log's failure, "ok" shows none. It skips (fails under CI) without
+// node, Chromium or playwright-core.
+func bannerInBrowser(t *testing.T, a *App, expect string) {
+	t.Helper()
+	node := testenv.Tool(t, "node")
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	require.NoError(t, err)
+	if _, err := os.Stat(chromiumPath); err != nil {
+		testenv.Missing(t, "Chromium ("+chromiumPath+", Debian package chromium)")
+	}
+	if _, err := os.Stat(filepath.Join(root, "web", "node_modules", "playwright-core", "package.json")); err != nil {
+		testenv.Missing(t, "playwright-core (scripts/web-assets.sh installs web/package.json)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join("web", "test", "banner.test.mjs"))
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "TELEHUB_URL=http://"+a.HTTPAddr(), "TELEHUB_TOKEN="+a.AdminToken,
+		"TELEHUB_EXPECT="+expect, "TELEHUB_CHROMIUM="+chromiumPath)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the banner browser check (%s) failed:\n%s", expect, out)
+	t.Logf("banner browser check: %s", out)
 }

@@ -92,6 +92,7 @@ function boot() {
   // A banner while the hub refuses telemetry (/readyz answers 503 with a
   // problem document saying why, e.g. the durable log cannot write to disk).
   const banner = document.getElementById("hub-banner");
+  let readyChecks = 0;
   const checkReady = async () => {
     if (document.hidden) return;
     let text = "";
@@ -104,6 +105,7 @@ function boot() {
     } catch { /* unreachable: the connection indicator says so */ }
     banner.textContent = text;
     banner.hidden = text === "";
+    readyChecks++;
   };
   checkReady();
   setInterval(checkReady, 5000);
@@ -157,6 +159,7 @@ function boot() {
     series: field => (current instanceof DeviceView ? seriesOf(current, field) : null),
     chartsReady: () => current instanceof DeviceView && current.uPlot !== undefined && !current.loadingHistory,
     hubBanner: () => (banner.hidden ? "" : banner.textContent),
+    readyChecks: () => readyChecks,
     renderedRows: () => document.querySelectorAll(".viewport .row:not([hidden])").length,
   };
 
