@@ -39,7 +39,7 @@ func readyz(t *testing.T, a *App) (int, map[string]any) {
 func TestFullDiskIsReportedAndRefusedFast(t *testing.T) {
 	dir := t.TempDir()
 	logDir := filepath.Join(dir, "log")
-	testenv.SmallFS(t, logDir, 2<<20)
+	testenv.SmallFS(t, logDir, "size=2m")
 	a := startHubWith(t, dir, nil)
 	big := func(tag string, ts int64) string { // a record larger than a page: it needs a new block
 		pad := strings.Repeat("x", 4000)

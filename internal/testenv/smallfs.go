@@ -4,22 +4,22 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 )
 
-// SmallFS mounts a tmpfs of size bytes on dir (created if missing), for
-// tests of what happens when the disk is full: a real file system that
-// answers writes past its size with ENOSPC, as a full disk does. Mounting
+// SmallFS mounts a tmpfs with the given options (such as "size=1m" or
+// "size=1m,nr_inodes=2") on dir (created if missing), for tests of what
+// happens when the disk is full: a real file system that answers writes
+// past its size, or new files past its inodes, with ENOSPC. Mounting
 // needs CAP_SYS_ADMIN (root, as the tests run here); without it the test
 // skips (fails under CI). The mount is removed when the test ends.
-func SmallFS(t testing.TB, dir string, size int) {
+func SmallFS(t testing.TB, dir, opts string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size="+strconv.Itoa(size)); err != nil {
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
 		Missing(t, "mounting a small tmpfs ("+err.Error()+"; needs CAP_SYS_ADMIN)")
 	}
 	t.Cleanup(func() {
@@ -27,6 +27,14 @@ func SmallFS(t testing.TB, dir string, size int) {
 			t.Errorf("unmount %s: %v", dir, err)
 		}
 	})
+}
+
+// RemountFS changes the options of a SmallFS, e.g. to give it more inodes.
+func RemountFS(t testing.TB, dir, opts string) {
+	t.Helper()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT|syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+		t.Fatalf("remount %s with %s: %v", dir, opts, err)
+	}
 }
 
 // FillFS writes a file in dir until the file system is full (ENOSPC) and

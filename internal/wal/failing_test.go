@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -40,7 +41,7 @@ func (s *syncBuffer) String() string {
 // records again by itself once there is room, losing nothing it committed.
 func TestFullDiskFailsFastAndRecovers(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "log")
-	testenv.SmallFS(t, dir, 1<<20)
+	testenv.SmallFS(t, dir, "size=1m")
 	var out syncBuffer
 	l, err := Open(dir, Options{}, slog.New(slog.NewTextHandler(&out, nil)))
 	require.NoError(t, err)
@@ -82,4 +83,42 @@ func TestFullDiskFailsFastAndRecovers(t *testing.T) {
 		got = append(got, r[:1])
 	}
 	require.Equal(t, []string{"a", "d"}, got, "what was committed, nothing of what was refused")
+}
+
+// TestFailedRotationIsRetried: when the next segment cannot be created (no
+// inode left, a real tmpfs with two), the log does not go on writing to
+// the closed segment: it fails its commits, and once the file system has
+// room it creates the segment and commits again.
+func TestFailedRotationIsRetried(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "log")
+	testenv.SmallFS(t, dir, "size=1m,nr_inodes=2") // the directory and the first segment
+	var out syncBuffer
+	l, err := Open(dir, Options{SegmentBytes: 4096}, slog.New(slog.NewTextHandler(&out, nil)))
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+
+	rec := func(s string) []byte { return append([]byte(s), bytes.Repeat([]byte{'.'}, 5000)...) } // fills a segment
+	_, err = l.Append(context.Background(), rec("a"))
+	require.NoError(t, err, "the rotation after it fails, not the append")
+	testenv.Eventually(t, 5*time.Second, "the rotation after the append fails", func() bool {
+		return strings.Contains(out.String(), "wal: rotate segment")
+	})
+	_, err = l.Append(context.Background(), rec("b"))
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	_, ferr := l.Failing()
+	require.Error(t, ferr)
+
+	testenv.RemountFS(t, dir, "nr_inodes=16")
+	testenv.Eventually(t, 5*time.Second, "the log recovers", func() bool {
+		_, err := l.Failing()
+		return err == nil
+	})
+	_, err = l.Append(context.Background(), rec("c"))
+	require.NoError(t, err)
+	var got []string
+	for _, r := range readAll(t, l) {
+		got = append(got, r[:1])
+	}
+	require.Equal(t, []string{"a", "c"}, got)
+	require.Equal(t, 3, l.Stats().Segments, "a, c, and the active one after c")
 }
