@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -121,4 +122,32 @@ func TestFailedRotationIsRetried(t *testing.T) {
 	}
 	require.Equal(t, []string{"a", "c"}, got)
 	require.Equal(t, 3, l.Stats().Segments, "a, c, and the active one after c")
+}
+
+// TestFailingIsLoggedEveryTenSeconds: while the disk stays full the log
+// says so when it starts failing and then once every 10 s (not once per
+// probe, not never), and once when it recovers. Time is synctest's.
+func TestFailingIsLoggedEveryTenSeconds(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "log")
+	testenv.SmallFS(t, dir, "size=1m")
+	synctest.Test(t, func(t *testing.T) {
+		var out syncBuffer
+		l, err := Open(dir, Options{}, slog.New(slog.NewTextHandler(&out, nil)))
+		require.NoError(t, err)
+		defer l.Close()
+		free := testenv.FillFS(t, dir)
+		_, err = l.Append(context.Background(), bytes.Repeat([]byte{'.'}, 8<<10))
+		require.ErrorIs(t, err, syscall.ENOSPC)
+
+		time.Sleep(25 * time.Second) // 25 probes
+		require.Equal(t, 1, strings.Count(out.String(), "wal: commit failed"))
+		require.Equal(t, 2, strings.Count(out.String(), "wal: still cannot commit"), "at 10 s and 20 s")
+		require.GreaterOrEqual(t, l.Stats().Failed, uint64(20), "the disk is probed every second")
+
+		free()
+		time.Sleep(2 * time.Second)
+		require.Equal(t, 1, strings.Count(out.String(), "wal: commits work again"))
+		_, err = l.Failing()
+		require.NoError(t, err)
+	})
 }
