@@ -6,7 +6,9 @@
 // numbered from 1 by their offset. Segments wholly below the checkpoint are
 // deleted. The log is bounded in bytes: when full, Append fails fast with
 // ErrFull so that the caller can push back on its producers instead of
-// dropping data.
+// dropping data. When a commit fails (a full disk), the log refuses appends
+// at once with ErrFailing, and says so (Failing), until a probe of the disk
+// succeeds.
 package wal
 
 import (
