@@ -50,9 +50,10 @@ var FieldsBucket = []byte("device_fields")
 // cap survives restarts without a disk write on the publishing goroutine.
 // Safe for concurrent use.
 type Fields struct {
-	max    int
-	db     *bolt.DB // nil: not persisted
-	logger *slog.Logger
+	max      int
+	db       *bolt.DB // nil: not persisted
+	logger   *slog.Logger
+	onForget func(dev string) // nil: none; called by the saving goroutine
 
 	mu    sync.RWMutex
 	devs  map[string]map[string]struct{}
@@ -183,6 +184,12 @@ func (f *Fields) Count(dev string) int {
 	return len(f.devs[dev])
 }
 
+// OnForget registers fn, called on the saving goroutine (not the caller of
+// Forget) once a forgotten device's names are gone from the state
+// database: for slower clean-up such as the embedded store's. Call it
+// before Start.
+func (f *Fields) OnForget(fn func(dev string)) { f.onForget = fn }
+
 // Forget drops a device's field names (the device was deleted).
 func (f *Fields) Forget(dev string) {
 	f.mu.Lock()
@@ -274,6 +281,13 @@ func (f *Fields) save() {
 		}
 		return nil
 	})
+	if err == nil && f.onForget != nil {
+		for dev, changed := range dirty {
+			if !changed {
+				f.onForget(dev)
+			}
+		}
+	}
 	if err != nil {
 		f.logger.Error("save the field index", "err", err, "devices", len(dirty))
 		f.mu.Lock()

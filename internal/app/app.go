@@ -242,12 +242,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		a.broker.DisconnectDevice(presence, c.DeviceID)
 		if c.Kind == devices.Deleted {
 			latest.Forget(c.DeviceID)
-			a.fields.Forget(c.DeviceID)
-			if a.store != nil {
-				if err := a.store.ForgetFields(c.DeviceID); err != nil {
-					logger.Warn("drop a deleted device's fields from the embedded store", "device_id", c.DeviceID, "err", err)
-				}
-			}
+			a.fields.Forget(c.DeviceID) // and, off this goroutine, the embedded store's names
 		}
 	})
 	if err := a.control.attach(a.broker, presence, a.registry); err != nil {
@@ -281,6 +276,13 @@ func openFields(ctx context.Context, state *bolt.DB, st *store.DB, max int, logg
 			f.Seed(dev, names)
 		}
 		logger.Info("field index seeded from the embedded store", "devices", len(known))
+	}
+	if st != nil {
+		f.OnForget(func(dev string) {
+			if err := st.ForgetFields(dev); err != nil {
+				logger.Warn("drop a deleted device's fields from the embedded store", "device_id", dev, "err", err)
+			}
+		})
 	}
 	f.Start(ctx)
 	return f, nil
