@@ -71,7 +71,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, nil
 	}
 	if errors.Is(err, ingest.ErrBackpressure) {
-		h.warn.Warn("durable log full, pushing back on the device", "device_id", id)
+		h.warn.Warn("durable log refuses telemetry, pushing back on the device", "device_id", id, "err", err)
 	}
 	return pk, ingestRefusal(h.srv, cl, pk, err)
 }
@@ -99,8 +99,9 @@ func ingestPublish(ctx context.Context, ing Ingester, cl *mqtt.Client, pk packet
 }
 
 // ingestRefusal answers a publish the pipeline refused. A payload that does
-// not decode is acknowledged and dropped (there is nothing better to say to
-// an MQTT 3 client; MQTT 5 gets 0x99), since a resend would fail again. A
+// not decode, or that would give its device too many distinct fields, is
+// acknowledged and dropped (there is nothing better to say to an MQTT 3
+// client; MQTT 5 gets 0x99 or 0x97), since a resend would fail again. A
 // full or failing log is not acknowledged: MQTT 5 gets 0x97 or 0x80; an
 // MQTT 3 QoS 1 or 2 sender is disconnected, because MQTT 3 resends only
 // after a reconnect.
@@ -108,11 +109,14 @@ func ingestRefusal(srv *mqtt.Server, cl *mqtt.Client, pk packets.Packet, err err
 	var de *ingest.DecodeError
 	code := packets.ErrUnspecifiedError
 	switch {
-	case errors.As(err, &de):
+	case errors.As(err, &de), errors.Is(err, ingest.ErrTooManyFields):
 		if cl.Properties.ProtocolVersion < 5 {
 			return packets.CodeSuccessIgnore
 		}
 		code = packets.ErrPayloadFormatInvalid
+		if de == nil {
+			code = packets.ErrQuotaExceeded // an administratively imposed limit
+		}
 	case errors.Is(err, ingest.ErrBackpressure):
 		code = packets.ErrQuotaExceeded
 	}

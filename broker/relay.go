@@ -68,7 +68,7 @@ func (h *relayHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	case errors.As(err, &de):
 		h.warn.Warn("relayed telemetry does not decode, dropped", se.who.attrs(cl, "device_id", id, "err", err)...)
 	case errors.Is(err, ingest.ErrBackpressure):
-		h.warn.Warn("durable log full, pushing back on a relaying integration", se.who.attrs(cl)...)
+		h.warn.Warn("durable log refuses telemetry, pushing back on a relaying integration", se.who.attrs(cl, "err", err)...)
 	}
 	return pk, ingestRefusal(h.srv, cl, pk, err)
 }

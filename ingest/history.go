@@ -24,13 +24,15 @@ const (
 const (
 	MaxRawPoints = 10000  // points per series without downsampling; the latest are kept
 	MaxWindows   = 100000 // windows per series with downsampling
-	maxFields    = 64
+	// MaxFields is the most fields a query names; a query that names none
+	// gets the first MaxFields of the device's fields by name.
+	MaxFields = 64
 )
 
 // HistoryQuery asks for the history of some fields of one device.
 type HistoryQuery struct {
 	DeviceID string
-	Fields   []string // empty: every field
+	Fields   []string // empty: every field, up to MaxFields (the first by name)
 	From, To time.Time
 	// Every is the window of downsampling; 0 returns raw points.
 	Every time.Duration
@@ -81,8 +83,8 @@ func ParseHistoryQuery(deviceID string, v url.Values, now time.Time) (HistoryQue
 				q.Fields = append(q.Fields, name)
 			}
 		}
-		if len(q.Fields) > maxFields {
-			return q, &QueryError{fmt.Sprintf("fields: at most %d", maxFields)}
+		if len(q.Fields) > MaxFields {
+			return q, &QueryError{fmt.Sprintf("fields: at most %d", MaxFields)}
 		}
 	}
 	if e := v.Get("every"); e != "" {

@@ -32,6 +32,9 @@ func (s *Influx) History(ctx context.Context, q HistoryQuery) ([]Series, error) 
 		}
 	}
 	slices.Sort(fields)
+	if len(q.Fields) == 0 && len(fields) > MaxFields {
+		fields = fields[:MaxFields] // the answer stays bounded however many fields a device has
+	}
 	out := make([]Series, len(fields))
 	index := map[string]*Series{}
 	var want []string

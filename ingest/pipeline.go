@@ -20,6 +20,11 @@ import (
 // reading was not accepted and the device should retry later.
 var ErrBackpressure = errors.New("ingest: durable log full, try again later")
 
+// ErrLogFailing is returned by Ingest while the durable log cannot write to
+// disk (wal.ErrFailing): the reading was refused at once. It is an
+// ErrBackpressure, so callers push back on the device as for a full log.
+var ErrLogFailing = fmt.Errorf("%w: it cannot write to disk", ErrBackpressure)
+
 // Log is the durable log the pipeline appends to.
 type Log interface {
 	Submit(ctx context.Context, recs ...[]byte) (wal.Commit, error)
@@ -52,6 +57,8 @@ type Metrics struct {
 	Rejected     *metrics.Counter
 	Backpressure *metrics.Counter
 	LogErrors    *metrics.Counter
+	LogFailing   *metrics.Counter
+	Fields       *metrics.Counter
 }
 
 // NewMetrics registers the pipeline's metrics.
@@ -62,6 +69,8 @@ func NewMetrics(r *metrics.Registry) *Metrics {
 		Rejected:     r.Counter(`telehub_ingest_rejected_total{reason="decode"}`, "Telemetry payloads refused, by reason."),
 		Backpressure: r.Counter(`telehub_ingest_rejected_total{reason="log_full"}`, "Telemetry payloads refused, by reason."),
 		LogErrors:    r.Counter(`telehub_ingest_rejected_total{reason="log_error"}`, "Telemetry payloads refused, by reason."),
+		LogFailing:   r.Counter(`telehub_ingest_rejected_total{reason="log_failing"}`, "Telemetry payloads refused, by reason."),
+		Fields:       r.Counter(`telehub_ingest_rejected_total{reason="fields"}`, "Telemetry payloads refused, by reason."),
 	}
 }
 
@@ -76,11 +85,17 @@ type Pipeline struct {
 	logger  *slog.Logger
 	latest  *Latest
 	observe Observer // nil: none
+	fields  *Fields  // nil: no cap
+	warn    warnEvery
 }
 
 // SetObserver registers o to see every logged reading. Call it before the
 // broker starts.
 func (p *Pipeline) SetObserver(o Observer) { p.observe = o }
+
+// SetFields makes the pipeline refuse payloads that would give a device
+// more distinct fields than f allows. Call it before the broker starts.
+func (p *Pipeline) SetFields(f *Fields) { p.fields = f }
 
 // NewPipeline returns a pipeline appending to log and publishing to pub.
 func NewPipeline(log Log, pub Publisher, lim Limits, m *Metrics, latest *Latest, logger *slog.Logger) *Pipeline {
@@ -129,6 +144,10 @@ func (p *Pipeline) logFailed(dev Device, err error) error {
 		p.metrics.Backpressure.Inc()
 		return ErrBackpressure
 	}
+	if errors.Is(err, wal.ErrFailing) {
+		p.metrics.LogFailing.Inc() // the log says why, every 10 s
+		return ErrLogFailing
+	}
 	p.metrics.LogErrors.Inc()
 	p.logger.Error("telemetry not logged", "device_id", dev.ID, "err", err)
 	return fmt.Errorf("ingest: append to log: %w", err)
@@ -141,6 +160,13 @@ func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f For
 		p.metrics.Rejected.Inc()
 		p.logger.Warn("telemetry rejected", "device_id", dev.ID, "err", err)
 		return 0, wal.Commit{}, err
+	}
+	if p.fields != nil {
+		if err := p.fields.Admit(dev.ID, pts); err != nil {
+			p.metrics.Fields.Inc()
+			p.warn.Warn(p.logger, "telemetry refused: the device has too many distinct fields", "device_id", dev.ID, "err", err)
+			return 0, wal.Commit{}, err
+		}
 	}
 	// The log keeps the record until its commit: it cannot be reused.
 	rec := AppendRecord(make([]byte, 0, 64+len(payload)), dev.ID, dev.Type, pts)
@@ -341,4 +367,32 @@ func (l *Latest) Forget(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.devs, id)
+}
+
+// warnEvery logs at most one warning a second and counts the lines it
+// held back, so that a device flooding bad payloads costs a counter, not a
+// log line each. Safe for concurrent use.
+type warnEvery struct {
+	mu         sync.Mutex
+	next       time.Time
+	suppressed int
+}
+
+// Warn logs msg unless a line was logged less than a second ago.
+func (w *warnEvery) Warn(l *slog.Logger, msg string, args ...any) {
+	now := time.Now()
+	w.mu.Lock()
+	if now.Before(w.next) {
+		w.suppressed++
+		w.mu.Unlock()
+		return
+	}
+	w.next = now.Add(time.Second)
+	n := w.suppressed
+	w.suppressed = 0
+	w.mu.Unlock()
+	if n > 0 {
+		args = append(args, "similar_lines_suppressed", n)
+	}
+	l.Warn(msg, args...)
 }

@@ -56,7 +56,9 @@ type WriterConfig struct {
 	BatchSize int `yaml:"batch_size"`
 	// FlushInterval is how long a partial batch waits for more readings.
 	FlushInterval time.Duration `yaml:"flush_interval"`
-	// RetryMin and RetryMax bound the exponential backoff between retries.
+	// RetryMin and RetryMax bound the exponential backoff between retries;
+	// the wait, jitter included, is never longer than RetryMax, so a store
+	// that comes back is written to within RetryMax.
 	RetryMin time.Duration `yaml:"retry_min"`
 	RetryMax time.Duration `yaml:"retry_max"`
 	// DrainTimeout bounds the final flush on shutdown.
@@ -71,7 +73,7 @@ type WriterConfig struct {
 // batches in flight.
 func DefaultWriterConfig() WriterConfig {
 	return WriterConfig{BatchSize: 5000, FlushInterval: time.Second, RetryMin: 100 * time.Millisecond,
-		RetryMax: 30 * time.Second, DrainTimeout: 5 * time.Second, InFlight: 4}
+		RetryMax: 5 * time.Second, DrainTimeout: 5 * time.Second, InFlight: 4}
 }
 
 // Validate checks the values.
@@ -393,7 +395,9 @@ func (w *Writer) write(ctx context.Context, batch []Reading) error {
 			return w.isolate(ctx, batch, err)
 		}
 		w.metrics.Retries.Inc()
-		wait := backoff + rand.N(backoff/2+1)
+		// Jitter in the upper half: the wait is between backoff/2 and
+		// backoff, so never longer than RetryMax.
+		wait := backoff - rand.N(backoff/2+1)
 		var ra *RetryAfterError
 		if errors.As(err, &ra) && ra.After > wait {
 			wait = ra.After

@@ -7,6 +7,7 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -109,6 +110,12 @@ type Stream interface {
 	First() uint64
 }
 
+// LogHealth tells whether the durable log can write: Failing returns a
+// non-nil error, and since when, while it cannot.
+type LogHealth interface {
+	Failing() (since time.Time, err error)
+}
+
 // Tokens authenticates and manages operator tokens.
 type Tokens interface {
 	Authenticate(secret string) (auth.Token, bool)
@@ -131,6 +138,9 @@ type Deps struct {
 	Metrics  *metrics.Registry
 	Tokens   Tokens
 	Logger   *slog.Logger
+	// Log makes /readyz fail while the durable log cannot write; nil: not
+	// checked.
+	Log LogHealth
 	// Live sizes the live stream; zero members take defaults.
 	Live StreamConfig
 	// Integrations manages integration clients of the broker.
@@ -254,6 +264,18 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !s.ready.Load() {
 		problem(w, http.StatusServiceUnavailable, "not ready", "the hub is starting or stopping")
 		return
+	}
+	if s.deps.Log != nil {
+		if since, err := s.deps.Log.Failing(); err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // the path is in the hub's log, not for an unauthenticated endpoint
+			}
+			problem(w, http.StatusServiceUnavailable, "durable log failing",
+				fmt.Sprintf("the durable log cannot write to disk since %s (%v); telemetry is refused until it can",
+					since.UTC().Format(time.RFC3339), err))
+			return
+		}
 	}
 	io.WriteString(w, "ready\n")
 }

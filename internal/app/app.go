@@ -45,6 +45,8 @@ type App struct {
 	janitor  *store.Janitor
 	influx   *ingest.Influx
 	writer   *ingest.Writer
+	// fields caps and remembers each device's field names.
+	fields *ingest.Fields
 	// localWriter keeps the local window when InfluxDB is the store.
 	localWriter *ingest.Writer
 	broker      *broker.Broker
@@ -179,6 +181,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	latest := ingest.NewLatest()
 	presence := devices.NewPresence()
 	pipe := ingest.NewPipeline(a.wal, hub, ingest.DefaultLimits(), pipeMetrics, latest, logger.With("component", "ingest"))
+	if a.fields, err = openFields(ctx, a.state, a.store, cfg.Ingest.MaxFieldsPerDevice, logger); err != nil {
+		return nil, err
+	}
+	pipe.SetFields(a.fields)
 	if a.control, err = newControl(cfg, a.state, a.registry, hub, reg, logger); err != nil {
 		return nil, err
 	}
@@ -197,7 +203,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait, WriteEvery: cfg.Live.WriteEvery},
 		States: a.control.states, Commands: a.control.commands, Schemas: a.control.schemas,
 		Rules: a.alerting.rules, Alerts: a.alerting.rules, Webhooks: a.alerting.notify,
-		Tokens: a.tokens, Integrations: a.integrations, HTTP: cfg.HTTP, Logger: logger.With("component", "web")})
+		Tokens: a.tokens, Integrations: a.integrations, HTTP: cfg.HTTP, Logger: logger.With("component", "web"), Log: a.wal})
 	if a.httpLn, a.https, err = web.Listen(cfg.HTTP); err != nil {
 		return nil, err
 	}
@@ -220,6 +226,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	a.registry.OnChange(func(c devices.Change) { // the broker follows the registry itself (broker/revoke.go)
 		if c.Kind == devices.Deleted {
 			latest.Forget(c.DeviceID)
+			a.fields.Forget(c.DeviceID) // and, off this goroutine, the embedded store's names
 		}
 	})
 	if err := a.control.attach(a.broker, presence, a.registry); err != nil {
@@ -235,6 +242,36 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	return a, nil
 }
 
+// openFields loads the field index from the state database. On its first
+// start (a new hub, or one upgraded from a version without the index) it is
+// seeded from the embedded store's fields, when there is one; with only
+// InfluxDB it starts empty and learns each device's names as they come.
+func openFields(ctx context.Context, state *bolt.DB, st *store.DB, max int, logger *slog.Logger) (*ingest.Fields, error) {
+	f, fresh, err := ingest.NewFields(state, max, logger.With("component", "fields"))
+	if err != nil {
+		return nil, err
+	}
+	if fresh && st != nil {
+		known, err := st.DeviceFields()
+		if err != nil {
+			return nil, err
+		}
+		for dev, names := range known {
+			f.Seed(dev, names)
+		}
+		logger.Info("field index seeded from the embedded store", "devices", len(known))
+	}
+	if st != nil {
+		f.OnForget(func(dev string) {
+			if err := st.ForgetFields(dev); err != nil {
+				logger.Warn("drop a deleted device's fields from the embedded store", "device_id", dev, "err", err)
+			}
+		})
+	}
+	f.Start(ctx)
+	return f, nil
+}
+
 func registerLogMetrics(reg *metrics.Registry, l *wal.Log) {
 	reg.GaugeFunc("telehub_log_bytes", "Bytes of the durable log on disk.", func() float64 { return float64(l.Stats().Bytes) })
 	reg.GaugeFunc("telehub_log_max_bytes", "Bound of the durable log.", func() float64 { return float64(l.Stats().MaxBytes) })
@@ -244,6 +281,15 @@ func registerLogMetrics(reg *metrics.Registry, l *wal.Log) {
 	})
 	reg.GaugeFunc("telehub_log_commits_total", "Group commits of the durable log (one write and one fsync each).", func() float64 {
 		return float64(l.Stats().Commits)
+	})
+	reg.GaugeFunc("telehub_log_commit_failing", "1 while the durable log cannot write to disk and refuses telemetry (see /readyz).", func() float64 {
+		if _, err := l.Failing(); err != nil {
+			return 1
+		}
+		return 0
+	})
+	reg.CounterFunc("telehub_log_commit_failures_total", "Commits (and disk probes) of the durable log that failed.", func() float64 {
+		return float64(l.Stats().Failed)
 	})
 	reg.GaugeFunc("telehub_log_full", "1 while the durable log is full and devices get backpressure.", func() float64 {
 		if l.Full() {
@@ -299,6 +345,9 @@ func (a *App) Stop() {
 		a.wg.Wait()
 		a.control.stop()
 		a.alerting.stop()
+		if a.fields != nil {
+			a.fields.Stop() // after the broker: saves the names of the last publishes
+		}
 		if a.forwarder != nil {
 			a.forwarder.Stop()
 		}

@@ -88,6 +88,21 @@ func runHistoryCases(t *testing.T, b historyBackend) {
 			require.Equal(t, tc.want, got)
 		})
 	}
+	t.Run("every field of a wide device is bounded", func(t *testing.T) {
+		r := ingest.Reading{DeviceID: "wide", DeviceType: "thermostat", Time: t0}
+		for i := range ingest.MaxFields + 6 {
+			r.Fields = append(r.Fields, ingest.Field{Name: fmt.Sprintf("f%03d", i), Value: ingest.Number(float64(i))})
+		}
+		require.NoError(t, b.Write(context.Background(), []ingest.Reading{r}))
+		q, err := ingest.ParseHistoryQuery("wide", url.Values{"from": {at(-time.Minute)}, "to": {at(time.Minute)}}, time.Now())
+		require.NoError(t, err)
+		got, err := b.History(context.Background(), q)
+		require.NoError(t, err)
+		require.Len(t, got, ingest.MaxFields, "the first fields by name")
+		require.Equal(t, "f000", got[0].Field)
+		require.Equal(t, fmt.Sprintf("f%03d", ingest.MaxFields-1), got[ingest.MaxFields-1].Field)
+		require.Equal(t, []any{float64(ingest.MaxFields - 1)}, got[ingest.MaxFields-1].Values)
+	})
 }
 
 func TestHistoryEmbeddedStore(t *testing.T) {

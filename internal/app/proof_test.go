@@ -333,7 +333,12 @@ type mqtt5Device struct {
 
 func dialMQTT5(t *testing.T, a *App, id string) *mqtt5Device {
 	t.Helper()
-	token := createDevice(t, a, id, "thermostat")
+	return dialMQTT5As(t, a, id, createDevice(t, a, id, "thermostat"))
+}
+
+// dialMQTT5As connects a registered device over MQTT 5 with its token.
+func dialMQTT5As(t *testing.T, a *App, id, token string) *mqtt5Device {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", a.MQTTAddr(), 5*time.Second)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })

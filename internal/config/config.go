@@ -36,6 +36,7 @@ type Config struct {
 	HTTP     web.Config          `yaml:"http"`
 	Influx   ingest.InfluxConfig `yaml:"influx"`
 	Writer   ingest.WriterConfig `yaml:"writer"`
+	Ingest   ingest.Config       `yaml:"ingest"`
 	Log      LogConfig           `yaml:"log"`
 	Live     LiveConfig          `yaml:"live"`
 	Store    StoreConfig         `yaml:"store"`
@@ -114,6 +115,7 @@ func Default() Config {
 		HTTP:     web.DefaultConfig(),
 		Influx:   ingest.InfluxConfig{Org: "telehub", Bucket: "telehub", Measurement: "telemetry", Timeout: 10 * time.Second},
 		Writer:   ingest.DefaultWriterConfig(),
+		Ingest:   ingest.DefaultConfig(),
 		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: true, SyncInterval: time.Millisecond},
 		Live:     LiveConfig{ReplayBuffer: 65536, ConflateAbove: 4096, PollWait: 25 * time.Second, WriteEvery: time.Millisecond},
 		Store:    StoreConfig{Retention: 30 * 24 * time.Hour, FlushBytes: 8 << 20, FlushEvery: 5 * time.Minute},
@@ -160,7 +162,7 @@ func (c Config) Validate() error {
 	if c.Live.WriteEvery < 0 || c.Live.WriteEvery > time.Second {
 		errs = append(errs, errors.New("live.write_every must be between 0 and 1s"))
 	}
-	errs = append(errs, c.MQTT.Validate(), c.HTTP.Validate(), c.Influx.Validate(), c.Writer.Validate())
+	errs = append(errs, c.MQTT.Validate(), c.HTTP.Validate(), c.Influx.Validate(), c.Writer.Validate(), c.Ingest.Validate())
 	errs = append(errs, c.Commands.Validate(), c.State.Validate())
 	errs = append(errs, c.Forward.Validate())
 	errs = append(errs, c.Alerts.Validate(), c.Webhooks.Validate(), rules.ValidateDeclared(c.Rules))

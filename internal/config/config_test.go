@@ -35,6 +35,7 @@ func TestRejectsBadConfig(t *testing.T) {
 		{"bad influx url", "influx:\n  url: localhost:8086\n", "influx.url"},
 		{"bad duration", "writer:\n  flush_interval: soon\n", "soon"},
 		{"negative write_every", "live:\n  write_every: -1ms\n", "live.write_every"},
+		{"no fields allowed", "ingest:\n  max_fields_per_device: 0\n", "ingest.max_fields_per_device"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".yaml")

@@ -46,6 +46,7 @@ func TestPiProfile(t *testing.T) {
 	require.Less(t, cfg.MQTT.MaxPacketBytes, def.MQTT.MaxPacketBytes)
 	require.Less(t, cfg.MQTT.WriteQueue, def.MQTT.WriteQueue, "each client's preallocated queue is small")
 	require.Less(t, cfg.Store.FlushBytes, def.Store.FlushBytes, "a small head")
+	require.Less(t, cfg.Ingest.MaxFieldsPerDevice, def.Ingest.MaxFieldsPerDevice, "fewer fields per device")
 	require.Equal(t, "/var/lib/telehub", cfg.DataDir)
 }
 

@@ -27,6 +27,9 @@ func (s *DB) History(_ context.Context, q ingest.HistoryQuery) ([]ingest.Series,
 		}
 	}
 	slices.Sort(fields)
+	if len(q.Fields) == 0 && len(fields) > ingest.MaxFields {
+		fields = fields[:ingest.MaxFields] // the answer stays bounded however many fields a device has
+	}
 	out := make([]ingest.Series, len(fields))
 	for i, f := range fields {
 		out[i] = ingest.Series{Field: f, Times: []int64{}, Values: []any{}}

@@ -441,3 +441,45 @@ func (s *DB) fieldNames(tx *bolt.Tx, dev string) []string {
 	s.mu.Unlock()
 	return sortedKeys(set)
 }
+
+// DeviceFields returns the fields each device has or had in history.db (its
+// fields bucket), for seeding the hub's field index (ingest.Fields).
+func (s *DB) DeviceFields() (map[string][]string, error) {
+	out := map[string][]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(fieldsBucket).ForEach(func(k, _ []byte) error {
+			dev, field, ok := bytes.Cut(k, []byte{0})
+			if ok {
+				out[string(dev)] = append(out[string(dev)], string(field))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded store fields: %w", err)
+	}
+	return out, nil
+}
+
+// ForgetFields drops the field names of a deleted device, so that they
+// neither seed the field index nor stay in memory; its samples stay until
+// retention removes them.
+func (s *DB) ForgetFields(dev string) error {
+	s.flushMu.Lock() // known is read and written by flushes
+	defer s.flushMu.Unlock()
+	prefix := append([]byte(dev), 0)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(fieldsBucket).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+			delete(s.known, string(k))
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("embedded store forget fields: %w", err)
+	}
+	return nil
+}

@@ -6,7 +6,9 @@
 // numbered from 1 by their offset. Segments wholly below the checkpoint are
 // deleted. The log is bounded in bytes: when full, Append fails fast with
 // ErrFull so that the caller can push back on its producers instead of
-// dropping data.
+// dropping data. When a commit fails (a full disk), the log refuses appends
+// at once with ErrFailing, and says so (Failing), until a probe of the disk
+// succeeds.
 package wal
 
 import (
@@ -32,6 +34,21 @@ import (
 // ErrFull is returned by Append when the unconsumed part of the log has reached
 // its byte bound.
 var ErrFull = errors.New("wal: log is full")
+
+// ErrFailing is returned by Append, Submit and Enqueue while the log cannot
+// commit (a full disk, an I/O error): the records are refused at once
+// instead of queueing behind commits that fail. The log probes the disk
+// every FailingProbe and takes records again once a write succeeds.
+var ErrFailing = errors.New("wal: log cannot write to disk")
+
+// FailingProbe is how often a failing log tries the disk again, and
+// failingLogEvery how often it says again that it is failing.
+const (
+	FailingProbe    = time.Second
+	failingLogEvery = 10 * time.Second
+	probeFile       = "probe"
+	probeBytes      = 64 << 10
+)
 
 // ErrClosed is returned by operations on a closed log.
 var ErrClosed = errors.New("wal: log is closed")
@@ -120,10 +137,19 @@ type Log struct {
 	commits   atomic.Uint64 // group commits done
 	closed    atomic.Bool
 
+	// failing is set when a commit fails and cleared when a commit or a
+	// probe of the disk succeeds; failMu guards failErr and failSince.
+	failing   atomic.Bool
+	failed    atomic.Uint64 // commits (and probes) that failed since Open
+	failMu    sync.Mutex
+	failErr   error
+	failSince time.Time
+
 	// owned by the committer goroutine
-	f    *os.File
-	bw   *bufio.Writer
-	next uint64
+	f           *os.File // nil after a failed rotation
+	bw          *bufio.Writer
+	next        uint64
+	lastFailLog time.Time
 }
 
 // Open opens or creates the log in dir, recovering from a torn tail left by a
@@ -167,6 +193,7 @@ func (l *Log) recover() error {
 	}
 	slices.SortFunc(l.segs, func(a, b segment) int { return cmp.Compare(a.first, b.first) })
 
+	os.Remove(filepath.Join(l.dir, probeFile)) // left by a crash during a probe
 	l.next = 1
 	if len(l.segs) > 0 {
 		l.next = l.segs[0].first
@@ -402,6 +429,9 @@ func (l *Log) admit(recs [][]byte) error {
 	if l.Full() {
 		return ErrFull
 	}
+	if l.failing.Load() {
+		return ErrFailing
+	}
 	for _, r := range recs {
 		if len(r) > MaxRecordBytes {
 			return fmt.Errorf("wal: record of %d bytes exceeds %d", len(r), MaxRecordBytes)
@@ -439,6 +469,8 @@ type Stats struct {
 	Consumed  uint64 // records before this offset are consumed
 	Segments  int
 	Commits   uint64 // group commits (one write and fsync each) since Open
+	// Failed counts the commits and disk probes that failed since Open.
+	Failed uint64
 }
 
 // Stats returns the current size and positions. Safe for concurrent use.
@@ -446,17 +478,48 @@ func (l *Log) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return Stats{Bytes: l.size, MaxBytes: l.opts.MaxBytes, Committed: l.committed.Load(),
-		Consumed: l.consumed, Segments: len(l.segs), Commits: l.commits.Load()}
+		Consumed: l.consumed, Segments: len(l.segs), Commits: l.commits.Load(), Failed: l.failed.Load()}
+}
+
+// Failing returns, while the log cannot commit, the error of the last
+// failed attempt and when the failure began; err is nil while commits
+// work. Safe for concurrent use.
+func (l *Log) Failing() (since time.Time, err error) {
+	if !l.failing.Load() {
+		return time.Time{}, nil
+	}
+	l.failMu.Lock()
+	defer l.failMu.Unlock()
+	return l.failSince, l.failErr
 }
 
 func (l *Log) commitLoop() {
 	var last time.Time // of the previous commit
 	for {
+		var probe <-chan time.Time // only while failing: an idle log sleeps
+		var t *time.Timer
+		if l.failing.Load() {
+			t = time.NewTimer(FailingProbe)
+			probe = t.C
+		}
+		var probed, stopped bool
 		select {
 		case <-l.kick:
+		case <-probe:
+			probed = true
 		case <-l.stop:
+			stopped = true
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if stopped {
 			l.commitOpen() // what was handed to the log before it closed
 			return
+		}
+		if probed {
+			l.probe()
+			continue
 		}
 		if wait := l.opts.SyncInterval - time.Since(last); l.opts.SyncInterval > 0 && wait > 0 {
 			// Let more appends join this commit (an SD card wears with each
@@ -493,6 +556,11 @@ func (l *Log) commit(g *group) {
 	var hdr [headerLen]byte
 	var written int64
 	err := func() error {
+		if l.f == nil { // the last rotation failed: try again
+			if err := l.newSegment(); err != nil {
+				return err
+			}
+		}
 		for _, rec := range g.recs {
 			binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(rec)))
 			binary.LittleEndian.PutUint32(hdr[4:8], crc32.Checksum(rec, crcTable))
@@ -515,18 +583,22 @@ func (l *Log) commit(g *group) {
 	if err != nil {
 		// The tail of the active segment is now unknown: cut it back to the
 		// last committed size so readers and recovery never see it.
-		l.log.Error("wal: commit failed", "err", err)
-		l.mu.Lock()
-		good := l.segs[len(l.segs)-1].size
-		l.mu.Unlock()
-		l.bw.Reset(l.f)
-		if terr := l.f.Truncate(good); terr != nil {
-			l.log.Error("wal: truncate after failed commit", "err", terr)
+		l.failed.Add(1)
+		l.setFailing(err)
+		if l.f != nil {
+			l.mu.Lock()
+			good := l.segs[len(l.segs)-1].size
+			l.mu.Unlock()
+			l.bw.Reset(l.f)
+			if terr := l.f.Truncate(good); terr != nil {
+				l.log.Error("wal: truncate after failed commit", "err", terr)
+			}
 		}
 		g.err = fmt.Errorf("wal: commit: %w", err)
 		close(g.done)
 		return
 	}
+	l.setWorking()
 	// Publish the new end before waking the appenders, so that a record is
 	// readable by the time its Append returns.
 	g.first = l.next
@@ -546,10 +618,87 @@ func (l *Log) commit(g *group) {
 		if err := l.f.Close(); err != nil {
 			l.log.Error("wal: close segment", "err", err)
 		}
+		l.f, l.bw = nil, nil // the next commit opens the new segment if this fails
 		if err := l.newSegment(); err != nil {
-			l.log.Error("wal: rotate segment", "err", err)
+			l.log.Error("wal: rotate segment, trying again with the next commit", "err", err)
 		}
 	}
+}
+
+// setFailing records a failed commit or probe. The first failure is
+// logged at once, then one line every failingLogEvery while it lasts.
+// Called by the committer.
+func (l *Log) setFailing(err error) {
+	now := time.Now()
+	l.failMu.Lock()
+	first := !l.failing.Load()
+	if first {
+		l.failSince = now
+	}
+	l.failErr = err
+	since := l.failSince
+	l.failMu.Unlock()
+	l.failing.Store(true)
+	switch {
+	case first:
+		l.lastFailLog = now
+		l.log.Error("wal: commit failed; refusing new records until the disk takes writes again", "err", err)
+	case now.Sub(l.lastFailLog) >= failingLogEvery:
+		l.lastFailLog = now
+		l.log.Error("wal: still cannot commit; refusing new records", "err", err,
+			"failing_for", now.Sub(since).Round(time.Second), "failed_commits", l.failed.Load())
+	}
+}
+
+// setWorking clears the failing state after a commit or probe succeeded.
+// Called by the committer.
+func (l *Log) setWorking() {
+	if !l.failing.Load() {
+		return
+	}
+	l.failMu.Lock()
+	since := l.failSince
+	l.failErr, l.failSince = nil, time.Time{}
+	l.failing.Store(false)
+	l.failMu.Unlock()
+	l.log.Info("wal: commits work again; taking new records", "failed_for", time.Since(since).Round(time.Millisecond),
+		"failed_commits", l.failed.Load())
+}
+
+// probe tries the disk while the log is failing: it writes and fsyncs
+// probeBytes to a file of its own beside the segments (never into a
+// segment, where a crash could leave it for recovery to read), removes it,
+// and then commits what is queued. A probe that fails keeps the log
+// failing. Called by the committer.
+func (l *Log) probe() {
+	err := func() error {
+		if l.f == nil {
+			if err := l.newSegment(); err != nil {
+				return err
+			}
+		}
+		p := filepath.Join(l.dir, probeFile)
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(p)
+		_, err = f.Write(make([]byte, probeBytes))
+		if err == nil && !l.opts.NoSync {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}()
+	if err != nil {
+		l.failed.Add(1)
+		l.setFailing(err)
+		return
+	}
+	l.setWorking()
+	l.commitOpen()
 }
 
 // changed returns a channel closed when more records are committed.

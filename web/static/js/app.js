@@ -89,6 +89,27 @@ function boot() {
   });
   window.addEventListener("online", () => live.reconnectNow());
 
+  // A banner while the hub refuses telemetry (/readyz answers 503 with a
+  // problem document saying why, e.g. the durable log cannot write to disk).
+  const banner = document.getElementById("hub-banner");
+  let readyChecks = 0;
+  const checkReady = async () => {
+    if (document.hidden) return;
+    let text = "";
+    try {
+      const res = await fetch("/readyz", { cache: "no-store" });
+      if (res.status === 503) {
+        const p = await res.json().catch(() => ({}));
+        text = `The hub is not taking readings: ${p.title || "not ready"}${p.detail ? " — " + p.detail : ""}`;
+      }
+    } catch { /* unreachable: the connection indicator says so */ }
+    banner.textContent = text;
+    banner.hidden = text === "";
+    readyChecks++;
+  };
+  checkReady();
+  setInterval(checkReady, 5000);
+
   // Alert badge on every page.
   const badge = document.getElementById("alert-badge");
   const alertsTab = document.querySelector('[data-nav="alerts"]');
@@ -137,6 +158,8 @@ function boot() {
     connects: () => live.connects,
     series: field => (current instanceof DeviceView ? seriesOf(current, field) : null),
     chartsReady: () => current instanceof DeviceView && current.uPlot !== undefined && !current.loadingHistory,
+    hubBanner: () => (banner.hidden ? "" : banner.textContent),
+    readyChecks: () => readyChecks,
     renderedRows: () => document.querySelectorAll(".viewport .row:not([hidden])").length,
   };
 
