@@ -184,6 +184,8 @@ func TestControlAcknowledgesAnswersOnceStored(t *testing.T) {
 			})
 			ev.complete(errors.New("disk full"))
 			testenv.Eventually(t, 5*time.Second, "disconnected, so the device sends it again", d.isLost)
+			require.True(t, tok.WaitTimeout(5*time.Second))
+			require.Error(t, tok.Error(), "never acknowledged")
 		})
 	}
 }

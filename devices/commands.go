@@ -228,16 +228,17 @@ type Commands struct {
 	wake     chan struct{}
 
 	dirty  map[string]struct{} // loop only: changes not yet persisted
-	// waiters are answers' acknowledgements waiting for the store; the loop
-	// completes them (release), Stop fails those left.
-	waitMu  sync.Mutex
-	waiters []storeWaiter
-	stopped bool
 	sender CommandSender
 	done   chan struct{} // closed on Stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	// waiters are answers' acknowledgements waiting for the store; the loop
+	// completes them (release), Stop fails those left.
+	waitMu  sync.Mutex
+	waiters []storeWaiter
+	stopped bool
 }
 
 // NewCommands loads the commands from store. checker may be nil (no
