@@ -25,9 +25,12 @@ build: web-assets
 run: build
 	@scripts/run.sh $(DATA) $(THERMOSTATS) $(WEARABLES)
 
+# Go vet and staticcheck, and docs/openapi.yaml through Redocly CLI (which
+# scripts/lint-openapi.sh installs from web/package.json when missing).
 lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	scripts/lint-openapi.sh
 
 test: web-assets lint
 	scripts/test.sh

@@ -11,21 +11,26 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/internal/wal"
 )
 
 // CommandEvents receives what the broker sees of commands: deliveries
 // (PUBACKs, or publishes dropped before one), device answers, and
-// subscriptions that may make queued commands deliverable.
+// subscriptions that may make queued commands deliverable. Result's commit
+// completes once the answer is stored (also when it returns an error for
+// a resend of an answer not yet stored); the answer is acknowledged only
+// then.
 type CommandEvents interface {
 	Delivered(deviceID, commandID string, delivered bool)
-	Result(deviceID, commandID string, r devices.CommandResult) error
+	Result(deviceID, commandID string, r devices.CommandResult) (wal.Commit, error)
 	Subscribed(deviceID string)
 }
 
 // StateEvents receives devices' reported state and the expiry of retained
-// desired state.
+// desired state. Reported's commit completes once the report is stored;
+// it is acknowledged only then.
 type StateEvents interface {
-	Reported(deviceID string, payload []byte, at time.Time) error
+	Reported(deviceID string, payload []byte, at time.Time) (wal.Commit, error)
 	RetainedExpired(deviceID string)
 }
 
@@ -385,17 +390,19 @@ func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	}
 	switch {
 	case rest == stateTopic:
-		if err := h.c.states.Reported(id, pk.Payload, time.Now()); err != nil {
+		c, err := h.c.states.Reported(id, pk.Payload, time.Now())
+		if err != nil {
 			h.c.log.Warn("reported state refused", "device_id", id, "err", err)
 			return pk, refuse(h.c.srv, cl, pk, packets.ErrPayloadFormatInvalid)
 		}
+		return h.ackAfter(cl, pk, id, c)
 	case rest == responsesTopic:
 		cmdID := string(pk.Properties.CorrelationData)
 		if cmdID == "" {
 			h.c.log.Warn("command response without correlation data", "device_id", id)
 			return pk, refuse(h.c.srv, cl, pk, packets.ErrProtocolViolation)
 		}
-		h.answer(id, cmdID, devices.ParseResponse(pk.Payload))
+		return h.ackAfter(cl, pk, id, h.answer(id, cmdID, devices.ParseResponse(pk.Payload)))
 	case isResult(rest):
 		return h.result(cl, pk, id, rest)
 	case rest == desiredTopic || strings.HasPrefix(rest, commandsPrefix):
@@ -417,11 +424,12 @@ func (h *controlHook) relayedState(cl *mqtt.Client, pk packets.Packet, id string
 		h.c.log.Debug("relayed state of a device not registered here dropped", "device_id", clip(id), "client", cl.ID)
 		return pk, packets.CodeSuccessIgnore
 	}
-	if err := h.c.states.Reported(id, pk.Payload, time.Now()); err != nil {
+	c, err := h.c.states.Reported(id, pk.Payload, time.Now())
+	if err != nil {
 		h.c.log.Warn("relayed reported state refused", "device_id", id, "client", cl.ID, "err", err)
 		return pk, refuse(h.c.srv, cl, pk, packets.ErrPayloadFormatInvalid)
 	}
-	return pk, nil
+	return h.ackAfter(cl, pk, id, c)
 }
 
 // isResult reports whether rest (after devices/{id}/) is a result topic.
@@ -441,14 +449,41 @@ func (h *controlHook) result(cl *mqtt.Client, pk packets.Packet, id, rest string
 		h.c.log.Warn("command result refused", "device_id", id, "command_id", cmdID, "err", err)
 		return pk, refuse(h.c.srv, cl, pk, packets.ErrPayloadFormatInvalid)
 	}
-	h.answer(id, cmdID, r)
-	return pk, nil
+	return h.ackAfter(cl, pk, id, h.answer(id, cmdID, r))
 }
 
-func (h *controlHook) answer(deviceID, cmdID string, r devices.CommandResult) {
-	if err := h.c.commands.Result(deviceID, cmdID, r); err != nil {
+// answer hands a device's answer to the command service and returns the
+// commit its acknowledgement must wait for.
+func (h *controlHook) answer(deviceID, cmdID string, r devices.CommandResult) wal.Commit {
+	c, err := h.c.commands.Result(deviceID, cmdID, r)
+	if err != nil {
 		h.c.log.Info("command answer ignored", "device_id", deviceID, "command_id", cmdID, "err", err)
 	}
+	return c
+}
+
+// ackAfter makes the acknowledgement of a QoS 1/2 publish (a result, a
+// response, a state report) wait until c, the state database's
+// transaction holding what it said, is committed: a kill -9 after the
+// PUBACK loses nothing. As for telemetry, the connection's ackHold holds
+// the PUBACK back and the read goroutine goes on; a connection without one
+// waits here. If the write failed, the publish is refused as telemetry is
+// when the log fails (MQTT 5: 0x80; MQTT 3: disconnected, so it is resent).
+func (h *controlHook) ackAfter(cl *mqtt.Client, pk packets.Packet, deviceID string, c wal.Commit) (packets.Packet, error) {
+	if pk.FixedHeader.Qos == 0 {
+		return pk, nil
+	}
+	var err error
+	if a, ok := cl.Net.Conn.(*ackHold); ok {
+		err = a.hold(c)
+	} else {
+		_, err = c.Wait()
+	}
+	if err != nil {
+		h.c.log.Warn("device message not stored, not acknowledged", "device_id", deviceID, "topic", pk.TopicName, "err", err)
+		return pk, ingestRefusal(h.c.srv, cl, pk, err)
+	}
+	return pk, nil
 }
 
 // refuse answers an MQTT 5 QoS 1/2 publish with code (PUBACK, or PUBREC

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/internal/testenv"
+	"github.com/telehub/telehub/internal/wal"
 )
 
 // controlEvents records what the control hook reports.
@@ -21,6 +23,32 @@ type controlEvents struct {
 	results    map[string]devices.CommandResult
 	subscribed []string
 	reported   map[string]string
+	// gated makes Result and Reported return commits that complete when
+	// the test calls the completions in done (as the state database's
+	// transaction would).
+	gated bool
+	done  []func(error)
+}
+
+// commit returns what Result and Reported return; e.mu is held.
+func (e *controlEvents) commit() wal.Commit {
+	if !e.gated {
+		return wal.Commit{}
+	}
+	c, complete := wal.NewCommit()
+	e.done = append(e.done, complete)
+	return c
+}
+
+// complete completes the commits handed out so far.
+func (e *controlEvents) complete(err error) {
+	e.mu.Lock()
+	done := e.done
+	e.done = nil
+	e.mu.Unlock()
+	for _, fn := range done {
+		fn(err)
+	}
 }
 
 func (e *controlEvents) Delivered(_, id string, ok bool) {
@@ -33,11 +61,11 @@ func (e *controlEvents) Delivered(_, id string, ok bool) {
 	}
 }
 
-func (e *controlEvents) Result(_, id string, r devices.CommandResult) error {
+func (e *controlEvents) Result(_, id string, r devices.CommandResult) (wal.Commit, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.results[id] = r
-	return nil
+	return e.commit(), nil
 }
 
 func (e *controlEvents) Subscribed(dev string) {
@@ -46,14 +74,14 @@ func (e *controlEvents) Subscribed(dev string) {
 	e.subscribed = append(e.subscribed, dev)
 }
 
-func (e *controlEvents) Reported(dev string, payload []byte, _ time.Time) error {
+func (e *controlEvents) Reported(dev string, payload []byte, _ time.Time) (wal.Commit, error) {
 	if string(payload) == "bad" {
-		return devices.ErrNotFound
+		return wal.Commit{}, devices.ErrNotFound
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.reported[dev] = string(payload)
-	return nil
+	return e.commit(), nil
 }
 
 func (e *controlEvents) RetainedExpired(string) {}
@@ -122,6 +150,45 @@ func TestControlSendsCommandsAndFollowsThem(t *testing.T) {
 	require.NoError(t, ctl.PublishDesired("d1", []byte(`{"version":1,"state":{}}`)))
 	d.subscribe(t, "devices/d1/state/desired", 1)
 	testenv.Eventually(t, 5*time.Second, "retained desired state", func() bool { return d.received("devices/d1/state/desired") })
+}
+
+// TestControlAcknowledgesAnswersOnceStored: the PUBACK of a command result
+// and of a state report leaves only once the command service's or the
+// state's commit completes (their bbolt transaction); a failed commit is
+// not acknowledged, and an MQTT 3 device is disconnected to send it again.
+func TestControlAcknowledgesAnswersOnceStored(t *testing.T) {
+	for _, tc := range []struct{ name, topic, payload string }{
+		{"result", "devices/d1/commands/c1/result", `{"status":"ok"}`},
+		{"state", "devices/d1/state", `{"mode":"heat"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _, ev := newControlFixture(t)
+			ev.gated = true
+			d, err := f.dial(t, "", "d1", f.device(t, "d1"), nil)
+			require.NoError(t, err)
+			tok := d.Publish(tc.topic, 1, false, tc.payload)
+			testenv.Eventually(t, 5*time.Second, "handed over", func() bool {
+				ev.mu.Lock()
+				defer ev.mu.Unlock()
+				return len(ev.done) == 1
+			})
+			require.False(t, tok.WaitTimeout(200*time.Millisecond), "no PUBACK before the commit")
+			ev.complete(nil)
+			require.True(t, tok.WaitTimeout(5*time.Second), "PUBACK once committed")
+			require.NoError(t, tok.Error())
+
+			tok = d.Publish(tc.topic, 1, false, tc.payload)
+			testenv.Eventually(t, 5*time.Second, "handed over", func() bool {
+				ev.mu.Lock()
+				defer ev.mu.Unlock()
+				return len(ev.done) == 1
+			})
+			ev.complete(errors.New("disk full"))
+			testenv.Eventually(t, 5*time.Second, "disconnected, so the device sends it again", d.isLost)
+			require.True(t, tok.WaitTimeout(5*time.Second))
+			require.Error(t, tok.Error(), "never acknowledged")
+		})
+	}
 }
 
 // A device may not publish on the topics only the hub publishes on: an

@@ -15,6 +15,7 @@ import (
 
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
+	"github.com/telehub/telehub/internal/wal"
 )
 
 // Errors of the command service that callers decide on.
@@ -30,6 +31,8 @@ var (
 	ErrCommandNotFound = errors.New("command not found")
 	// ErrLate: the command is already final; the answer is ignored.
 	ErrLate = errors.New("command already final")
+	// ErrStopped: the command service stopped before an answer was stored.
+	ErrStopped = errors.New("command service stopped")
 )
 
 // CommandConfig configures the command service.
@@ -182,7 +185,15 @@ type event struct {
 // entry is a command with the loop's bookkeeping.
 type entry struct {
 	cmd       Command
-	needsSend bool // queued, or sent before a restart or a dropped delivery
+	needsSend bool   // queued, or sent before a restart or a dropped delivery
+	stored    uint64 // the revision in the store
+}
+
+// storeWaiter is the acknowledgement of a device's answer, waiting for its
+// command's final status to be in the store.
+type storeWaiter struct {
+	commandID string
+	complete  func(error)
 }
 
 // Commands is the command service: it accepts commands, keeps them
@@ -222,6 +233,12 @@ type Commands struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	// waiters are answers' acknowledgements waiting for the store; the loop
+	// completes them (release), Stop fails those left.
+	waitMu  sync.Mutex
+	waiters []storeWaiter
+	stopped bool
 }
 
 // NewCommands loads the commands from store. checker may be nil (no
@@ -241,7 +258,7 @@ func NewCommands(cfg CommandConfig, store CommandStore, reg DeviceLookup, checke
 		flush: map[string]struct{}{}, forget: map[string]struct{}{}, wake: make(chan struct{}, 1), dirty: map[string]struct{}{}, done: make(chan struct{})}
 	var loaded []*entry
 	err := store.Load(func(cmd Command) error {
-		e := &entry{cmd: cmd, needsSend: cmd.Status == StatusQueued || cmd.Status == StatusSent}
+		e := &entry{cmd: cmd, needsSend: cmd.Status == StatusQueued || cmd.Status == StatusSent, stored: cmd.Revision}
 		loaded = append(loaded, e)
 		return nil
 	})
@@ -296,6 +313,10 @@ func (c *Commands) Stop() {
 		}
 		c.wg.Wait()
 		close(c.done)
+		c.waitMu.Lock()
+		c.stopped = true
+		c.waitMu.Unlock()
+		c.release(true)
 	})
 }
 
@@ -365,7 +386,7 @@ func (c *Commands) Submit(req CommandRequest) (cmd Command, replayed bool, err e
 		return Command{}, false, fmt.Errorf("store command: %w", err)
 	}
 	// The loop may not send it before "queued" is on the live stream.
-	e := &entry{cmd: cmd}
+	e := &entry{cmd: cmd, stored: cmd.Revision}
 	c.mu.Lock()
 	c.insert(e)
 	c.notifyLocked()
@@ -480,7 +501,7 @@ func (c *Commands) Delivered(deviceID, commandID string, delivered bool) {
 	if !delivered {
 		kind = evDropped
 	}
-	if c.pending(deviceID, commandID) != nil {
+	if _, err := c.pending(deviceID, commandID); err != nil {
 		return
 	}
 	c.enqueue(event{kind: kind, deviceID: deviceID, commandID: commandID})
@@ -489,29 +510,98 @@ func (c *Commands) Delivered(deviceID, commandID string, delivered bool) {
 // Result reports a device's answer. It returns ErrCommandNotFound for a
 // command the device does not have and ErrLate for one already final; both
 // are counted and otherwise ignored.
-func (c *Commands) Result(deviceID, commandID string, r CommandResult) error {
-	if err := c.pending(deviceID, commandID); err != nil {
-		return err
+//
+// The returned commit completes once the command's final status is in the
+// store (the loop's transaction that wrote it is committed), or fails if
+// the service stops first: the broker acknowledges the answer only then,
+// so an acknowledged answer survives a crash. With ErrLate the commit
+// still counts: the answer that made the command final may not be stored
+// yet, and this one is a resend of it.
+func (c *Commands) Result(deviceID, commandID string, r CommandResult) (wal.Commit, error) {
+	stored, err := c.pending(deviceID, commandID)
+	switch {
+	case errors.Is(err, ErrLate) && !stored:
+		return c.whenStored(commandID), err
+	case err != nil:
+		return wal.Commit{}, err
 	}
+	cm := c.whenStored(commandID)
 	c.enqueue(event{kind: evResult, deviceID: deviceID, commandID: commandID, result: r})
-	return nil
+	return cm, nil
 }
 
-// pending checks that a command exists for the device and is not final.
-func (c *Commands) pending(deviceID, commandID string) error {
+// pending checks that a command exists for the device and is not final;
+// stored tells whether a final command's status is in the store.
+func (c *Commands) pending(deviceID, commandID string) (stored bool, err error) {
 	c.mu.RLock()
 	e, ok := c.byID[commandID]
 	final := ok && e.cmd.Status.Final()
+	stored = ok && e.stored == e.cmd.Revision
 	c.mu.RUnlock()
 	switch {
 	case !ok || e.cmd.DeviceID != deviceID:
 		c.m.unknown.Inc()
-		return ErrCommandNotFound
+		return false, ErrCommandNotFound
 	case final:
 		c.m.late.Inc()
-		return ErrLate
+		return stored, ErrLate
 	}
-	return nil
+	return false, nil
+}
+
+// whenStored returns a commit that completes once the command is final
+// and stored, or gone. The loop checks after every round (it is woken
+// here), so the wait is one round and its transaction.
+func (c *Commands) whenStored(commandID string) wal.Commit {
+	cm, complete := wal.NewCommit()
+	c.waitMu.Lock()
+	if c.stopped {
+		c.waitMu.Unlock()
+		complete(ErrStopped)
+		return cm
+	}
+	c.waiters = append(c.waiters, storeWaiter{commandID: commandID, complete: complete})
+	c.waitMu.Unlock()
+	c.signal()
+	return cm
+}
+
+// release completes the waiters whose commands are final and stored (or
+// gone); with stopping it fails the others. Only the loop calls it, and
+// Stop once the loop has ended.
+func (c *Commands) release(stopping bool) {
+	c.waitMu.Lock()
+	ws := c.waiters
+	c.waiters = nil
+	c.waitMu.Unlock()
+	if len(ws) == 0 {
+		return
+	}
+	var done, keep []storeWaiter
+	c.mu.RLock()
+	for _, w := range ws {
+		e, ok := c.byID[w.commandID]
+		if !ok || e.cmd.Status.Final() && e.stored == e.cmd.Revision {
+			done = append(done, w)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	c.mu.RUnlock()
+	for _, w := range done {
+		w.complete(nil)
+	}
+	if stopping {
+		for _, w := range keep {
+			w.complete(ErrStopped)
+		}
+		return
+	}
+	if len(keep) > 0 {
+		c.waitMu.Lock()
+		c.waiters = append(keep, c.waiters...)
+		c.waitMu.Unlock()
+	}
 }
 
 // enqueue hands a device's answer to the loop. Only answers for pending
@@ -657,6 +747,7 @@ func (c *Commands) step(evs []event) {
 
 	changed = append(changed, c.sendQueued(now)...)
 	changed = append(changed, c.forgetDevices(now)...)
+	defer c.release(false)
 	if len(changed) == 0 && len(c.dirty) == 0 {
 		return
 	}
@@ -845,6 +936,13 @@ func (c *Commands) persist() {
 		return
 	}
 	clear(c.dirty)
+	c.mu.Lock()
+	for _, cmd := range cmds {
+		if e, ok := c.byID[cmd.ID]; ok && e.cmd.Revision == cmd.Revision {
+			e.stored = cmd.Revision
+		}
+	}
+	c.mu.Unlock()
 }
 
 // prune deletes final commands past the retention or beyond the number

@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/telehub/telehub/internal/live"
+	"github.com/telehub/telehub/internal/wal"
 )
 
 // fakeSender stands in for the broker: a device is reachable or not, and
@@ -150,8 +151,8 @@ func TestCommandLifecycle(t *testing.T) {
 		h.c.Delivered("d1", ok.ID, true)
 		synctest.Wait()
 		require.Equal(t, StatusDelivered, h.status(t, "d1", ok.ID))
-		require.NoError(t, h.c.Result("d1", ok.ID, CommandResult{OK: true, Result: json.RawMessage(`{"pong":1}`), Via: ViaResultTopic}))
-		require.NoError(t, h.c.Result("d1", bad.ID, CommandResult{Error: "no such thing", Via: ViaResponseTopic}))
+		require.NoError(t, answer(h.c, "d1", ok.ID, CommandResult{OK: true, Result: json.RawMessage(`{"pong":1}`), Via: ViaResultTopic}))
+		require.NoError(t, answer(h.c, "d1", bad.ID, CommandResult{Error: "no such thing", Via: ViaResponseTopic}))
 		synctest.Wait()
 
 		got, _ := h.c.Get("d1", ok.ID)
@@ -166,9 +167,9 @@ func TestCommandLifecycle(t *testing.T) {
 		require.Equal(t, ViaResponseTopic, got.ResultVia)
 
 		// Answers that complete nothing are refused, not applied.
-		require.ErrorIs(t, h.c.Result("d1", ok.ID, CommandResult{OK: true}), ErrLate)
-		require.ErrorIs(t, h.c.Result("d2", ok.ID, CommandResult{OK: true}), ErrCommandNotFound, "another device's command")
-		require.ErrorIs(t, h.c.Result("d1", "nope", CommandResult{OK: true}), ErrCommandNotFound)
+		require.ErrorIs(t, answer(h.c, "d1", ok.ID, CommandResult{OK: true}), ErrLate)
+		require.ErrorIs(t, answer(h.c, "d2", ok.ID, CommandResult{OK: true}), ErrCommandNotFound, "another device's command")
+		require.ErrorIs(t, answer(h.c, "d1", "nope", CommandResult{OK: true}), ErrCommandNotFound)
 		_, found := h.c.Get("d2", ok.ID)
 		require.False(t, found)
 
@@ -206,7 +207,7 @@ func TestCommandExpiry(t *testing.T) {
 		h.c.Subscribed("off")
 		synctest.Wait()
 		require.Equal(t, []string{delivered.ID}, h.sender.sends())
-		require.ErrorIs(t, h.c.Result("on", delivered.ID, CommandResult{OK: true}), ErrLate, "a late answer changes nothing")
+		require.ErrorIs(t, answer(h.c, "on", delivered.ID, CommandResult{OK: true}), ErrLate, "a late answer changes nothing")
 	})
 }
 
@@ -351,7 +352,7 @@ func TestCommandPruneAndForget(t *testing.T) {
 		for range 3 {
 			c := submit(t, h.c, "d", "x", time.Hour)
 			synctest.Wait()
-			require.NoError(t, h.c.Result("d", c.ID, CommandResult{OK: true}))
+			require.NoError(t, answer(h.c, "d", c.ID, CommandResult{OK: true}))
 			ids = append(ids, c.ID)
 		}
 		pending := submit(t, h.c, "d", "pending", 2*time.Hour)
@@ -451,4 +452,70 @@ func TestCommandIDsSortByTime(t *testing.T) {
 		require.Less(t, prev, id, "IDs of one millisecond sort in creation order")
 		prev = id
 	}
+}
+
+// answer reports a device's answer, not waiting for it to be stored.
+func answer(c *Commands, deviceID, commandID string, r CommandResult) error {
+	_, err := c.Result(deviceID, commandID, r)
+	return err
+}
+
+// storedStatus reads a command's status from the database itself.
+func storedStatus(t *testing.T, db *bolt.DB, id string) CommandStatus {
+	t.Helper()
+	store, err := NewBoltCommandStore(db)
+	require.NoError(t, err)
+	var st CommandStatus
+	require.NoError(t, store.Load(func(c Command) error {
+		if c.ID == id {
+			st = c.Status
+		}
+		return nil
+	}))
+	return st
+}
+
+// TestResultCommitMeansStored checks the promise the broker's PUBACK of a
+// command result rests on: the commit Result returns completes only once
+// the command's final status is in the state database, for the answer
+// and for a resend of it that finds the command final but not yet stored.
+// A write transaction held by the test keeps the loop from writing.
+func TestResultCommitMeansStored(t *testing.T) {
+	h := startCommands(t, t.TempDir(), DefaultCommandConfig())
+	defer h.stop()
+	h.sender.setReachable("d", true)
+	cmd := submit(t, h.c, "d", "ping", time.Minute)
+	require.Eventually(t, func() bool { return h.status(t, "d", cmd.ID) == StatusSent }, 5*time.Second, time.Millisecond)
+
+	tx, err := h.db.Begin(true) // the loop cannot store until it ends
+	require.NoError(t, err)
+	c1, err := h.c.Result("d", cmd.ID, CommandResult{OK: true, Via: ViaResultTopic})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return h.status(t, "d", cmd.ID) == StatusSucceeded }, 5*time.Second, time.Millisecond,
+		"applied in memory")
+	c2, err := h.c.Result("d", cmd.ID, CommandResult{OK: true, Via: ViaResultTopic})
+	require.ErrorIs(t, err, ErrLate, "the resend of an answer")
+	for _, c := range []wal.Commit{c1, c2} {
+		done, _ := c.TryWait()
+		require.False(t, done, "an answer is not acknowledged before it is stored")
+	}
+	require.NoError(t, tx.Rollback())
+	for _, c := range []wal.Commit{c1, c2} {
+		_, err := c.Wait()
+		require.NoError(t, err)
+	}
+	require.Equal(t, StatusSucceeded, storedStatus(t, h.db, cmd.ID))
+
+	c3, err := h.c.Result("d", cmd.ID, CommandResult{OK: true})
+	require.ErrorIs(t, err, ErrLate)
+	done, err := c3.TryWait()
+	require.True(t, done, "a resend of a stored answer is acknowledged at once")
+	require.NoError(t, err)
+
+	other := submit(t, h.c, "d", "ping", time.Minute)
+	h.c.Stop()
+	c4, err := h.c.Result("d", other.ID, CommandResult{OK: true})
+	require.NoError(t, err)
+	_, err = c4.Wait()
+	require.ErrorIs(t, err, ErrStopped, "after Stop nothing is stored, so nothing may be acknowledged")
 }

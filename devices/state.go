@@ -15,11 +15,19 @@ import (
 
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
+	"github.com/telehub/telehub/internal/wal"
 )
 
 // ErrVersionConflict means the desired state changed since the version the
 // caller based its change on.
 var ErrVersionConflict = errors.New("desired state version does not match")
+
+// errStatesStopped fails the reports not yet stored when States stops.
+var errStatesStopped = errors.New("device state stopped before the report was stored")
+
+// flushRetry is how long the flusher waits to write again after a failed
+// write, when no new report wakes it sooner.
+const flushRetry = time.Second
 
 // StateConfig configures desired and reported state.
 type StateConfig struct {
@@ -122,7 +130,9 @@ var stateBucket = []byte("device_state")
 // state database and cached in memory. Desired changes are written before
 // they are acknowledged; reported changes (from the broker, on the device's
 // goroutine) are applied in memory at once and written by a background
-// flusher, the latest per device winning. Safe for concurrent use.
+// flusher, the latest per device winning; the reports between two flushes
+// share one commit, complete when the flush's transaction is, which the
+// broker waits for before it acknowledges them. Safe for concurrent use.
 type States struct {
 	cfg  StateConfig
 	db   *bolt.DB
@@ -139,6 +149,13 @@ type States struct {
 	dirty   map[string]struct{}
 	repub   map[string]struct{}
 	forget  map[string]struct{} // deleted devices
+	// open is the commit the reports since the flusher's last snapshot
+	// share (none yet while openDone is nil); carried are the completions
+	// of flushes that failed, completed by the next one that succeeds.
+	open     wal.Commit
+	openDone func(error)
+	carried  []func(error)
+	stopped  bool
 
 	wake       chan struct{}
 	onReported atomic.Pointer[func(deviceID string)]
@@ -226,7 +243,22 @@ func (s *States) Stop() {
 			s.cancel()
 		}
 		s.wg.Wait()
+		s.mu.Lock()
+		s.stopped = true
+		done := append(s.carried, s.openDone)
+		s.carried, s.openDone = nil, nil
+		s.mu.Unlock()
+		complete(done, errStatesStopped)
 	})
+}
+
+// complete completes commits' completions (nil ones skipped).
+func complete(done []func(error), err error) {
+	for _, fn := range done {
+		if fn != nil {
+			fn(err)
+		}
+	}
 }
 
 func (s *States) signal() {
@@ -237,14 +269,20 @@ func (s *States) signal() {
 }
 
 func (s *States) run(ctx context.Context) {
+	retry := time.NewTimer(flushRetry)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			s.flush()
 			return
 		case <-s.wake:
+		case <-retry.C:
 		}
-		s.flush()
+		if !s.flush() {
+			retry.Reset(flushRetry)
+		}
 		s.mu.Lock()
 		ids, gone := s.repub, s.forget
 		s.repub, s.forget = map[string]struct{}{}, map[string]struct{}{}
@@ -256,14 +294,19 @@ func (s *States) run(ctx context.Context) {
 	}
 }
 
-// flush writes the dirty records in one transaction.
-func (s *States) flush() {
+// flush writes the dirty records in one transaction, then completes the
+// commit of the reports they hold. It reports whether the write succeeded
+// (or there was nothing to write).
+func (s *States) flush() bool {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	s.mu.Lock()
+	done := append(s.carried, s.openDone)
+	s.carried, s.open, s.openDone = nil, wal.Commit{}, nil
 	if len(s.dirty) == 0 {
 		s.mu.Unlock()
-		return
+		complete(done, nil) // a deleted device's reports: nothing to keep
+		return true
 	}
 	vals := make(map[string][]byte, len(s.dirty))
 	for id := range s.dirty {
@@ -284,13 +327,19 @@ func (s *States) flush() {
 	})
 	if err != nil {
 		s.storeErrors.Inc()
-		s.log.Error("store reported state; retrying with the next report", "devices", len(vals), "err", err)
+		s.log.Error("store reported state; retrying", "devices", len(vals), "err", err)
 		s.mu.Lock()
 		for id := range vals {
-			s.dirty[id] = struct{}{}
+			if _, ok := s.recs[id]; ok {
+				s.dirty[id] = struct{}{}
+			}
 		}
+		s.carried = append(s.carried, done...)
 		s.mu.Unlock()
+		return false
 	}
+	complete(done, nil)
+	return true
 }
 
 // Get returns a device's state; ok is false for an unknown device.
@@ -375,21 +424,24 @@ func (s *States) SetDesired(deviceID string, desired json.RawMessage, ifVersion 
 
 // Reported takes a state document a device published on devices/{id}/state.
 // It must be a JSON object of at most StateConfig.MaxBytes. Only a change
-// bumps the reported version and goes to the live stream.
-func (s *States) Reported(deviceID string, payload []byte, at time.Time) error {
+// bumps the reported version and goes to the live stream. The returned
+// commit completes once the report is in the state database (the
+// flusher's transaction that wrote it is committed), or fails if States
+// stops first: the broker acknowledges the report only then.
+func (s *States) Reported(deviceID string, payload []byte, at time.Time) (wal.Commit, error) {
 	if len(payload) > s.cfg.MaxBytes {
 		s.rejected.Inc()
-		return fmt.Errorf("reported state: larger than %d bytes", s.cfg.MaxBytes)
+		return wal.Commit{}, fmt.Errorf("reported state: larger than %d bytes", s.cfg.MaxBytes)
 	}
 	doc, err := decodeObject(payload)
 	if err != nil || doc == nil {
 		s.rejected.Inc()
-		return errors.New("reported state: must be a JSON object")
+		return wal.Commit{}, errors.New("reported state: must be a JSON object")
 	}
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, payload); err != nil {
 		s.rejected.Inc()
-		return fmt.Errorf("reported state: %w", err)
+		return wal.Commit{}, fmt.Errorf("reported state: %w", err)
 	}
 	s.reports.Inc()
 	at = at.UTC().Truncate(time.Millisecond)
@@ -410,7 +462,16 @@ func (s *States) Reported(deviceID string, payload []byte, at time.Time) error {
 	if changed {
 		view = r.view(deviceID)
 	}
+	if s.openDone == nil && !s.stopped {
+		s.open, s.openDone = wal.NewCommit()
+	}
+	cm, stopped := s.open, s.stopped
 	s.mu.Unlock()
+	if stopped {
+		cm, fail := wal.NewCommit()
+		fail(errStatesStopped)
+		return cm, nil
+	}
 	s.signal()
 	if changed {
 		s.emit(view, at)
@@ -418,7 +479,7 @@ func (s *States) Reported(deviceID string, payload []byte, at time.Time) error {
 			(*fn)(deviceID)
 		}
 	}
-	return nil
+	return cm, nil
 }
 
 // OnReported sets fn to be called, without blocking, with the ID of each

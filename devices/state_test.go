@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/telehub/telehub/internal/wal"
 )
 
 // desiredRecorder stands in for the broker's retained publishes.
@@ -91,10 +94,10 @@ func TestStatesDesiredReportedAndPersistence(t *testing.T) {
 	_, err = s.SetDesired("t1", json.RawMessage(`{"setpoint":23}`), &v0, "op")
 	require.ErrorIs(t, err, ErrVersionConflict)
 
-	require.Error(t, s.Reported("t1", []byte(`not json`), time.Now()))
-	require.Error(t, s.Reported("t1", []byte(`[1]`), time.Now()))
-	require.NoError(t, s.Reported("t1", []byte(`{"setpoint":22.0,"mode":"heat"}`), time.Now()))
-	require.NoError(t, s.Reported("t1", []byte(`{"mode":"heat","setpoint":22}`), time.Now()), "the same state again")
+	require.Error(t, report(s, "t1", []byte(`not json`), time.Now()))
+	require.Error(t, report(s, "t1", []byte(`[1]`), time.Now()))
+	require.NoError(t, report(s, "t1", []byte(`{"setpoint":22.0,"mode":"heat"}`), time.Now()))
+	require.NoError(t, report(s, "t1", []byte(`{"mode":"heat","setpoint":22}`), time.Now()), "the same state again")
 	st, ok := s.Get("t1")
 	require.True(t, ok)
 	require.True(t, st.InSync)
@@ -136,8 +139,63 @@ func TestStatesRefuseLargeDocuments(t *testing.T) {
 	s, err := NewStates(StateConfig{MaxBytes: 256}, db, oneDevice{}, nil, nil, discard())
 	require.NoError(t, err)
 	big := `{"x":"` + string(make([]byte, 300)) + `"}`
-	require.Error(t, s.Reported("t1", []byte(big), time.Now()))
+	require.Error(t, report(s, "t1", []byte(big), time.Now()))
 	_, err = s.SetDesired("t1", json.RawMessage(big), nil, "op")
 	var ve *ValidationError
 	require.ErrorAs(t, err, &ve)
+}
+
+// report takes a reported state, not waiting for it to be stored.
+func report(s *States, deviceID string, payload []byte, at time.Time) error {
+	_, err := s.Reported(deviceID, payload, at)
+	return err
+}
+
+// storedReport reads a device's reported state from the database itself.
+func storedReport(t *testing.T, db *bolt.DB, id string) string {
+	t.Helper()
+	var rec stateRecord
+	require.NoError(t, db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(stateBucket).Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		return json.Unmarshal(v, &rec)
+	}))
+	return string(rec.Reported)
+}
+
+// TestReportCommitMeansStored checks the promise the broker's PUBACK of a
+// state report rests on: the commit Reported returns completes only once
+// the report is in the state database. A write transaction held by the
+// test keeps the flusher from writing meanwhile.
+func TestReportCommitMeansStored(t *testing.T) {
+	db := openStateDB(t, t.TempDir())
+	defer db.Close()
+	s, err := NewStates(DefaultStateConfig(), db, oneDevice{}, nil, nil, discard())
+	require.NoError(t, err)
+	s.Start(context.Background(), &desiredRecorder{got: map[string][]string{}})
+
+	tx, err := db.Begin(true) // the flusher cannot write until it ends
+	require.NoError(t, err)
+	c1, err := s.Reported("t1", []byte(`{"n":1}`), time.Now())
+	require.NoError(t, err)
+	c2, err := s.Reported("t1", []byte(`{"n":2}`), time.Now())
+	require.NoError(t, err)
+	for _, c := range []wal.Commit{c1, c2} {
+		done, _ := c.TryWait()
+		require.False(t, done, "a report is not acknowledged before it is stored")
+	}
+	require.NoError(t, tx.Rollback())
+	for _, c := range []wal.Commit{c1, c2} {
+		_, err := c.Wait()
+		require.NoError(t, err)
+	}
+	require.JSONEq(t, `{"n":2}`, storedReport(t, db, "t1"), "the last acknowledged report is stored")
+
+	s.Stop()
+	c3, err := s.Reported("t1", []byte(`{"n":3}`), time.Now())
+	require.NoError(t, err)
+	_, err = c3.Wait()
+	require.ErrorIs(t, err, errStatesStopped, "after Stop nothing is stored, so nothing may be acknowledged")
 }

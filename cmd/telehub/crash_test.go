@@ -4,17 +4,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
 	"github.com/telehub/telehub/ingest"
@@ -298,4 +302,138 @@ func (h *hubProcess) stop() error {
 	}
 	h.cmd = nil
 	return h.err
+}
+
+// TestCrashKeepsAcknowledgedResultsAndState is the kill -9 proof for what
+// devices answer: command results on devices/{id}/commands/{cid}/result and
+// reported state on devices/{id}/state, both QoS 1. A device (paho, MQTT
+// 3.1.1, clean session, so a publish's token succeeds only with its PUBACK)
+// answers a burst of commands while it reports its state as fast as the
+// hub acknowledges; the hub is killed the moment enough results are
+// acknowledged, with both streams still going. After a restart every
+// acknowledged result is stored (the command succeeded, with its result)
+// and the stored reported state is the last acknowledged one or a later one.
+func TestCrashKeepsAcknowledgedResultsAndState(t *testing.T) {
+	const commands, killAfter = 60, 30
+	hub := newHubProcess(t, buildTelehub(t), testenv.Influx{})
+	hub.start(t)
+	const id = "answerer"
+	devToken := hub.createDevice(t, id)
+	for i := range commands {
+		hub.api(t, http.MethodPost, "/api/v1/devices/"+id+"/commands", fmt.Sprintf(`{"name":"set","params":{"i":%d}}`, i), http.StatusAccepted, nil)
+	}
+
+	received := make(chan string, commands)
+	lost := make(chan struct{})
+	opts := paho.NewClientOptions().AddBroker("tcp://" + hub.mqtt).SetClientID(id).SetUsername(id).SetPassword(devToken).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).
+		SetConnectTimeout(10 * time.Second).
+		SetConnectionLostHandler(func(paho.Client, error) { close(lost) })
+	dev := paho.NewClient(opts)
+	tok := dev.Connect()
+	require.True(t, tok.WaitTimeout(crashTimeout) && tok.Error() == nil, "connect: %v", tok.Error())
+	t.Cleanup(func() { dev.Disconnect(0) })
+
+	var mu sync.Mutex
+	var ackedResults []string
+	lastState := -1 // the last state report acknowledged
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // answers each command as it arrives
+		for {
+			var cid string
+			select {
+			case cid = <-received:
+			case <-stop:
+				return
+			}
+			tok := dev.Publish("devices/"+id+"/commands/"+cid+"/result", 1, false, `{"status":"ok","result":{"done":"`+cid+`"}}`)
+			if tok.WaitTimeout(crashTimeout) && tok.Error() == nil {
+				mu.Lock()
+				ackedResults = append(ackedResults, cid)
+				mu.Unlock()
+			}
+		}
+	})
+	wg.Go(func() { // reports its state, one report after the other
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tok := dev.Publish("devices/"+id+"/state", 1, false, fmt.Sprintf(`{"n":%d}`, n))
+			if !tok.WaitTimeout(crashTimeout) || tok.Error() != nil {
+				return
+			}
+			mu.Lock()
+			lastState = n
+			mu.Unlock()
+		}
+	})
+	tok = dev.Subscribe("devices/"+id+"/commands/+", 1, func(_ paho.Client, m paho.Message) {
+		received <- strings.TrimPrefix(m.Topic(), "devices/"+id+"/commands/")
+	})
+	require.True(t, tok.WaitTimeout(crashTimeout) && tok.Error() == nil, "subscribe: %v", tok.Error())
+
+	testenv.Eventually(t, crashTimeout, "results and state reports acknowledged", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ackedResults) >= killAfter && lastState >= 0
+	})
+	hub.kill(t)
+	select { // what the hub wrote before it died is read before the loss
+	case <-lost:
+	case <-time.After(crashTimeout):
+		t.Fatal("the device did not notice the hub's death")
+	}
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	results, state := slices.Clone(ackedResults), lastState
+	mu.Unlock()
+	t.Logf("acknowledged before the kill: %d of %d results, state reports up to n=%d", len(results), commands, state)
+
+	hub.start(t)
+	for _, cid := range results {
+		var cmd struct {
+			Status string          `json:"status"`
+			Result json.RawMessage `json:"result"`
+		}
+		hub.api(t, http.MethodGet, "/api/v1/devices/"+id+"/commands/"+cid, "", http.StatusOK, &cmd)
+		require.Equal(t, "succeeded", cmd.Status, "acknowledged result of command %s", cid)
+		require.JSONEq(t, `{"done":"`+cid+`"}`, string(cmd.Result), "command %s", cid)
+	}
+	var st struct {
+		Reported struct {
+			N *int `json:"n"`
+		} `json:"reported"`
+	}
+	hub.api(t, http.MethodGet, "/api/v1/devices/"+id+"/state", "", http.StatusOK, &st)
+	require.NotNil(t, st.Reported.N, "a reported state is stored")
+	require.GreaterOrEqual(t, *st.Reported.N, state, "the last acknowledged report (or a later one) is stored")
+	require.NoError(t, hub.stop())
+}
+
+// api calls the hub's API with the admin token and decodes the answer into
+// out (when not nil), requiring the status want.
+func (h *hubProcess) api(t *testing.T, method, path, body string, want int, out any) {
+	t.Helper()
+	token, err := os.ReadFile(filepath.Join(h.dataDir, "admin.token"))
+	require.NoError(t, err)
+	req, err := http.NewRequest(method, h.url+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := readyClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, want, resp.StatusCode, "%s %s: %s", method, path, b)
+	if out != nil {
+		require.NoError(t, json.Unmarshal(b, out), "%s %s", method, path)
+	}
 }

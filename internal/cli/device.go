@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -39,6 +40,30 @@ func (l labelFlag) Set(s string) error {
 	l[k] = v
 	return nil
 }
+
+// filterSwitch is a filter that is either absent or true or false. Like
+// the flag package's bools it is a switch: --online alone means true,
+// --online=false false.
+type filterSwitch struct{ v string }
+
+func (f *filterSwitch) String() string {
+	if f == nil {
+		return ""
+	}
+	return f.v
+}
+
+func (f *filterSwitch) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", s)
+	}
+	f.v = strconv.FormatBool(b)
+	return nil
+}
+
+// IsBoolFlag tells the flag package that the flag needs no value.
+func (f *filterSwitch) IsBoolFlag() bool { return true }
 
 // Device runs `telehub device add|list|show|rm|token`.
 func Device(ctx context.Context, args []string, env Env) error {
@@ -83,7 +108,8 @@ func Device(ctx context.Context, args []string, env Env) error {
 	case "list":
 		typ := fs.String("type", "", "only this type")
 		sel := fs.String("labels", "", "label selector, e.g. room=kitchen,floor!=2")
-		online := fs.String("online", "", "true or false")
+		var online filterSwitch
+		fs.Var(&online, "online", "only online devices (--online=false: only offline ones)")
 		q := fs.String("q", "", "search in ID and name")
 		if _, err := parse(fs, args[1:]); err != nil {
 			return err
@@ -93,7 +119,7 @@ func Device(ctx context.Context, args []string, env Env) error {
 			return err
 		}
 		v := url.Values{}
-		for k, val := range map[string]string{"type": *typ, "labels": *sel, "online": *online, "q": *q} {
+		for k, val := range map[string]string{"type": *typ, "labels": *sel, "online": online.v, "q": *q} {
 			if val != "" {
 				v.Set(k, val)
 			}

@@ -217,14 +217,20 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", getenv("TELEHUB_CONFIG"), "YAML config file (env TELEHUB_CONFIG)")
-	vals := make(map[string]*string, len(settings))
+	vals := make(map[string]*flagValue, len(settings))
+	var probe Config
 	for _, s := range settings {
-		vals[s.flag] = fs.String(s.flag, "", s.help+" (env "+EnvName(s.flag)+")")
+		_, isBool := s.ptr(&probe).(*bool)
+		vals[s.flag] = &flagValue{isBool: isBool}
+		fs.Var(vals[s.flag], s.flag, s.help+" (env "+EnvName(s.flag)+")")
 	}
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
 	if fs.NArg() > 0 {
+		if _, err := strconv.ParseBool(fs.Arg(0)); err == nil {
+			return Config{}, fmt.Errorf("unexpected arguments: %v (a switch takes its value with =, e.g. --fsync=false)", fs.Args())
+		}
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	cfg := Default()
@@ -250,7 +256,7 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 	fs.Visit(func(f *flag.Flag) {
 		for _, s := range settings {
 			if s.flag == f.Name && ferr == nil {
-				if err := set(s.ptr(&cfg), *vals[s.flag]); err != nil {
+				if err := set(s.ptr(&cfg), vals[s.flag].v); err != nil {
 					ferr = fmt.Errorf("--%s: %w", s.flag, err)
 				}
 			}
@@ -264,6 +270,27 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 	}
 	return cfg, nil
 }
+
+// flagValue is what a setting's flag was given, applied after the file and
+// the environment. The flag of a bool setting is a switch, as the flag
+// package's own bools are: --allow-anonymous alone means true,
+// --fsync=false false, and the next argument is never taken as its value.
+type flagValue struct {
+	v      string
+	isBool bool
+}
+
+func (f *flagValue) String() string {
+	if f == nil {
+		return ""
+	}
+	return f.v
+}
+
+func (f *flagValue) Set(v string) error { f.v = v; return nil }
+
+// IsBoolFlag tells the flag package that the flag needs no value.
+func (f *flagValue) IsBoolFlag() bool { return f.isBool }
 
 func set(p any, v string) error {
 	switch p := p.(type) {

@@ -52,3 +52,41 @@ func TestExampleConfigLoads(t *testing.T) {
 	_, err := Load("serve", []string{"--config", "../../configs/telehub.example.yaml"}, env(nil), io.Discard)
 	require.NoError(t, err)
 }
+
+// TestSwitches parses the bool settings as the README documents them: a
+// bare switch, =true, =false, and a switch followed by another flag.
+func TestSwitches(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		anonymous bool
+		fsync     bool
+		httpAddr  string
+		wantErr   string
+	}{
+		{name: "defaults", args: nil, fsync: true, httpAddr: ":8080"},
+		{name: "bare switch", args: []string{"--allow-anonymous"}, anonymous: true, fsync: true, httpAddr: ":8080"},
+		{name: "single dash", args: []string{"-allow-anonymous"}, anonymous: true, fsync: true, httpAddr: ":8080"},
+		{name: "=true", args: []string{"--allow-anonymous=true"}, anonymous: true, fsync: true, httpAddr: ":8080"},
+		{name: "=false", args: []string{"--fsync=false"}, fsync: false, httpAddr: ":8080"},
+		{name: "=false over env", args: []string{"--allow-anonymous=false"}, env: map[string]string{"TELEHUB_ALLOW_ANONYMOUS": "true"}, fsync: true, httpAddr: ":8080"},
+		{name: "env alone", env: map[string]string{"TELEHUB_FSYNC": "false"}, fsync: false, httpAddr: ":8080"},
+		{name: "followed by another flag", args: []string{"--allow-anonymous", "--http-addr", ":9"}, anonymous: true, fsync: true, httpAddr: ":9"},
+		{name: "last of several", args: []string{"--http-addr", ":9", "--fsync=false", "--allow-anonymous"}, anonymous: true, httpAddr: ":9"},
+		{name: "value after a space", args: []string{"--fsync", "false"}, wantErr: "--fsync=false"},
+		{name: "not a bool", args: []string{"--fsync=maybe"}, wantErr: `--fsync: "maybe" is not true or false`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load("serve", tc.args, env(tc.env), io.Discard)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.anonymous, cfg.MQTT.AllowAnonymous, "allow anonymous")
+			require.Equal(t, tc.fsync, cfg.Log.Fsync, "fsync")
+			require.Equal(t, tc.httpAddr, cfg.HTTP.Addr, "http addr")
+		})
+	}
+}

@@ -363,7 +363,10 @@ func (c Commit) TryWait() (done bool, err error) {
 func (c Commit) Same(d Commit) bool { return c.g == d.g }
 
 // NewCommit returns a Commit that is complete once complete is called,
-// with err as its outcome: for tests of code that waits on commits.
+// with err as its outcome: for writes made durable elsewhere (devices'
+// state database transactions, which the broker holds acknowledgements
+// for as it does for the log's) and for tests of code that waits on
+// commits. Call complete exactly once.
 func NewCommit() (c Commit, complete func(err error)) {
 	g := newGroup(0)
 	return Commit{g: g, exited: make(chan struct{})}, func(err error) { g.err = err; close(g.done) }
