@@ -35,7 +35,8 @@ type Config struct {
 	// InfluxURL is the influxd every writer shares; Influxd its binary
 	// (for its version).
 	InfluxURL, Influxd string
-	// Scenarios to run (default all): memory, ingest, live, fanout, idle.
+	// Scenarios to run (default all): memory, ingest, live, fanout, idle,
+	// edge, rules, floods.
 	Scenarios []string
 	// Systems limits the ingest scenario to some of telehub, telegraf,
 	// direct and mochi (default all), for experiments.
@@ -49,13 +50,19 @@ type Config struct {
 	// Qemu runs the arm64 build in the edge scenario; TelehubArm64 is that
 	// build (empty: built from the working directory).
 	Qemu, TelehubArm64 string
+	// TelehubPprof is the floods scenario's hub: bin/telehub's source
+	// built with -tags pprof (empty: built from the working directory).
+	TelehubPprof string
 	// EdgeDuration, when set, replaces the mode's publishing time of the
 	// edge scenario (a soak); the report says so.
 	EdgeDuration time.Duration
 }
 
 // Scenarios names every scenario in the order they run.
-var Scenarios = []string{"memory", "ingest", "live", "fanout", "idle", "edge", "rules"}
+var Scenarios = []string{"memory", "ingest", "live", "fanout", "idle", "edge", "rules", "floods"}
+
+// withoutInflux are the scenarios that need neither influxd nor Telegraf.
+var withoutInflux = []string{"edge", "floods"}
 
 // plan is the size of each scenario in a mode.
 type plan struct {
@@ -124,6 +131,7 @@ func Main(ctx context.Context, args []string, logger *slog.Logger) error {
 	fs.StringVar(&c.PiUnit, "pi-unit", "configs/telehub.service", "the systemd unit whose GOMEMLIMIT the edge scenario uses")
 	fs.StringVar(&c.Qemu, "qemu", "qemu-aarch64-static", "qemu user emulator for the arm64 build (edge scenario)")
 	fs.StringVar(&c.TelehubArm64, "telehub-arm64", "", "linux/arm64 telehub binary (default: built with go build)")
+	fs.StringVar(&c.TelehubPprof, "telehub-pprof", "", "telehub built with -tags pprof (floods scenario; default: built with go build)")
 	fs.StringVar(&systems, "systems", "", "comma-separated systems of the ingest scenario: telehub,telegraf,direct,mochi (default all)")
 	fs.StringVar(&only, "only", "", "comma-separated scenarios to run: "+strings.Join(Scenarios, ","))
 	fs.DurationVar(&c.EdgeDuration, "edge-duration", 0, "how long the edge scenario's devices publish, for a soak (default: the mode's, 15s or 60s)")
@@ -153,8 +161,10 @@ func Run(ctx context.Context, c Config, logger *slog.Logger) error {
 			return fmt.Errorf("unknown scenario %q", s)
 		}
 	}
-	if c.InfluxURL == "" || c.Telegraf == "" {
-		return errors.New("bench: -influx-url and -telegraf are required (scripts/bench.sh sets them)")
+	needInflux := slices.ContainsFunc(c.Scenarios, func(s string) bool { return !slices.Contains(withoutInflux, s) })
+	if needInflux && (c.InfluxURL == "" || c.Telegraf == "") {
+		return errors.New("bench: -influx-url and -telegraf are required (scripts/bench.sh sets them; only " +
+			strings.Join(withoutInflux, " and ") + " run without)")
 	}
 	if c.Dir == "" {
 		if c.Dir, err = os.MkdirTemp("", "telehub-bench-"); err != nil {
@@ -182,15 +192,18 @@ func Run(ctx context.Context, c Config, logger *slog.Logger) error {
 	}
 	r.rep.Versions = versions(ctx, c)
 	for _, db := range []string{dbTelehub, dbTelegraf, dbDirect} {
-		load.InfluxQL(ctx, c.InfluxURL, "", "DROP DATABASE "+db)
-		if err := load.InfluxQL(ctx, c.InfluxURL, "", "CREATE DATABASE "+db); err != nil {
-			return err
+		if needInflux {
+			load.InfluxQL(ctx, c.InfluxURL, "", "DROP DATABASE "+db)
+			if err := load.InfluxQL(ctx, c.InfluxURL, "", "CREATE DATABASE "+db); err != nil {
+				return err
+			}
 		}
 	}
 	steps := map[string]func(context.Context) error{
 		"memory": r.memory, "ingest": r.ingest, "live": r.live, "fanout": r.fanout, "idle": r.idle,
-		"edge":  r.edge,
-		"rules": r.rulesScenario,
+		"edge":   r.edge,
+		"rules":  r.rulesScenario,
+		"floods": r.floods,
 	}
 	for _, s := range Scenarios {
 		if !slices.Contains(c.Scenarios, s) {

@@ -24,6 +24,9 @@ type Report struct {
 	Memory     []MemoryRow
 	Edge       []EdgeRow
 	Rules      []RulesRow
+	// FloodIdleKB is the floods' hub idle, Floods each flood (scenario 8).
+	FloodIdleKB int64
+	Floods      []FloodRow
 }
 
 // The generated part of BENCHMARKS.md sits between these markers; the rest
@@ -140,6 +143,7 @@ func (r *Report) markdown() string {
 	}
 	r.edgeMarkdown(w)
 	r.rulesMarkdown(w)
+	r.floodsMarkdown(w)
 	if len(r.Notes) > 0 {
 		w("### Notes of this run\n\n")
 		for _, n := range r.Notes {
@@ -206,6 +210,7 @@ func (r *Report) targets(w func(string, ...any)) {
 	}
 	r.edgeTargets(w)
 	r.rulesTargets(w)
+	r.floodsTargets(w)
 	w("\n")
 }
 

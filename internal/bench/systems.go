@@ -39,7 +39,12 @@ func (r *runner) startTelehub(ctx context.Context, name string, influx bool) (*t
 // startTelehubWith is startTelehub with more YAML at the end of the
 // configuration.
 func (r *runner) startTelehubWith(ctx context.Context, name string, influx bool, extra string) (*telehub, error) {
-	return r.launchTelehub(ctx, name, "", r.cfg.Telehub, nil, 30*time.Second, func(dataDir, mqttAddr, httpAddr string) ([]byte, error) {
+	return r.launchTelehub(ctx, name, "", r.cfg.Telehub, nil, 30*time.Second, r.benchConfig(influx, extra))
+}
+
+// benchConfig returns the configuration of startTelehubWith.
+func (r *runner) benchConfig(influx bool, extra string) func(dataDir, mqttAddr, httpAddr string) ([]byte, error) {
+	return func(dataDir, mqttAddr, httpAddr string) ([]byte, error) {
 		var cfg strings.Builder
 		fmt.Fprintf(&cfg, "data_dir: %q\nlog_level: warn\nmqtt:\n  addr: %q\n  connect_rate: 0\n  message_rate: 0\nhttp:\n  addr: %q\n",
 			dataDir, mqttAddr, httpAddr)
@@ -51,7 +56,7 @@ func (r *runner) startTelehubWith(ctx context.Context, name string, influx bool,
 		}
 		cfg.WriteString(extra)
 		return []byte(cfg.String()), nil
-	})
+	}
 }
 
 // launchTelehub starts bin (under the emulator emu, when set) with env
