@@ -87,7 +87,10 @@ func versions(ctx context.Context, c Config) [][2]string {
 		}
 		return run(bin, "--version")
 	}
-	vs = append(vs, [2]string{"mosquitto (Debian)", run(c.Mosquitto, "-h")}, [2]string{"telegraf", module(c.Telegraf)})
+	vs = append(vs, [2]string{"mosquitto (Debian)", run(c.Mosquitto, "-h")})
+	if c.Telegraf != "" {
+		vs = append(vs, [2]string{"telegraf", module(c.Telegraf)})
+	}
 	if c.Influxd != "" {
 		vs = append(vs, [2]string{"influxd", module(c.Influxd)})
 	}

@@ -493,8 +493,8 @@ func (r *Report) floodsMarkdown(w func(string, ...any)) {
 		"`telehub_ingest_rejected_total` and `telehub_mqtt_limit_hits_total` over the flood. "+
 		"The bound is the documented one (README, docs/architecture.md), computed from the default caps: every flooding client's write "+
 		"queue (8,192 x 8 B) and two copies of a packet being read (2 x 256 KiB), plus for the field flood 1,024 names at about 400 B each, "+
-		"for the alias flood 16 aliases of 1 KiB topics, for the retained flood 1 MiB of retained topic and payload plus 300 B of mochi's "+
-		"per message; within means the heap kept is. Before the caps, the same floods took the hub from 90 to 330 MB (fields), "+
+		"for the alias flood 16 aliases of 1 KiB topics, for the retained flood 1 MiB of retained topic and payload plus 300 B a message for mochi's own "+
+		"bookkeeping; within means the heap kept is. Before the caps, the same floods took the hub from 90 to 330 MB (fields), "+
 		"+65 MB (aliases) and +63 MB (retained).\n\n", mb(r.FloodIdleKB), int(floodSettle/time.Second))
 	w("| flood | sent | PUBACKs | refused | RSS before | RSS after the flood | RSS after a collection | heap kept | bound | within | |\n" +
 		"|---|---|---|---|---|---|---|---|---|---|---|\n")

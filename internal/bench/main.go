@@ -175,6 +175,9 @@ func Run(ctx context.Context, c Config, logger *slog.Logger) error {
 		return err
 	}
 	for _, b := range []*string{&c.Telehub, &c.Benchpeer, &c.Mosquitto, &c.Telegraf, &c.TelegrafConfig, &c.PiConfig, &c.PiUnit} {
+		if *b == "" { // not needed by the scenarios chosen
+			continue
+		}
 		if *b, err = filepath.Abs(*b); err != nil {
 			return err
 		}
