@@ -488,7 +488,7 @@ func (r *Report) floodsMarkdown(w func(string, ...any)) {
 		"built with `-tags pprof`, whose heap profile endpoint (`?gc=1`) runs a collection and reports the heap. Each flood comes from its own "+
 		"MQTT 5 client (mochi's packet codec over TCP), which stays connected. RSS (VmRSS) is taken after a collection right before the flood, "+
 		"%d s after it (garbage included: what the Go runtime holds until its next collection, at most every 2 minutes), and after a collection "+
-		"once the runtime has returned the freed pages; "+
+		"once it has stopped falling for 2 s (the runtime may return more later: compare the next flood's RSS before); "+
 		"heap kept is the growth of the Go heap (HeapAlloc) from one collection to the other. Refused is the growth of "+
 		"`telehub_ingest_rejected_total` and `telehub_mqtt_limit_hits_total` over the flood. "+
 		"The bound is the documented one (README, docs/architecture.md), computed from the default caps: every flooding client's write "+
