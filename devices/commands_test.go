@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
@@ -452,6 +453,20 @@ func TestCommandIDsSortByTime(t *testing.T) {
 		require.Less(t, prev, id, "IDs of one millisecond sort in creation order")
 		prev = id
 	}
+
+	// A clock stepped back keeps the last millisecond.
+	ahead := newCommandID(now.Add(5 * time.Millisecond))
+	require.Less(t, ahead, newCommandID(now), "an ID made after a clock step back sorts after the earlier one")
+
+	// The text is the ULID's 16 bytes as they are: the millisecond reads
+	// back, and an ID stored by an earlier release (the greatest one of
+	// 2025-12-01T00:00:00Z) sorts before every new one.
+	raw, err := idEncoding.DecodeString(prev)
+	require.NoError(t, err)
+	var id ulid.ULID
+	require.NoError(t, id.UnmarshalBinary(raw))
+	require.GreaterOrEqual(t, id.Time(), ulid.Timestamp(now))
+	require.Less(t, "06ddedc403zzzzzzzzzzzzzzzw", prev)
 }
 
 // answer reports a device's answer, not waiting for it to be stored.
