@@ -363,11 +363,12 @@ func describe(e *jsonschema.ValidationError, values any, root *jsonschema.Schema
 		}
 		return subject + ": " + msg
 	}
-	return subject + ": " + problemText(e, v, values, root)
+	return subject + ": " + problemText(e, v, values)
 }
 
-// problemText says what is wrong with one value v.
-func problemText(e *jsonschema.ValidationError, v, values any, root *jsonschema.Schema) string {
+// problemText says what is wrong with one value v; values is the whole
+// parameters object, in which the branches of oneOf and anyOf are described.
+func problemText(e *jsonschema.ValidationError, v, values any) string {
 	switch k := e.ErrorKind.(type) {
 	case *kind.Type:
 		got := jsonKind(v)
@@ -420,9 +421,9 @@ func problemText(e *jsonschema.ValidationError, v, values any, root *jsonschema.
 		if len(k.Subschemas) > 1 {
 			return fmt.Sprintf("matches more than one of the allowed forms (oneOf %d and %d)", k.Subschemas[0]+1, k.Subschemas[1]+1)
 		}
-		return "matches none of the allowed forms (oneOf): " + branches(e, values, root)
+		return "matches none of the allowed forms (oneOf): " + branches(e, values)
 	case *kind.AnyOf:
-		return "matches none of the allowed forms (anyOf): " + branches(e, values, root)
+		return "matches none of the allowed forms (anyOf): " + branches(e, values)
 	case *kind.Not:
 		return "matches a form that is not allowed (not)"
 	}
@@ -430,7 +431,7 @@ func problemText(e *jsonschema.ValidationError, v, values any, root *jsonschema.
 }
 
 // branches says why each branch of a failed oneOf or anyOf did not match.
-func branches(e *jsonschema.ValidationError, values any, root *jsonschema.Schema) string {
+func branches(e *jsonschema.ValidationError, values any) string {
 	base := len(e.InstanceLocation)
 	parts := make([]string, 0, len(e.Causes))
 	for i, c := range e.Causes {
@@ -445,7 +446,7 @@ func branches(e *jsonschema.ValidationError, values any, root *jsonschema.Schema
 			case *kind.Required, *kind.AdditionalProperties:
 				text = describe(l, values, nil, base)
 			default:
-				text = problemText(l, valueAt(values, l.InstanceLocation), values, nil)
+				text = problemText(l, valueAt(values, l.InstanceLocation), values)
 			}
 		} else {
 			text = describe(l, values, nil, base)

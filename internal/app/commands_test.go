@@ -557,6 +557,7 @@ func TestCommandParamsSchemaOverAPI(t *testing.T) {
 			require.Equal(t, tc.detail, p.Detail)
 		})
 	}
+	require.Equal(t, 3.0, metricOf(t, a, `telehub_commands_refused_total{reason="invalid"}`), "the three refused commands are counted")
 }
 
 // Desired state reaches a simulated thermostat, which reports it back (in
