@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base32"
-	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // CommandStatus is where a command is in its lifecycle.
@@ -177,37 +179,39 @@ func truncate(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "")
 }
 
-// newCommandID returns a 26-character ID that sorts by creation time: 48
-// bits of Unix milliseconds and 80 random bits in lower-case Crockford
-// base32 (safe in MQTT topics). IDs made in the same millisecond (or with
-// the clock stepped back) continue from the previous one plus one, so that
-// they sort in creation order too: commands are reloaded and sent in ID
-// order after a restart.
+// newCommandID returns a 26-character ID that sorts by creation time: a
+// ULID (48 bits of Unix milliseconds, 80 bits of entropy) from
+// oklog/ulid, written as its 16 bytes in lower-case Crockford base32 (safe
+// in MQTT topics). That text form is ours, not ULID's canonical one (which
+// pads two zero bits in front): it is the form IDs have had since the
+// first release, so stored IDs and new ones sort together. IDs made in the
+// same millisecond take ulid.Monotonic's next value, and a clock stepped
+// back keeps the last millisecond, so that IDs sort in creation order too:
+// commands are reloaded and sent in ID order after a restart.
 func newCommandID(now time.Time) string {
-	lastID.mu.Lock()
-	defer lastID.mu.Unlock()
-	b := &lastID.b
-	ms := uint64(now.UnixMilli())
-	if ms > binary.BigEndian.Uint64(b[:8])>>16 {
-		binary.BigEndian.PutUint64(b[:8], ms<<16)
-		if _, err := rand.Read(b[6:]); err != nil {
-			panic(err) // crypto/rand never fails on Linux
-		}
-	} else {
-		for i := len(b) - 1; i >= 6; i-- { // the random part plus one
-			b[i]++
-			if b[i] != 0 {
-				break
-			}
-		}
+	idSource.mu.Lock()
+	defer idSource.mu.Unlock()
+	ms := max(ulid.Timestamp(now), idSource.ms)
+	id, err := ulid.New(ms, idSource.entropy)
+	if errors.Is(err, ulid.ErrMonotonicOverflow) {
+		// 2^80 values used up in one millisecond would take the next one.
+		ms++
+		id, err = ulid.New(ms, idSource.entropy)
 	}
-	return idEncoding.EncodeToString(b[:])
+	if err != nil {
+		panic(err) // crypto/rand never fails on Linux; ms is far below ulid.MaxTime
+	}
+	idSource.ms = ms
+	return idEncoding.EncodeToString(id[:])
 }
 
-var lastID struct {
-	mu sync.Mutex
-	b  [16]byte
-}
+// idSource is the entropy of command IDs; ulid.MonotonicEntropy is not safe
+// for concurrent use, so mu guards it.
+var idSource = struct {
+	mu      sync.Mutex
+	ms      uint64
+	entropy *ulid.MonotonicEntropy
+}{entropy: ulid.Monotonic(rand.Reader, 0)}
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 

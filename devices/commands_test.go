@@ -12,10 +12,12 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/telehub/telehub/internal/live"
+	"github.com/telehub/telehub/internal/testenv"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -293,9 +295,9 @@ func TestCommandsReloadAfterRestart(t *testing.T) {
 	h.sender.setReachable("d", true)
 	delivered := submit(t, h.c, "d", "delivered", time.Hour)
 	sent := submit(t, h.c, "d", "sent", time.Hour)
-	require.Eventually(t, func() bool { return h.status(t, "d", sent.ID) == StatusSent }, 5*time.Second, time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, "the command is sent", func() bool { return h.status(t, "d", sent.ID) == StatusSent })
 	h.c.Delivered("d", delivered.ID, true)
-	require.Eventually(t, func() bool { return h.status(t, "d", delivered.ID) == StatusDelivered }, 5*time.Second, time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, "the command is delivered", func() bool { return h.status(t, "d", delivered.ID) == StatusDelivered })
 	h.sender.setReachable("d", false)
 	queued := submit(t, h.c, "d", "queued", time.Hour)
 	keyed, _, err := h.c.Submit(CommandRequest{DeviceID: "d", Name: "keyed", IdempotencyKey: "k", Timeout: time.Hour})
@@ -314,7 +316,7 @@ func TestCommandsReloadAfterRestart(t *testing.T) {
 
 	h.sender.setReachable("d", true)
 	h.c.Subscribed("d")
-	require.Eventually(t, func() bool { return len(h.sender.sends()) == 3 }, 5*time.Second, time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, "three commands sent after the restart", func() bool { return len(h.sender.sends()) == 3 })
 	require.Equal(t, []string{sent.ID, queued.ID, keyed.ID}, h.sender.sends())
 	c, _ := h.c.Get("d", sent.ID)
 	require.Equal(t, 2, c.Attempts)
@@ -452,6 +454,20 @@ func TestCommandIDsSortByTime(t *testing.T) {
 		require.Less(t, prev, id, "IDs of one millisecond sort in creation order")
 		prev = id
 	}
+
+	// A clock stepped back keeps the last millisecond.
+	ahead := newCommandID(now.Add(5 * time.Millisecond))
+	require.Less(t, ahead, newCommandID(now), "an ID made after a clock step back sorts after the earlier one")
+
+	// The text is the ULID's 16 bytes as they are: the millisecond reads
+	// back, and an ID stored by an earlier release (the greatest one of
+	// 2025-12-01T00:00:00Z) sorts before every new one.
+	raw, err := idEncoding.DecodeString(prev)
+	require.NoError(t, err)
+	var id ulid.ULID
+	require.NoError(t, id.UnmarshalBinary(raw))
+	require.GreaterOrEqual(t, id.Time(), ulid.Timestamp(now))
+	require.Less(t, "06ddedc403zzzzzzzzzzzzzzzw", prev)
 }
 
 // answer reports a device's answer, not waiting for it to be stored.
@@ -485,14 +501,14 @@ func TestResultCommitMeansStored(t *testing.T) {
 	defer h.stop()
 	h.sender.setReachable("d", true)
 	cmd := submit(t, h.c, "d", "ping", time.Minute)
-	require.Eventually(t, func() bool { return h.status(t, "d", cmd.ID) == StatusSent }, 5*time.Second, time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, "the command is sent", func() bool { return h.status(t, "d", cmd.ID) == StatusSent })
 
 	tx, err := h.db.Begin(true) // the loop cannot store until it ends
 	require.NoError(t, err)
 	c1, err := h.c.Result("d", cmd.ID, CommandResult{OK: true, Via: ViaResultTopic})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return h.status(t, "d", cmd.ID) == StatusSucceeded }, 5*time.Second, time.Millisecond,
-		"applied in memory")
+	testenv.Eventually(t, 5*time.Second, "the answer is applied in memory",
+		func() bool { return h.status(t, "d", cmd.ID) == StatusSucceeded })
 	c2, err := h.c.Result("d", cmd.ID, CommandResult{OK: true, Via: ViaResultTopic})
 	require.ErrorIs(t, err, ErrLate, "the resend of an answer")
 	for _, c := range []wal.Commit{c1, c2} {

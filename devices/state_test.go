@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/telehub/telehub/internal/testenv"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -121,14 +122,14 @@ func TestStatesDesiredReportedAndPersistence(t *testing.T) {
 	require.True(t, st.InSync)
 	require.Equal(t, uint64(1), st.ReportedVersion)
 	require.Equal(t, json.Number("22"), st.Desired["setpoint"])
-	require.Eventually(t, func() bool { return pub.last("t1") != "" }, 5*time.Second, time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, "the desired state is published", func() bool { return pub.last("t1") != "" })
 
 	s.RetainedExpired("t1")
-	require.Eventually(t, func() bool { pub.mu.Lock(); defer pub.mu.Unlock(); return len(pub.got["t1"]) == 2 }, 5*time.Second, time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, "the desired state is published again when its retained copy expires", func() bool { pub.mu.Lock(); defer pub.mu.Unlock(); return len(pub.got["t1"]) == 2 })
 
 	s.Forget("t1")
-	require.Eventually(t, func() bool { return pub.last("t1") == "" && len(pub.got["t1"]) == 3 }, 5*time.Second, time.Millisecond,
-		"an empty retained message clears the desired state")
+	testenv.Eventually(t, 5*time.Second, "an empty retained message clears the desired state",
+		func() bool { return pub.last("t1") == "" && len(pub.got["t1"]) == 3 })
 	st, _ = s.Get("t1")
 	require.Zero(t, st.DesiredVersion)
 }

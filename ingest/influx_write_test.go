@@ -1,13 +1,18 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/influxdata/influxdb-client-go/v2/api/write"
+	lp "github.com/influxdata/line-protocol"
 	"github.com/stretchr/testify/require"
 )
 
@@ -86,4 +91,113 @@ func TestInfluxWriteErrorKinds(t *testing.T) {
 		var perm *PermanentError
 		require.False(t, errors.As(err, &perm))
 	})
+}
+
+// influxBatch is a realistic write batch: 5,000 readings of the simulator's
+// two device types (a thermostat's five fields, one a bool and one a string;
+// a wearable's three), at one reading per device per second.
+func influxBatch() []Reading {
+	start := time.Unix(1_765_000_000, 123_456_789)
+	rs := make([]Reading, 5000)
+	for i := range rs {
+		n := float64(i)
+		r := Reading{Time: start.Add(time.Duration(i/500) * time.Second)}
+		if i%2 == 0 {
+			r.DeviceID, r.DeviceType = fmt.Sprintf("thermo-%04d", i%500), "thermostat"
+			r.Fields = []Field{
+				{"temperature", Number(20.5 + n/1000)}, {"setpoint", Number(21)}, {"humidity", Number(41.25 + n/3000)},
+				{"heating", Bool(i%4 == 0)}, {"mode", String("heat")},
+			}
+		} else {
+			r.DeviceID, r.DeviceType = fmt.Sprintf("wear-%04d", i%500), "wearable"
+			r.Fields = []Field{{"heart_rate", Number(60 + float64(i%40))}, {"steps", Number(float64(i * 7))}, {"battery", Number(3.7 - n/100000)}}
+		}
+		rs[i] = r
+	}
+	return rs
+}
+
+// encodeOurs is the body Influx.Write sends: AppendLine per reading.
+func encodeOurs(meas string, rs []Reading) string {
+	var sb strings.Builder
+	sb.Grow(len(rs) * 96)
+	buf := make([]byte, 0, 256)
+	for i, r := range rs {
+		if i > 0 {
+			sb.WriteByte('\n')
+		}
+		buf = AppendLine(buf[:0], meas, r)
+		sb.Write(buf)
+	}
+	return sb.String()
+}
+
+// encodeClient is the body the client library would send for the same
+// readings through WriteAPIBlocking.WritePoint: a write.Point per reading,
+// encoded by the line-protocol encoder with the client's settings
+// (internal/write.Service.EncodePoints).
+func encodeClient(meas string, rs []Reading) string {
+	var buf bytes.Buffer
+	e := lp.NewEncoder(&buf)
+	e.SetFieldTypeSupport(lp.UintSupport)
+	e.FailOnFieldErr(true)
+	e.SetPrecision(time.Nanosecond)
+	for _, r := range rs {
+		p := write.NewPointWithMeasurement(meas).AddTag("device_id", r.DeviceID).AddTag("device_type", r.DeviceType).SetTime(r.Time)
+		for _, f := range r.Fields {
+			switch f.Value.Kind {
+			case KindNumber:
+				p.AddField(f.Name, f.Value.Num)
+			case KindBool:
+				p.AddField(f.Name, f.Value.Bool)
+			default:
+				p.AddField(f.Name, f.Value.Str)
+			}
+		}
+		if _, err := e.Encode(p); err != nil {
+			panic(err)
+		}
+	}
+	return buf.String()
+}
+
+// The two encodings of the benchmark's batch say the same thing: parsed
+// back, the same points with the same tags, fields and times.
+func TestInfluxEncodingsAgree(t *testing.T) {
+	rs := influxBatch()
+	parse := func(body string) []lp.Metric {
+		ms, err := lp.NewParser(lp.NewMetricHandler()).Parse([]byte(body))
+		require.NoError(t, err)
+		return ms
+	}
+	ours, theirs := parse(encodeOurs("telemetry", rs)), parse(encodeClient("telemetry", rs))
+	require.Len(t, ours, len(rs))
+	require.Len(t, theirs, len(rs))
+	for i := range ours {
+		require.Equal(t, theirs[i].Name(), ours[i].Name())
+		require.Equal(t, theirs[i].TagList(), ours[i].TagList())
+		require.Equal(t, theirs[i].FieldList(), ours[i].FieldList())
+		require.True(t, theirs[i].Time().Equal(ours[i].Time()))
+	}
+}
+
+// BenchmarkInfluxEncode: the line protocol of a 5,000-reading batch, by our
+// AppendLine (what Influx.Write does) and by the client library's
+// write.Point and encoder. The figures are in docs/architecture.md.
+func BenchmarkInfluxEncode(b *testing.B) {
+	rs := influxBatch()
+	for _, enc := range []struct {
+		name string
+		fn   func(string, []Reading) string
+	}{{"AppendLine", encodeOurs}, {"client", encodeClient}} {
+		b.Run(enc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var n int
+			for b.Loop() {
+				n = len(enc.fn("telemetry", rs))
+			}
+			b.SetBytes(int64(n))
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(rs)), "ns/reading")
+		})
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
+	"github.com/telehub/telehub/internal/testenv"
 )
 
 // secHub is a web server on a real listener with its token store.
@@ -114,16 +115,6 @@ func (h *secHub) metrics(t *testing.T) string {
 	var text strings.Builder
 	require.NoError(t, h.reg.WriteText(&text))
 	return text.String()
-}
-
-// eventually polls cond until it holds, failing the test after 10 s.
-func eventually(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		require.True(t, time.Now().Before(deadline), "condition not met within 10 s")
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func (h *secHub) wsURL(path string) string { return "ws" + strings.TrimPrefix(h.url, "http") + path }
@@ -222,7 +213,9 @@ func TestDeletedTokenClosesItsStreams(t *testing.T) {
 		resp.Body.Close()
 		pollDone <- resp.StatusCode
 	}()
-	eventually(t, func() bool { return strings.Contains(h.metrics(t), `telehub_live_clients{transport="poll"} 1`) })
+	testenv.Eventually(t, 10*time.Second, "the poll client is counted", func() bool {
+		return strings.Contains(h.metrics(t), `telehub_live_clients{transport="poll"} 1`)
+	})
 	status, _ := h.call(t, "DELETE", "/api/v1/tokens/"+id, adminToken, "")
 	require.Equal(t, http.StatusNoContent, status)
 

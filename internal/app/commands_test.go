@@ -510,6 +510,56 @@ func TestCommandRolesIdempotencyAndValidation(t *testing.T) {
 	}
 }
 
+// A device type's commands declared with a full JSON Schema (params_schema)
+// through the API: the schema is stored and given back, a command that does
+// not match gets a 400 problem naming the parameter, and a schema that
+// refers outside itself is refused.
+func TestCommandParamsSchemaOverAPI(t *testing.T) {
+	a := startHub(t, nil)
+	createDevice(t, a, "ps-1", "valve")
+	schema := `{"commands":{"open":{"description":"Open the valve.","params_schema":{
+		"type":"object","required":["percent"],"additionalProperties":false,
+		"properties":{
+			"percent":{"type":"integer","minimum":0,"maximum":100},
+			"ramp":{"type":"object","properties":{"over":{"type":"string","pattern":"^[0-9]+s$"}}}
+		}}}}}`
+	status, _, b := ctlCall(t, a, a.AdminToken, "PUT", "/api/v1/device-types/valve/commands", schema)
+	require.Equal(t, http.StatusOK, status, "%s", b)
+	var got struct {
+		Commands map[string]struct {
+			ParamsSchema map[string]any `json:"params_schema"`
+		} `json:"commands"`
+	}
+	apiGet(t, a, "/api/v1/device-types/valve/commands", &got)
+	require.Equal(t, []any{"percent"}, got.Commands["open"].ParamsSchema["required"])
+
+	const path = "/api/v1/devices/ps-1/commands"
+	status, _, b = ctlCall(t, a, a.AdminToken, "POST", path, `{"name":"open","params":{"percent":40,"ramp":{"over":"30s"}}}`)
+	require.Equal(t, http.StatusAccepted, status, "%s", b)
+	for _, tc := range []struct {
+		name, method, path, body, detail string
+	}{
+		{"nested pattern", "POST", path, `{"name":"open","params":{"percent":40,"ramp":{"over":"soon"}}}`,
+			`open: parameter "ramp.over": "soon" does not match the pattern ^[0-9]+s$`},
+		{"integer", "POST", path, `{"name":"open","params":{"percent":40.5}}`, `open: parameter "percent": want an integer, got 40.5`},
+		{"missing", "POST", path, `{"name":"open","params":{}}`, `open: missing required parameter "percent" (integer)`},
+		{"remote reference", "PUT", "/api/v1/device-types/valve/commands", `{"commands":{"open":{"params_schema":{"$ref":"https://example.com/valve.json"}}}}`,
+			`command "open": params_schema: refers to https://example.com/valve.json: only references inside the schema (such as #/$defs/name) are allowed`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, hdr, b := ctlCall(t, a, a.AdminToken, tc.method, tc.path, tc.body)
+			require.Equal(t, http.StatusBadRequest, status, "%s", b)
+			require.Equal(t, "application/problem+json", hdr.Get("Content-Type"))
+			var p struct {
+				Detail string `json:"detail"`
+			}
+			require.NoError(t, json.Unmarshal(b, &p))
+			require.Equal(t, tc.detail, p.Detail)
+		})
+	}
+	require.Equal(t, 3.0, metricOf(t, a, `telehub_commands_refused_total{reason="invalid"}`), "the three refused commands are counted")
+}
+
 // Desired state reaches a simulated thermostat, which reports it back (in
 // sync, on the live stream); conditional updates need the current version.
 // Wearables vibrate and change their publish rate; unknown commands and bad

@@ -146,7 +146,7 @@ export class CommandPanel {
       const spec = cmds[select.value] || {};
       desc.textContent = spec.description || "";
       inputs = {};
-      fields.replaceChildren(...Object.entries(spec.params || {}).sort().map(([p, ps]) => {
+      fields.replaceChildren(...Object.entries(paramsOf(spec)).sort().map(([p, ps]) => {
         let input;
         if (ps.enum) input = h("select", { class: "input" }, ...(ps.required ? [] : [h("option", { value: "" }, "–")]), ...ps.enum.map(v => h("option", { value: JSON.stringify(v) }, String(v))));
         else if (ps.type === "boolean") input = h("select", { class: "input" }, h("option", { value: "" }, "–"), h("option", { value: "true" }, "true"), h("option", { value: "false" }, "false"));
@@ -204,6 +204,19 @@ export class CommandPanel {
   }
 
   destroy() { this.off(); }
+}
+
+// paramsOf lists a command's parameters as the form shows them: the short
+// form as declared, or a params_schema's top-level properties in the
+// nearest short form (one without a single plain type is entered as JSON).
+function paramsOf(spec) {
+  if (spec.params) return spec.params;
+  const s = spec.params_schema || {};
+  const required = new Set(s.required || []);
+  return Object.fromEntries(Object.entries(s.properties || {}).map(([p, ps]) => [p, {
+    type: typeof ps.type === "string" ? ps.type : "object", enum: ps.enum, minimum: ps.minimum, maximum: ps.maximum,
+    description: ps.description, required: required.has(p),
+  }]));
 }
 
 function paramsText(p) {
