@@ -1,4 +1,8 @@
-package broker
+// Package tlsconf builds the server TLS configuration shared by the MQTT
+// TLS listeners (broker) and HTTPS (web): modern protocol versions and
+// suites only, an optional client CA, and certificates re-read from disk
+// when they are renewed.
+package tlsconf
 
 import (
 	"crypto/tls"
@@ -22,7 +26,7 @@ var cipherSuites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
-// ServerTLS returns a TLS configuration that serves the certificate and key
+// Server returns a TLS configuration that serves the certificate and key
 // in certFile and keyFile (PEM), re-reading them when either file changes,
 // so that a renewed certificate is served without a restart. It offers TLS
 // 1.2 and 1.3 only, with the cipherSuites above for 1.2. With clientCA
@@ -30,7 +34,7 @@ var cipherSuites = []uint16{
 // its CAs. The files are read once here, so a bad path or a key that does
 // not match fails at start-up. NextProtos is left empty: the caller sets
 // it for its protocol (HTTPS offers h2).
-func ServerTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
+func Server(certFile, keyFile, clientCA string) (*tls.Config, error) {
 	kp := &keyPair{certFile: certFile, keyFile: keyFile}
 	if err := kp.load(); err != nil {
 		return nil, err
