@@ -22,11 +22,11 @@ import (
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/ingest/forward"
+	"github.com/telehub/telehub/ingest/store"
 	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
-	"github.com/telehub/telehub/internal/store"
 	"github.com/telehub/telehub/internal/wal"
 	"github.com/telehub/telehub/web"
 )

@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/ingest/store"
 	"github.com/telehub/telehub/internal/config"
-	"github.com/telehub/telehub/internal/store"
 	"github.com/telehub/telehub/internal/testenv"
 )
 
