@@ -22,6 +22,7 @@ import (
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/ingest/forward"
+	"github.com/telehub/telehub/ingest/influx"
 	"github.com/telehub/telehub/ingest/store"
 	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/config"
@@ -43,7 +44,7 @@ type App struct {
 	wal      *wal.Log
 	store    *store.DB
 	janitor  *store.Janitor
-	influx   *ingest.Influx
+	influx   *influx.DB
 	writer   *ingest.Writer
 	// fields caps and remembers each device's field names.
 	fields *ingest.Fields
@@ -140,7 +141,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		sink, history = a.store, a.store
 	}
 	if cfg.Influx.Enabled() {
-		a.influx = ingest.NewInflux(cfg.Influx)
+		a.influx = influx.New(cfg.Influx)
 		sink = a.influx
 		history = ingest.History(a.influx)
 		logger.Info("storing readings in InfluxDB", "url", cfg.Influx.URL, "bucket", cfg.Influx.Bucket)

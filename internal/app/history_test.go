@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/telehub/telehub/ingest"
+	"github.com/telehub/telehub/ingest/influx"
 	"github.com/telehub/telehub/ingest/store"
 	"github.com/telehub/telehub/internal/testenv"
 )
@@ -114,8 +115,8 @@ func TestHistoryEmbeddedStore(t *testing.T) {
 
 func TestHistoryInflux(t *testing.T) {
 	idb := testenv.NewInflux(t)
-	cfg := ingest.InfluxConfig{URL: idb.URL, Bucket: idb.Database, Org: "telehub", Measurement: "telemetry", Timeout: 10 * time.Second}
-	b := ingest.NewInflux(cfg)
+	cfg := influx.Config{URL: idb.URL, Bucket: idb.Database, Org: "telehub", Measurement: "telemetry", Timeout: 10 * time.Second}
+	b := influx.New(cfg)
 	defer b.Close()
 	runHistoryCases(t, b)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/ingest/forward"
+	"github.com/telehub/telehub/ingest/influx"
 	"github.com/telehub/telehub/ingest/rules"
 	"github.com/telehub/telehub/internal/notify"
 	"github.com/telehub/telehub/web"
@@ -34,7 +35,7 @@ type Config struct {
 	LogLevel string              `yaml:"log_level"`
 	MQTT     broker.Config       `yaml:"mqtt"`
 	HTTP     web.Config          `yaml:"http"`
-	Influx   ingest.InfluxConfig `yaml:"influx"`
+	Influx   influx.Config       `yaml:"influx"`
 	Writer   ingest.WriterConfig `yaml:"writer"`
 	Ingest   ingest.Config       `yaml:"ingest"`
 	Log      LogConfig           `yaml:"log"`
@@ -113,7 +114,7 @@ func Default() Config {
 		LogLevel: "info",
 		MQTT:     broker.DefaultConfig(),
 		HTTP:     web.DefaultConfig(),
-		Influx:   ingest.InfluxConfig{Org: "telehub", Bucket: "telehub", Measurement: "telemetry", Timeout: 10 * time.Second},
+		Influx:   influx.Config{Org: "telehub", Bucket: "telehub", Measurement: "telemetry", Timeout: 10 * time.Second},
 		Writer:   ingest.DefaultWriterConfig(),
 		Ingest:   ingest.DefaultConfig(),
 		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: true, SyncInterval: time.Millisecond},

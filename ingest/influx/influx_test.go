@@ -1,4 +1,4 @@
-package ingest
+package influx
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/telehub/telehub/ingest"
 )
 
 // TestInfluxWriteErrorKinds: only answers that refuse the content of a write
@@ -54,11 +56,11 @@ func TestInfluxWriteErrorKinds(t *testing.T) {
 				w.Write([]byte(tc.body))
 			}))
 			defer srv.Close()
-			sink := NewInflux(InfluxConfig{URL: srv.URL, Bucket: "db", Measurement: "telemetry", Timeout: 5 * time.Second})
+			sink := New(Config{URL: srv.URL, Bucket: "db", Measurement: "telemetry", Timeout: 5 * time.Second})
 			defer sink.Close()
-			err := sink.Write(context.Background(), []Reading{{DeviceID: "d1", Time: time.Unix(1, 0), Fields: []Field{{"t", Number(1)}}}})
-			var perm *PermanentError
-			var ra *RetryAfterError
+			err := sink.Write(context.Background(), []ingest.Reading{{DeviceID: "d1", Time: time.Unix(1, 0), Fields: []ingest.Field{{Name: "t", Value: ingest.Number(1)}}}})
+			var perm *ingest.PermanentError
+			var ra *ingest.RetryAfterError
 			switch tc.want {
 			case ok:
 				require.NoError(t, err)
@@ -79,11 +81,18 @@ func TestInfluxWriteErrorKinds(t *testing.T) {
 		srv := httptest.NewServer(http.NotFoundHandler())
 		url := srv.URL
 		srv.Close()
-		sink := NewInflux(InfluxConfig{URL: url, Bucket: "db", Measurement: "telemetry", Timeout: 5 * time.Second})
+		sink := New(Config{URL: url, Bucket: "db", Measurement: "telemetry", Timeout: 5 * time.Second})
 		defer sink.Close()
-		err := sink.Write(context.Background(), []Reading{{DeviceID: "d1", Time: time.Unix(1, 0), Fields: []Field{{"t", Number(1)}}}})
+		err := sink.Write(context.Background(), []ingest.Reading{{DeviceID: "d1", Time: time.Unix(1, 0), Fields: []ingest.Field{{Name: "t", Value: ingest.Number(1)}}}})
 		require.Error(t, err)
-		var perm *PermanentError
+		var perm *ingest.PermanentError
 		require.False(t, errors.As(err, &perm))
 	})
+}
+
+func TestLineProtocolEscapes(t *testing.T) {
+	r := ingest.Reading{DeviceID: "a b,c", DeviceType: "thermostat", Time: time.Unix(0, 42), Fields: []ingest.Field{
+		{Name: "on", Value: ingest.Bool(true)}, {Name: "t x", Value: ingest.Number(21.5)}, {Name: "msg", Value: ingest.String(`say "hi" \ bye`)}}}
+	require.Equal(t, `telemetry,device_id=a\ b\,c,device_type=thermostat on=true,t\ x=21.5,msg="say \"hi\" \\ bye" 42`,
+		string(AppendLine(nil, "telemetry", r)))
 }

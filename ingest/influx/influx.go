@@ -1,4 +1,9 @@
-package ingest
+// Package influx is the InfluxDB implementation of the ingest.Sink and
+// ingest.History contract: readings written as line protocol through the
+// v2 write API (InfluxDB 2.x, or 1.8 through its compatibility endpoints)
+// and read back with Flux. The embedded store (ingest/store) is the other
+// implementation; app chooses one.
+package influx
 
 import (
 	"context"
@@ -12,12 +17,14 @@ import (
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
 	ihttp "github.com/influxdata/influxdb-client-go/v2/api/http"
+
+	"github.com/telehub/telehub/ingest"
 )
 
-// InfluxConfig says where readings are stored in InfluxDB. With InfluxDB 1.8
+// Config says where readings are stored in InfluxDB. With InfluxDB 1.8
 // the token is "user:password" (or empty), the org is ignored and the bucket
 // is "database/retention-policy" or just "database".
-type InfluxConfig struct {
+type Config struct {
 	URL         string        `yaml:"url"`
 	Token       string        `yaml:"token"`
 	Org         string        `yaml:"org"`
@@ -27,10 +34,10 @@ type InfluxConfig struct {
 }
 
 // Enabled reports whether InfluxDB is configured.
-func (c InfluxConfig) Enabled() bool { return c.URL != "" }
+func (c Config) Enabled() bool { return c.URL != "" }
 
 // Validate checks the values.
-func (c InfluxConfig) Validate() error {
+func (c Config) Validate() error {
 	if !c.Enabled() {
 		return nil
 	}
@@ -46,12 +53,12 @@ func (c InfluxConfig) Validate() error {
 	return nil
 }
 
-// Influx writes readings to InfluxDB through its v2 write API. Each reading is
+// DB writes readings to InfluxDB through its v2 write API. Each reading is
 // a point of the configured measurement (default "telemetry") with the tags
 // device_id and device_type, its fields as fields and the device's timestamp
 // in nanoseconds, so a replayed reading overwrites itself instead of
 // duplicating. Safe for concurrent use.
-type Influx struct {
+type DB struct {
 	client influxdb2.Client
 	write  api.WriteAPIBlocking
 	meas   string
@@ -59,14 +66,14 @@ type Influx struct {
 	bucket string
 }
 
-var _ Sink = (*Influx)(nil)
+var _ ingest.Sink = (*DB)(nil)
 
-// NewInflux returns a sink for cfg.
-func NewInflux(cfg InfluxConfig) *Influx {
+// New returns a sink for cfg.
+func New(cfg Config) *DB {
 	opts := influxdb2.DefaultOptions().SetHTTPRequestTimeout(uint(max(cfg.Timeout, time.Second) / time.Second)).
 		SetPrecision(time.Nanosecond).SetUseGZip(false)
 	client := influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, opts)
-	return &Influx{client: client, write: client.WriteAPIBlocking(cfg.Org, cfg.Bucket), meas: cfg.Measurement,
+	return &DB{client: client, write: client.WriteAPIBlocking(cfg.Org, cfg.Bucket), meas: cfg.Measurement,
 		org: cfg.Org, bucket: cfg.Bucket}
 }
 
@@ -78,7 +85,7 @@ func NewInflux(cfg InfluxConfig) *Influx {
 // network error, a 5xx, and also 401, 403 and 404 (a bad token, a database or
 // bucket that does not exist yet), which are faults of the store and not of
 // the readings, and must not send every reading to the dead letters.
-func (s *Influx) Write(ctx context.Context, rs []Reading) error {
+func (s *DB) Write(ctx context.Context, rs []ingest.Reading) error {
 	var sb strings.Builder
 	sb.Grow(len(rs) * 96)
 	buf := make([]byte, 0, 256)
@@ -97,9 +104,9 @@ func (s *Influx) Write(ctx context.Context, rs []Reading) error {
 	if errors.As(err, &he) {
 		switch he.StatusCode {
 		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
-			return &RetryAfterError{Err: fmt.Errorf("influx write: %w", err), After: time.Duration(he.RetryAfter) * time.Second}
+			return &ingest.RetryAfterError{Err: fmt.Errorf("influx write: %w", err), After: time.Duration(he.RetryAfter) * time.Second}
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
-			return &PermanentError{Err: fmt.Errorf("influx write: status %d: %w", he.StatusCode, err)}
+			return &ingest.PermanentError{Err: fmt.Errorf("influx write: status %d: %w", he.StatusCode, err)}
 		}
 		if he.StatusCode != 0 {
 			return fmt.Errorf("influx write: status %d: %w", he.StatusCode, err)
@@ -109,10 +116,10 @@ func (s *Influx) Write(ctx context.Context, rs []Reading) error {
 }
 
 // Close releases the client's connections.
-func (s *Influx) Close() { s.client.Close() }
+func (s *DB) Close() { s.client.Close() }
 
 // AppendLine appends the line protocol of a reading.
-func AppendLine(b []byte, measurement string, r Reading) []byte {
+func AppendLine(b []byte, measurement string, r ingest.Reading) []byte {
 	b = appendEscaped(b, measurement, ", ")
 	b = append(b, ",device_id="...)
 	b = appendEscaped(b, r.DeviceID, ", =")
@@ -129,9 +136,9 @@ func AppendLine(b []byte, measurement string, r Reading) []byte {
 		b = appendEscaped(b, f.Name, ", =")
 		b = append(b, '=')
 		switch f.Value.Kind {
-		case KindNumber:
+		case ingest.KindNumber:
 			b = strconv.AppendFloat(b, f.Value.Num, 'g', -1, 64)
-		case KindBool:
+		case ingest.KindBool:
 			b = strconv.AppendBool(b, f.Value.Bool)
 		default:
 			b = append(b, '"')

@@ -1,4 +1,4 @@
-package ingest
+package influx
 
 import (
 	"context"
@@ -6,22 +6,24 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/telehub/telehub/ingest"
 )
 
-var _ History = (*Influx)(nil)
+var _ ingest.History = (*DB)(nil)
 
 // History answers a history query with Flux. A first query finds the
 // device's fields in the range and their types (last value of each); a
 // second fetches raw points (the latest MaxRawPoints) or windows aggregated
 // with aggregateWindow, numeric fields only for mean, min and max.
-func (s *Influx) History(ctx context.Context, q HistoryQuery) ([]Series, error) {
+func (s *DB) History(ctx context.Context, q ingest.HistoryQuery) ([]ingest.Series, error) {
 	// InfluxDB 1.8's storage includes points at the stop time, which Flux
 	// documents as exclusive: stop 1 ns early so both stores agree.
 	base := fmt.Sprintf("from(bucket: %s)\n  |> range(start: %s, stop: %s)\n  |> filter(fn: (r) => r._measurement == %s and r.device_id == %s)",
 		fluxString(s.bucket), q.From.UTC().Format(time.RFC3339Nano), q.To.Add(-time.Nanosecond).UTC().Format(time.RFC3339Nano),
 		fluxString(s.meas), fluxString(q.DeviceID))
-	kinds := map[string]Kind{}
-	err := s.flux(ctx, base+"\n  |> last()", func(field string, _ time.Time, v Value) { kinds[field] = v.Kind })
+	kinds := map[string]ingest.Kind{}
+	err := s.flux(ctx, base+"\n  |> last()", func(field string, _ time.Time, v ingest.Value) { kinds[field] = v.Kind })
 	if err != nil {
 		return nil, err
 	}
@@ -32,16 +34,16 @@ func (s *Influx) History(ctx context.Context, q HistoryQuery) ([]Series, error) 
 		}
 	}
 	slices.Sort(fields)
-	if len(q.Fields) == 0 && len(fields) > MaxFields {
-		fields = fields[:MaxFields] // the answer stays bounded however many fields a device has
+	if len(q.Fields) == 0 && len(fields) > ingest.MaxFields {
+		fields = fields[:ingest.MaxFields] // the answer stays bounded however many fields a device has
 	}
-	out := make([]Series, len(fields))
-	index := map[string]*Series{}
+	out := make([]ingest.Series, len(fields))
+	index := map[string]*ingest.Series{}
 	var want []string
 	for i, f := range fields {
-		out[i] = Series{Field: f, Times: []int64{}, Values: []any{}}
+		out[i] = ingest.Series{Field: f, Times: []int64{}, Values: []any{}}
 		k, ok := kinds[f]
-		if !ok || (q.Every > 0 && q.Agg != AggLast && k != KindNumber) {
+		if !ok || (q.Every > 0 && q.Agg != ingest.AggLast && k != ingest.KindNumber) {
 			continue
 		}
 		index[f] = &out[i]
@@ -54,9 +56,9 @@ func (s *Influx) History(ctx context.Context, q HistoryQuery) ([]Series, error) 
 	if q.Every > 0 {
 		query += fmt.Sprintf("\n  |> aggregateWindow(every: %dns, fn: %s, createEmpty: false, timeSrc: \"_start\")", q.Every.Nanoseconds(), q.Agg)
 	} else {
-		query += fmt.Sprintf("\n  |> tail(n: %d)", MaxRawPoints+1)
+		query += fmt.Sprintf("\n  |> tail(n: %d)", ingest.MaxRawPoints+1)
 	}
-	err = s.flux(ctx, query, func(field string, t time.Time, v Value) {
+	err = s.flux(ctx, query, func(field string, t time.Time, v ingest.Value) {
 		sr := index[field]
 		if sr == nil {
 			return
@@ -68,8 +70,8 @@ func (s *Influx) History(ctx context.Context, q HistoryQuery) ([]Series, error) 
 		return nil, err
 	}
 	for i := range out {
-		if sr := &out[i]; len(sr.Times) > MaxRawPoints {
-			n := len(sr.Times) - MaxRawPoints
+		if sr := &out[i]; len(sr.Times) > ingest.MaxRawPoints {
+			n := len(sr.Times) - ingest.MaxRawPoints
 			sr.Times, sr.Values, sr.Truncated = sr.Times[n:], sr.Values[n:], true
 		}
 	}
@@ -77,7 +79,7 @@ func (s *Influx) History(ctx context.Context, q HistoryQuery) ([]Series, error) 
 }
 
 // flux runs a query and calls fn for every row.
-func (s *Influx) flux(ctx context.Context, query string, fn func(field string, t time.Time, v Value)) error {
+func (s *DB) flux(ctx context.Context, query string, fn func(field string, t time.Time, v ingest.Value)) error {
 	res, err := s.client.QueryAPI(s.org).Query(ctx, query)
 	if err != nil {
 		return fmt.Errorf("influx query: %w", err)
@@ -85,18 +87,18 @@ func (s *Influx) flux(ctx context.Context, query string, fn func(field string, t
 	defer res.Close()
 	for res.Next() {
 		r := res.Record()
-		var v Value
+		var v ingest.Value
 		switch x := r.Value().(type) {
 		case float64:
-			v = Number(x)
+			v = ingest.Number(x)
 		case int64:
-			v = Number(float64(x))
+			v = ingest.Number(float64(x))
 		case uint64:
-			v = Number(float64(x))
+			v = ingest.Number(float64(x))
 		case bool:
-			v = Bool(x)
+			v = ingest.Bool(x)
 		case string:
-			v = String(x)
+			v = ingest.String(x)
 		default:
 			continue
 		}
