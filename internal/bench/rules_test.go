@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/ingest/rules"
-	"github.com/telehub/telehub/internal/config"
 )
 
 func TestRulesYAMLIsAValidConfig(t *testing.T) {

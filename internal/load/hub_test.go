@@ -7,8 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/telehub/telehub/internal/app"
-	"github.com/telehub/telehub/internal/config"
+	"github.com/telehub/telehub/cmd/telehub/app"
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/internal/load"
 	"github.com/telehub/telehub/internal/testenv"
 )

@@ -12,8 +12,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/testenv"
 )
 

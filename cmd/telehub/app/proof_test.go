@@ -28,8 +28,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/telehub/config"
 	firmwaresim "github.com/telehub/telehub/firmware-sim"
-	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/testenv"
 )
 

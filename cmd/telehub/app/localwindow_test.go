@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/ingest"
-	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/testenv"
 )
 

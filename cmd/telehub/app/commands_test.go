@@ -17,8 +17,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/telehub/cli"
 	firmwaresim "github.com/telehub/telehub/firmware-sim"
-	"github.com/telehub/telehub/internal/cli"
 	"github.com/telehub/telehub/internal/testenv"
 )
 

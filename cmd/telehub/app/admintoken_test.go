@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/telehub/telehub/internal/config"
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/internal/testenv"
 )
 

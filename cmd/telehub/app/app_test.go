@@ -18,8 +18,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/telehub/config"
 	firmwaresim "github.com/telehub/telehub/firmware-sim"
-	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/testenv"
 )
 

@@ -7,7 +7,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
-	"github.com/telehub/telehub/internal/config"
+	"github.com/telehub/telehub/cmd/telehub/config"
 )
 
 // TestFieldCapPerDevice: a device may have at most

@@ -6,10 +6,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/ingest/rules"
-	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/notify"

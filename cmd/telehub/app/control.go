@@ -7,8 +7,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/telehub/telehub/broker"
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/metrics"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/telehub/telehub/internal/cli"
+	"github.com/telehub/telehub/cmd/telehub/cli"
 )
 
 // The device and token commands against a running hub.

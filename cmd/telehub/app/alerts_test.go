@@ -16,8 +16,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/ingest/rules"
-	"github.com/telehub/telehub/internal/config"
 	"github.com/telehub/telehub/internal/notify"
 	"github.com/telehub/telehub/internal/testenv"
 )

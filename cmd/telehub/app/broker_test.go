@@ -16,7 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
-	"github.com/telehub/telehub/internal/config"
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/internal/testenv"
 )
 
