@@ -23,8 +23,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/telehub/telehub/internal/bench"
-	"github.com/telehub/telehub/internal/load"
+	"github.com/telehub/telehub/cmd/loadgen/bench"
+	"github.com/telehub/telehub/cmd/loadgen/load"
 )
 
 const usage = `usage: loadgen publish|idle|watch|bench [flags]   (loadgen CMD -h for flags)`

@@ -7,9 +7,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/loadgen/load"
 	"github.com/telehub/telehub/cmd/telehub/app"
 	"github.com/telehub/telehub/cmd/telehub/config"
-	"github.com/telehub/telehub/internal/load"
 	"github.com/telehub/telehub/internal/testenv"
 )
 

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/telehub/telehub/internal/load"
+	"github.com/telehub/telehub/cmd/loadgen/load"
 )
 
 // Databases on the shared influxd, one per writer.

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/telehub/telehub/internal/load"
+	"github.com/telehub/telehub/cmd/loadgen/load"
 )
 
 // IngestStep is one offered rate of an ingest series.

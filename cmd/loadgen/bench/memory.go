@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/telehub/telehub/internal/load"
+	"github.com/telehub/telehub/cmd/loadgen/load"
 )
 
 // MemoryRow is the resident memory of an idle process.

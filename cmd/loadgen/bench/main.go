@@ -1,7 +1,7 @@
 // Package bench runs the benchmark suite of `make bench`: Telehub and its
 // peers (bare mochi-mqtt, Mosquitto with Telegraf, direct writes to
 // InfluxDB) started side by side on this machine, the same load offered to
-// each by internal/load, and every figure written to BENCHMARKS.md.
+// each by cmd/loadgen/load, and every figure written to BENCHMARKS.md.
 package bench
 
 import (
@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/telehub/telehub/internal/load"
+	"github.com/telehub/telehub/cmd/loadgen/load"
 )
 
 // Config is what a run needs: the mode, where things are, what to run.

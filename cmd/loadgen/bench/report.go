@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/telehub/telehub/internal/load"
+	"github.com/telehub/telehub/cmd/loadgen/load"
 )
 
 // Report is everything a run measured.
@@ -108,7 +108,7 @@ func (r *Report) markdown() string {
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("## Run of %s (%s mode)\n\n", r.Start.UTC().Format("2006-01-02 15:04 MST"), r.Mode)
 	w("Took %v. Every system ran on this machine in the same run, one at a time, with the load generator "+
-		"(`cmd/loadgen`, `internal/load`) on the same cores; all traffic on loopback.\n\n", r.End.Sub(r.Start).Round(time.Second))
+		"(`cmd/loadgen`, its `load` package) on the same cores; all traffic on loopback.\n\n", r.End.Sub(r.Start).Round(time.Second))
 	w("| machine | |\n|---|---|\n| CPU | %s |\n| cores | %d |\n| memory | %s |\n| kernel | %s |\n| open files limit | %d |\n",
 		r.Machine.CPU, r.Machine.Cores, r.Machine.Memory, r.Machine.Kernel, r.Machine.FDLimit)
 	w("| load average (1, 5, 15 min) | %s |\n\n", strings.Join(r.Loads, "; "))

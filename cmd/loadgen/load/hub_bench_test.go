@@ -9,9 +9,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/loadgen/load"
 	"github.com/telehub/telehub/cmd/telehub/app"
 	"github.com/telehub/telehub/cmd/telehub/config"
-	"github.com/telehub/telehub/internal/load"
 	"github.com/telehub/telehub/internal/testenv"
 )
 
@@ -46,7 +46,7 @@ func benchFleet(b *testing.B, hub *app.App, n int) *load.Fleet {
 // decode, durable log, live ring, store writer) with the generator in the
 // same process: b.N readings offered at 40,000/s over 500 devices.
 //
-//	go test ./internal/load -run XXX -bench HubIngest -benchtime 200000x -cpuprofile cpu.prof
+//	go test ./cmd/loadgen/load -run XXX -bench HubIngest -benchtime 200000x -cpuprofile cpu.prof
 func BenchmarkHubIngest(b *testing.B) {
 	for _, qos := range []byte{0, 1} {
 		b.Run(map[byte]string{0: "qos=0", 1: "qos=1"}[qos], func(b *testing.B) {
@@ -67,7 +67,7 @@ func BenchmarkHubIngest(b *testing.B) {
 // BenchmarkHubFanout profiles the live stream: devices publishing at QoS 1
 // to WebSocket dashboards, b.N readings in all.
 //
-//	go test ./internal/load -run XXX -bench 'HubFanout/dashboards=10$' -benchtime 100000x -cpuprofile cpu.prof
+//	go test ./cmd/loadgen/load -run XXX -bench 'HubFanout/dashboards=10$' -benchtime 100000x -cpuprofile cpu.prof
 func BenchmarkHubFanout(b *testing.B) {
 	for _, bc := range []struct {
 		dashboards int

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/telehub/telehub/internal/load"
+	"github.com/telehub/telehub/cmd/loadgen/load"
 )
 
 // DeliveryRow is what a set of watchers (Telehub dashboards on the

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/telehub/telehub/internal/load"
+	"github.com/telehub/telehub/cmd/loadgen/load"
 )
 
 // RulesRow is scenario 7 for one number of alert rules: the hub's CPU at a
