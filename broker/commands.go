@@ -10,7 +10,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -22,7 +22,7 @@ import (
 // then.
 type CommandEvents interface {
 	Delivered(deviceID, commandID string, delivered bool)
-	Result(deviceID, commandID string, r devices.CommandResult) (wal.Commit, error)
+	Result(deviceID, commandID string, r control.CommandResult) (wal.Commit, error)
 	Subscribed(deviceID string)
 }
 
@@ -111,17 +111,17 @@ func NewControl(b *Broker, commands CommandEvents, states StateEvents, logger *s
 // SendCommand publishes a command QoS 1 on devices/{id}/commands/{cid},
 // with the MQTT 5 response topic, correlation data (the command ID),
 // content type and message expiry (the time left before the command
-// expires). It returns devices.ErrUnreachable unless the device, or a relay
+// expires). It returns control.ErrUnreachable unless the device, or a relay
 // for it (see relays), is connected and subscribed to the topic and the
 // broker took the publish.
-func (c *Control) SendCommand(cmd devices.Command) error {
+func (c *Control) SendCommand(cmd control.Command) error {
 	topic := cmd.Topic()
 	if !DeviceOwns(cmd.DeviceID, topic) { // inline publishes bypass the ACL
 		return fmt.Errorf("command topic %q is not the device's", topic)
 	}
 	left := time.Until(cmd.ExpiresAt)
 	if left <= 0 {
-		return devices.ErrUnreachable
+		return control.ErrUnreachable
 	}
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
@@ -131,7 +131,7 @@ func (c *Control) SendCommand(cmd devices.Command) error {
 			c.unrouted[cmd.DeviceID] = struct{}{}
 		}
 		c.mu.Unlock()
-		return devices.ErrUnreachable
+		return control.ErrUnreachable
 	}
 	capt := &sendCapture{topic: topic}
 	c.mu.Lock()
@@ -156,7 +156,7 @@ func (c *Control) SendCommand(cmd devices.Command) error {
 		return fmt.Errorf("publish command: %w", err)
 	}
 	if capt.dropped {
-		return devices.ErrUnreachable
+		return control.ErrUnreachable
 	}
 	if !capt.tracked {
 		c.log.Debug("command sent QoS 0 (the device subscribed QoS 0): no delivery confirmation", "device_id", cmd.DeviceID, "command_id", cmd.ID)
@@ -292,7 +292,7 @@ func (h *controlHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 	case pk.ReasonCode >= packets.ErrUnspecifiedError.Code:
 		// An MQTT 5 device refused the message: resending would be refused
 		// again, so the command fails with the device's reason.
-		h.answer(f.deviceID, f.commandID, devices.CommandResult{
+		h.answer(f.deviceID, f.commandID, control.CommandResult{
 			Error: fmt.Sprintf("the device refused the command message: PUBACK reason 0x%02x", pk.ReasonCode)})
 	default:
 		h.c.commands.Delivered(f.deviceID, f.commandID, true)
@@ -402,7 +402,7 @@ func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 			h.c.log.Warn("command response without correlation data", "device_id", id)
 			return pk, refuse(h.c.srv, cl, pk, packets.ErrProtocolViolation)
 		}
-		return h.ackAfter(cl, pk, id, h.answer(id, cmdID, devices.ParseResponse(pk.Payload)))
+		return h.ackAfter(cl, pk, id, h.answer(id, cmdID, control.ParseResponse(pk.Payload)))
 	case isResult(rest):
 		return h.result(cl, pk, id, rest)
 	case rest == desiredTopic || strings.HasPrefix(rest, commandsPrefix):
@@ -444,7 +444,7 @@ func (h *controlHook) result(cl *mqtt.Client, pk packets.Packet, id, rest string
 	if strings.Contains(cmdID, "/") || cmdID == "" {
 		return pk, nil
 	}
-	r, err := devices.ParseResult(pk.Payload)
+	r, err := control.ParseResult(pk.Payload)
 	if err != nil {
 		h.c.log.Warn("command result refused", "device_id", id, "command_id", cmdID, "err", err)
 		return pk, refuse(h.c.srv, cl, pk, packets.ErrPayloadFormatInvalid)
@@ -454,7 +454,7 @@ func (h *controlHook) result(cl *mqtt.Client, pk packets.Packet, id, rest string
 
 // answer hands a device's answer to the command service and returns the
 // commit its acknowledgement must wait for.
-func (h *controlHook) answer(deviceID, cmdID string, r devices.CommandResult) wal.Commit {
+func (h *controlHook) answer(deviceID, cmdID string, r control.CommandResult) wal.Commit {
 	c, err := h.c.commands.Result(deviceID, cmdID, r)
 	if err != nil {
 		h.c.log.Info("command answer ignored", "device_id", deviceID, "command_id", cmdID, "err", err)

@@ -11,6 +11,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/internal/metrics"
 )
 
@@ -35,15 +36,15 @@ const (
 )
 
 // States is the device state service of this hub that desired state from
-// the upstream is applied to (devices.States).
+// the upstream is applied to (control.States).
 type States interface {
-	Get(deviceID string) (devices.State, bool)
-	SetDesired(deviceID string, desired json.RawMessage, ifVersion *uint64, by string) (devices.State, error)
+	Get(deviceID string) (control.State, bool)
+	SetDesired(deviceID string, desired json.RawMessage, ifVersion *uint64, by string) (control.State, error)
 	OnReported(fn func(deviceID string))
 	ReportedDevices() []string
 }
 
-var _ States = (*devices.States)(nil)
+var _ States = (*control.States)(nil)
 
 // stateMetrics count the desired states passed down.
 type stateMetrics struct {

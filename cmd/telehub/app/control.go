@@ -9,36 +9,37 @@ import (
 	"github.com/telehub/telehub/broker"
 	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/devices"
+	devcontrol "github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/internal/metrics"
 )
 
 // control is the device control part of the hub: commands and their
 // schemas, desired and reported state, and their broker side.
 type control struct {
-	schemas  *devices.Schemas
-	commands *devices.Commands
-	states   *devices.States
+	schemas  *devcontrol.Schemas
+	commands *devcontrol.Commands
+	states   *devcontrol.States
 	bridge   *broker.Control
 	log      *slog.Logger
 }
 
 // newControl loads commands, schemas and states from the state database.
-func newControl(cfg config.Config, db *bolt.DB, reg devices.DeviceLookup, pub devices.LivePublisher,
+func newControl(cfg config.Config, db *bolt.DB, reg devcontrol.DeviceLookup, pub devcontrol.LivePublisher,
 	mr *metrics.Registry, logger *slog.Logger) (*control, error) {
 	c := &control{log: logger}
 	var err error
-	if c.schemas, err = devices.NewSchemas(db); err != nil {
+	if c.schemas, err = devcontrol.NewSchemas(db); err != nil {
 		return nil, err
 	}
-	store, err := devices.NewBoltCommandStore(db)
+	store, err := devcontrol.NewBoltCommandStore(db)
 	if err != nil {
 		return nil, err
 	}
-	if c.commands, err = devices.NewCommands(cfg.Commands, store, reg, c.schemas, pub, mr,
+	if c.commands, err = devcontrol.NewCommands(cfg.Commands, store, reg, c.schemas, pub, mr,
 		logger.With("component", "commands")); err != nil {
 		return nil, err
 	}
-	if c.states, err = devices.NewStates(cfg.State, db, reg, pub, mr, logger.With("component", "state")); err != nil {
+	if c.states, err = devcontrol.NewStates(cfg.State, db, reg, pub, mr, logger.With("component", "state")); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -18,6 +18,7 @@ import (
 
 	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/devices"
+	devcontrol "github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/internal/testenv"
 )
 
@@ -147,7 +148,7 @@ func TestForwardRoutesUpstreamCommandsDown(t *testing.T) {
 	require.Equal(t, 1, c.Attempts)
 
 	local := edgeCommand(t, edge, dev, c.ID)
-	require.Equal(t, devices.StatusSucceeded, local.Status)
+	require.Equal(t, devcontrol.StatusSucceeded, local.Status)
 	require.Equal(t, "set_setpoint", local.Name)
 	require.Contains(t, local.CreatedBy, "upstream")
 
@@ -162,7 +163,7 @@ func TestForwardRoutesUpstreamCommandsDown(t *testing.T) {
 	bad = sendCmd(t, up, dev, `{"name":"self_destruct","timeout":"30s"}`)
 	bad = waitCmd(t, up, dev, bad.ID, "failed")
 	require.Contains(t, bad.Error, "unknown command", "the device's reason: %s", bad.Error)
-	require.Equal(t, devices.StatusFailed, edgeCommand(t, edge, dev, bad.ID).Status)
+	require.Equal(t, devcontrol.StatusFailed, edgeCommand(t, edge, dev, bad.ID).Status)
 
 	// Uplink cut: the upstream keeps the command queued.
 	link.cut()
@@ -222,13 +223,13 @@ func TestRelayedResultsNeedTheACL(t *testing.T) {
 }
 
 // edgeCommands lists a device's commands at the edge.
-func edgeCommands(t *testing.T, edge *App, dev string) []devices.Command {
+func edgeCommands(t *testing.T, edge *App, dev string) []devcontrol.Command {
 	t.Helper()
-	return edge.control.commands.List(dev, devices.CommandFilter{})
+	return edge.control.commands.List(dev, devcontrol.CommandFilter{})
 }
 
 // edgeCommand returns the edge's command made for an upstream command.
-func edgeCommand(t *testing.T, edge *App, dev, upstreamID string) devices.Command {
+func edgeCommand(t *testing.T, edge *App, dev, upstreamID string) devcontrol.Command {
 	t.Helper()
 	for _, c := range edgeCommands(t, edge, dev) {
 		if strings.TrimPrefix(c.IdempotencyKey, "upstream:") == upstreamID {
@@ -236,7 +237,7 @@ func edgeCommand(t *testing.T, edge *App, dev, upstreamID string) devices.Comman
 		}
 	}
 	require.NoError(t, errors.New("no edge command for upstream command "+upstreamID))
-	return devices.Command{}
+	return devcontrol.Command{}
 }
 
 // TestForwardUplinkCutExactlyOnceInInflux is the issue's proof: an edge

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/telehub/telehub/devices"
+	devcontrol "github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/internal/testenv"
 )
 
@@ -28,7 +28,7 @@ func TestForwardPassesDesiredStateDown(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "uplink connected", func() bool {
 		return metricOf(t, edge, "telehub_forward_connected") == 1
 	})
-	edgeState := func() devices.State {
+	edgeState := func() devcontrol.State {
 		st, ok := edge.control.states.Get(dev)
 		require.True(t, ok)
 		return st

@@ -17,7 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/telehub/telehub/broker"
-	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/ingest/forward"
 	"github.com/telehub/telehub/ingest/influx"
@@ -42,8 +42,8 @@ type Config struct {
 	Live     LiveConfig          `yaml:"live"`
 	Store    StoreConfig         `yaml:"store"`
 	// Commands and State configure device control.
-	Commands devices.CommandConfig `yaml:"commands"`
-	State    devices.StateConfig   `yaml:"state"`
+	Commands control.CommandConfig `yaml:"commands"`
+	State    control.StateConfig   `yaml:"state"`
 	// Forward sends the readings on to an upstream hub or MQTT broker
 	// (store-and-forward); off while forward.url is empty.
 	Forward forward.Config `yaml:"forward"`
@@ -120,8 +120,8 @@ func Default() Config {
 		Log:      LogConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: true, SyncInterval: time.Millisecond},
 		Live:     LiveConfig{ReplayBuffer: 65536, ConflateAbove: 4096, PollWait: 25 * time.Second, WriteEvery: time.Millisecond},
 		Store:    StoreConfig{Retention: 30 * 24 * time.Hour, FlushBytes: 8 << 20, FlushEvery: 5 * time.Minute},
-		Commands: devices.DefaultCommandConfig(),
-		State:    devices.DefaultStateConfig(),
+		Commands: control.DefaultCommandConfig(),
+		State:    control.DefaultStateConfig(),
 		Forward:  forward.DefaultConfig(),
 		Alerts:   rules.DefaultConfig(),
 		Webhooks: notify.DefaultConfig(),

@@ -1,4 +1,4 @@
-package devices
+package control
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/wal"
 )
@@ -143,7 +144,7 @@ func TestCommandLifecycle(t *testing.T) {
 		require.Empty(t, h.sender.sends())
 
 		h.sender.setReachable("d1", true)
-		h.c.OnPresence(PresenceEvent{DeviceID: "d1", Online: true})
+		h.c.OnPresence(devices.PresenceEvent{DeviceID: "d1", Online: true})
 		synctest.Wait()
 		require.Equal(t, []string{ok.ID, bad.ID}, h.sender.sends(), "oldest first")
 		require.Equal(t, StatusSent, h.status(t, "d1", ok.ID))
@@ -279,7 +280,7 @@ func TestCommandIdempotencyLimitsAndValidation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := h.c.Submit(tc.req)
-			var ve *ValidationError
+			var ve *devices.ValidationError
 			require.ErrorAs(t, err, &ve)
 		})
 	}
@@ -333,7 +334,7 @@ func TestCommandDroppedDeliveryIsSentAgain(t *testing.T) {
 		synctest.Wait()
 		require.Equal(t, StatusQueued, h.status(t, "d", cmd.ID))
 		h.sender.setReachable("d", true)
-		h.c.OnPresence(PresenceEvent{DeviceID: "d", Online: true})
+		h.c.OnPresence(devices.PresenceEvent{DeviceID: "d", Online: true})
 		synctest.Wait()
 		require.Equal(t, []string{cmd.ID, cmd.ID}, h.sender.sends())
 		require.Equal(t, []CommandStatus{StatusQueued, StatusSent, StatusQueued, StatusSent}, h.live.statuses(t, cmd.ID))

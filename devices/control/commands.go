@@ -1,4 +1,4 @@
-package devices
+package control
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
@@ -114,7 +115,7 @@ type LivePublisher interface {
 
 // DeviceLookup finds registered devices.
 type DeviceLookup interface {
-	Get(id string) (Device, bool)
+	Get(id string) (devices.Device, bool)
 }
 
 // CommandChecker validates a command for a device type.
@@ -330,7 +331,7 @@ func (c *Commands) Submit(req CommandRequest) (cmd Command, replayed bool, err e
 	if c.reg != nil {
 		d, ok := c.reg.Get(req.DeviceID)
 		if !ok {
-			return Command{}, false, ErrNotFound
+			return Command{}, false, devices.ErrNotFound
 		}
 		devType = d.Type
 	}
@@ -348,7 +349,7 @@ func (c *Commands) Submit(req CommandRequest) (cmd Command, replayed bool, err e
 	}
 	if !expires.After(now) || expires.Sub(now) > c.cfg.MaxTimeout {
 		c.m.refusedInvalid.Inc()
-		return Command{}, false, &ValidationError{fmt.Sprintf("expiry must be in the future and at most %v away", c.cfg.MaxTimeout)}
+		return Command{}, false, &devices.ValidationError{Msg: fmt.Sprintf("expiry must be in the future and at most %v away", c.cfg.MaxTimeout)}
 	}
 
 	c.createMu.Lock()
@@ -404,19 +405,19 @@ func (c *Commands) Submit(req CommandRequest) (cmd Command, replayed bool, err e
 // and parameters; it normalises Params to compact JSON.
 func (c *Commands) validate(devType string, req *CommandRequest) error {
 	if req.IdempotencyKey != "" && !validIdempotencyKey(req.IdempotencyKey) {
-		return &ValidationError{"idempotency key: 1-128 printable characters"}
+		return &devices.ValidationError{Msg: "idempotency key: 1-128 printable characters"}
 	}
 	if req.Timeout < 0 {
-		return &ValidationError{"timeout must be positive"}
+		return &devices.ValidationError{Msg: "timeout must be positive"}
 	}
 	if req.Timeout != 0 && !req.ExpiresAt.IsZero() {
-		return &ValidationError{"give timeout or expires_at, not both"}
+		return &devices.ValidationError{Msg: "give timeout or expires_at, not both"}
 	}
 	if len(req.Params) > c.cfg.MaxParamsBytes {
-		return &ValidationError{fmt.Sprintf("params: larger than %d bytes", c.cfg.MaxParamsBytes)}
+		return &devices.ValidationError{Msg: fmt.Sprintf("params: larger than %d bytes", c.cfg.MaxParamsBytes)}
 	}
 	if !commandNamePattern.MatchString(req.Name) {
-		return &ValidationError{fmt.Sprintf("name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter", req.Name)}
+		return &devices.ValidationError{Msg: fmt.Sprintf("name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter", req.Name)}
 	}
 	if _, err := decodeParams(req.Params); err != nil {
 		return err
@@ -426,7 +427,7 @@ func (c *Commands) validate(devType string, req *CommandRequest) error {
 	} else {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, req.Params); err != nil {
-			return &ValidationError{"params: " + err.Error()}
+			return &devices.ValidationError{Msg: "params: " + err.Error()}
 		}
 		req.Params = buf.Bytes()
 	}
@@ -622,7 +623,7 @@ func (c *Commands) Subscribed(deviceID string) { c.requestFlush(deviceID) }
 // OnPresence is a devices.Presence listener: a device that comes online
 // gets its queued commands (if its session is already subscribed; else on
 // its SUBSCRIBE).
-func (c *Commands) OnPresence(ev PresenceEvent) {
+func (c *Commands) OnPresence(ev devices.PresenceEvent) {
 	if ev.Online {
 		c.requestFlush(ev.DeviceID)
 	}

@@ -1,4 +1,4 @@
-package devices
+package control
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -61,7 +62,9 @@ func TestDelta(t *testing.T) {
 
 type oneDevice struct{}
 
-func (oneDevice) Get(id string) (Device, bool) { return Device{ID: id, Type: "thermostat"}, id == "t1" }
+func (oneDevice) Get(id string) (devices.Device, bool) {
+	return devices.Device{ID: id, Type: "thermostat"}, id == "t1"
+}
 
 func TestStatesDesiredReportedAndPersistence(t *testing.T) {
 	dir := t.TempDir()
@@ -73,10 +76,10 @@ func TestStatesDesiredReportedAndPersistence(t *testing.T) {
 	s.Start(context.Background(), pub)
 
 	_, err = s.SetDesired("ghost", json.RawMessage(`{}`), nil, "op")
-	require.ErrorIs(t, err, ErrNotFound)
+	require.ErrorIs(t, err, devices.ErrNotFound)
 	for _, bad := range []string{`[1]`, `"x"`, `{`, `null`} {
 		_, err = s.SetDesired("t1", json.RawMessage(bad), nil, "op")
-		var ve *ValidationError
+		var ve *devices.ValidationError
 		require.ErrorAs(t, err, &ve, bad)
 	}
 
@@ -141,7 +144,7 @@ func TestStatesRefuseLargeDocuments(t *testing.T) {
 	big := `{"x":"` + string(make([]byte, 300)) + `"}`
 	require.Error(t, report(s, "t1", []byte(big), time.Now()))
 	_, err = s.SetDesired("t1", json.RawMessage(big), nil, "op")
-	var ve *ValidationError
+	var ve *devices.ValidationError
 	require.ErrorAs(t, err, &ve)
 }
 

@@ -1,4 +1,4 @@
-package devices
+package control
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/telehub/telehub/devices"
 )
 
 // ParamType is the JSON type of a command parameter.
@@ -59,32 +61,32 @@ var commandNamePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
 // Validate checks the schema itself.
 func (s CommandSchema) Validate() error {
 	if len(s.Commands) == 0 {
-		return &ValidationError{"commands: declare at least one command"}
+		return &devices.ValidationError{Msg: "commands: declare at least one command"}
 	}
 	if len(s.Commands) > 256 {
-		return &ValidationError{"commands: at most 256"}
+		return &devices.ValidationError{Msg: "commands: at most 256"}
 	}
 	for name, c := range s.Commands {
 		if !commandNamePattern.MatchString(name) {
-			return &ValidationError{fmt.Sprintf("command %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter", name)}
+			return &devices.ValidationError{Msg: fmt.Sprintf("command %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter", name)}
 		}
 		if len(c.Params) > 64 {
-			return &ValidationError{fmt.Sprintf("command %q: at most 64 parameters", name)}
+			return &devices.ValidationError{Msg: fmt.Sprintf("command %q: at most 64 parameters", name)}
 		}
 		for p, spec := range c.Params {
 			if p == "" || len(p) > 64 {
-				return &ValidationError{fmt.Sprintf("command %q: parameter names are 1-64 bytes", name)}
+				return &devices.ValidationError{Msg: fmt.Sprintf("command %q: parameter names are 1-64 bytes", name)}
 			}
 			switch spec.Type {
 			case ParamNumber, ParamInteger, ParamString, ParamBoolean, ParamObject, ParamArray:
 			default:
-				return &ValidationError{fmt.Sprintf("command %q parameter %q: type %q: use number, integer, string, boolean, object or array", name, p, spec.Type)}
+				return &devices.ValidationError{Msg: fmt.Sprintf("command %q parameter %q: type %q: use number, integer, string, boolean, object or array", name, p, spec.Type)}
 			}
 			if spec.Minimum != nil && spec.Maximum != nil && *spec.Minimum > *spec.Maximum {
-				return &ValidationError{fmt.Sprintf("command %q parameter %q: minimum above maximum", name, p)}
+				return &devices.ValidationError{Msg: fmt.Sprintf("command %q parameter %q: minimum above maximum", name, p)}
 			}
 			if spec.MaxLength < 0 {
-				return &ValidationError{fmt.Sprintf("command %q parameter %q: max_length must not be negative", name, p)}
+				return &devices.ValidationError{Msg: fmt.Sprintf("command %q parameter %q: max_length must not be negative", name, p)}
 			}
 		}
 	}
@@ -102,7 +104,7 @@ func (s CommandSchema) Check(name string, params json.RawMessage) error {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return &ValidationError{fmt.Sprintf("unknown command %q; this device type accepts %s", name, strings.Join(names, ", "))}
+		return &devices.ValidationError{Msg: fmt.Sprintf("unknown command %q; this device type accepts %s", name, strings.Join(names, ", "))}
 	}
 	values, err := decodeParams(params)
 	if err != nil {
@@ -110,7 +112,7 @@ func (s CommandSchema) Check(name string, params json.RawMessage) error {
 	}
 	for p := range values {
 		if _, ok := spec.Params[p]; !ok {
-			return &ValidationError{fmt.Sprintf("%s: unknown parameter %q", name, p)}
+			return &devices.ValidationError{Msg: fmt.Sprintf("%s: unknown parameter %q", name, p)}
 		}
 	}
 	ps := make([]string, 0, len(spec.Params))
@@ -123,12 +125,12 @@ func (s CommandSchema) Check(name string, params json.RawMessage) error {
 		v, present := values[p]
 		if !present {
 			if ps.Required {
-				return &ValidationError{fmt.Sprintf("%s: missing required parameter %q (%s)", name, p, ps.Type)}
+				return &devices.ValidationError{Msg: fmt.Sprintf("%s: missing required parameter %q (%s)", name, p, ps.Type)}
 			}
 			continue
 		}
 		if err := ps.check(v); err != nil {
-			return &ValidationError{fmt.Sprintf("%s: parameter %q: %v", name, p, err)}
+			return &devices.ValidationError{Msg: fmt.Sprintf("%s: parameter %q: %v", name, p, err)}
 		}
 	}
 	return nil
@@ -208,11 +210,11 @@ func decodeParams(params json.RawMessage) (map[string]any, error) {
 	}
 	v, err := decodeJSON(params)
 	if err != nil {
-		return nil, &ValidationError{"params: " + err.Error()}
+		return nil, &devices.ValidationError{Msg: "params: " + err.Error()}
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, &ValidationError{"params: must be a JSON object"}
+		return nil, &devices.ValidationError{Msg: "params: must be a JSON object"}
 	}
 	return m, nil
 }
@@ -352,8 +354,8 @@ func (s *Schemas) List() map[string]CommandSchema {
 
 // Put declares (or replaces) the command schema of a device type.
 func (s *Schemas) Put(deviceType string, cs CommandSchema) error {
-	if !typePattern.MatchString(deviceType) {
-		return &ValidationError{fmt.Sprintf("type %q: use 1-64 lower-case letters, digits, '_' or '-', starting with a letter", deviceType)}
+	if !devices.ValidType(deviceType) {
+		return &devices.ValidationError{Msg: fmt.Sprintf("type %q: use 1-64 lower-case letters, digits, '_' or '-', starting with a letter", deviceType)}
 	}
 	if err := cs.Validate(); err != nil {
 		return err
@@ -377,7 +379,7 @@ func (s *Schemas) Delete(deviceType string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.by[deviceType]; !ok {
-		return ErrNotFound
+		return devices.ErrNotFound
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(schemaBucket).Delete([]byte(deviceType)) }); err != nil {
 		return fmt.Errorf("delete command schema: %w", err)
@@ -391,7 +393,7 @@ func (s *Schemas) Delete(deviceType string) error {
 // object.
 func (s *Schemas) Check(deviceType, name string, params json.RawMessage) error {
 	if !commandNamePattern.MatchString(name) {
-		return &ValidationError{fmt.Sprintf("name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter", name)}
+		return &devices.ValidationError{Msg: fmt.Sprintf("name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter", name)}
 	}
 	cs, ok := s.Get(deviceType)
 	if !ok {

@@ -1,4 +1,4 @@
-package devices
+package control
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
@@ -362,18 +363,18 @@ func (s *States) Get(deviceID string) (State, bool) {
 // returns, then published retained to the device and on the live stream.
 func (s *States) SetDesired(deviceID string, desired json.RawMessage, ifVersion *uint64, by string) (State, error) {
 	if _, ok := s.reg.Get(deviceID); !ok {
-		return State{}, ErrNotFound
+		return State{}, devices.ErrNotFound
 	}
 	if len(desired) > s.cfg.MaxBytes {
-		return State{}, &ValidationError{fmt.Sprintf("desired state: larger than %d bytes", s.cfg.MaxBytes)}
+		return State{}, &devices.ValidationError{Msg: fmt.Sprintf("desired state: larger than %d bytes", s.cfg.MaxBytes)}
 	}
 	doc, err := decodeObject(desired)
 	if err != nil || doc == nil {
-		return State{}, &ValidationError{"desired state: must be a JSON object"}
+		return State{}, &devices.ValidationError{Msg: "desired state: must be a JSON object"}
 	}
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, desired); err != nil {
-		return State{}, &ValidationError{"desired state: " + err.Error()}
+		return State{}, &devices.ValidationError{Msg: "desired state: " + err.Error()}
 	}
 
 	s.writeMu.Lock()

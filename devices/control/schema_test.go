@@ -1,10 +1,12 @@
-package devices
+package control
 
 import (
 	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/telehub/telehub/devices"
 )
 
 func f64(v float64) *float64 { return &v }
@@ -52,7 +54,7 @@ func TestCommandSchemaCheck(t *testing.T) {
 				require.NoError(t, err)
 				return
 			}
-			var ve *ValidationError
+			var ve *devices.ValidationError
 			require.ErrorAs(t, err, &ve)
 			require.Equal(t, tc.err, ve.Error())
 		})
@@ -70,7 +72,7 @@ func TestCommandSchemaValidateAndStore(t *testing.T) {
 		{"min above max", CommandSchema{Commands: map[string]CommandSpec{"a": {Params: map[string]ParamSpec{"p": {Type: ParamNumber, Minimum: f64(2), Maximum: f64(1)}}}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var ve *ValidationError
+			var ve *devices.ValidationError
 			require.ErrorAs(t, tc.cs.Validate(), &ve)
 		})
 	}
@@ -95,6 +97,6 @@ func TestCommandSchemaValidateAndStore(t *testing.T) {
 	_, ok := s.Get("gadget")
 	require.True(t, ok, "schemas survive a restart")
 	require.NoError(t, s.Delete("gadget"))
-	require.ErrorIs(t, s.Delete("gadget"), ErrNotFound)
+	require.ErrorIs(t, s.Delete("gadget"), devices.ErrNotFound)
 	require.NoError(t, s.Check("gadget", "pong", nil))
 }

@@ -1,4 +1,4 @@
-package devices
+package control
 
 import (
 	"bytes"
