@@ -210,24 +210,6 @@ func TestControlRefusesDevicePublishesOnHubTopics(t *testing.T) {
 	}
 }
 
-func TestCommandOf(t *testing.T) {
-	for _, tc := range []struct {
-		topic, dev, cmd string
-		ok              bool
-	}{
-		{"devices/d1/commands/c1", "d1", "c1", true},
-		{"devices/d1/commands/c1/result", "", "", false},
-		{"devices/d1/commands/", "", "", false},
-		{"devices/d1/state", "", "", false},
-		{"other/d1/commands/c1", "", "", false},
-	} {
-		dev, cmd, ok := commandOf(tc.topic)
-		require.Equal(t, tc.ok, ok, tc.topic)
-		require.Equal(t, tc.dev, dev, tc.topic)
-		require.Equal(t, tc.cmd, cmd, tc.topic)
-	}
-}
-
 // TestControlRefusalsAnswerWithTheAckOfTheirQoS: a state report, result or
 // response the hub refuses gets the reason in the packet of its QoS under
 // MQTT 5 (PUBREC for QoS 2; mochi answered it with a PUBACK).

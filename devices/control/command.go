@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/telehub/telehub/devices/topics"
 )
 
 // CommandStatus is where a command is in its lifecycle.
@@ -85,7 +87,7 @@ type Command struct {
 }
 
 // Topic returns the MQTT topic the command is published on.
-func (c Command) Topic() string { return "devices/" + c.DeviceID + "/commands/" + c.ID }
+func (c Command) Topic() string { return topics.Command(c.DeviceID, c.ID) }
 
 // Message returns the payload published to the device:
 // {"id":...,"name":...,"params":{...},"expires_at":...}.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/control"
+	"github.com/telehub/telehub/devices/topics"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
 )
@@ -29,7 +30,7 @@ import (
 // ignored: another edge may serve it.
 const (
 	// CommandFilter is the subscription made upstream.
-	CommandFilter = "devices/+/commands/+"
+	CommandFilter = topics.CommandsFilter
 	// UpstreamKeyPrefix starts the idempotency key of a command from the
 	// upstream; the upstream's command ID follows.
 	UpstreamKeyPrefix = "upstream:"
@@ -146,7 +147,7 @@ type upstreamCommand struct {
 // the MQTT client, which acknowledges the message when it returns: after
 // the command is stored here (Submit is durable) or answered.
 func (f *Forwarder) onCommand(c paho.Client, m paho.Message) {
-	devID, cmdID, ok := splitCommandTopic(m.Topic())
+	devID, cmdID, ok := topics.SplitCommand(m.Topic())
 	if !ok {
 		return
 	}
@@ -260,14 +261,5 @@ func resultPayload(ok bool, result json.RawMessage, reason string) []byte {
 
 // resultTopic is the result topic of a command.
 func resultTopic(devID, cmdID string) string {
-	return "devices/" + devID + "/commands/" + cmdID + "/result"
-}
-
-// splitCommandTopic splits devices/{id}/commands/{cid}.
-func splitCommandTopic(topic string) (devID, cmdID string, ok bool) {
-	parts := strings.Split(topic, "/")
-	if len(parts) != 4 || parts[0] != "devices" || parts[2] != "commands" || parts[1] == "" || parts[3] == "" {
-		return "", "", false
-	}
-	return parts[1], parts[3], true
+	return topics.Result(devID, cmdID)
 }

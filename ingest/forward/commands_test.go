@@ -45,24 +45,3 @@ func TestResultPayloadIsWhatTheUpstreamParses(t *testing.T) {
 		})
 	}
 }
-
-func TestSplitCommandTopic(t *testing.T) {
-	tests := []struct {
-		topic, dev, cid string
-		ok              bool
-	}{
-		{"devices/t1/commands/abc", "t1", "abc", true},
-		{"devices/t1/commands/abc/result", "", "", false},
-		{"devices/t1/commands/", "", "", false},
-		{"devices//commands/abc", "", "", false},
-		{"site/t1/commands/abc", "", "", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.topic, func(t *testing.T) {
-			dev, cid, ok := splitCommandTopic(tc.topic)
-			require.Equal(t, tc.ok, ok)
-			require.Equal(t, tc.dev, dev)
-			require.Equal(t, tc.cid, cid)
-		})
-	}
-}

@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 	"sync"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/control"
+	"github.com/telehub/telehub/devices/topics"
 	"github.com/telehub/telehub/internal/metrics"
 )
 
@@ -32,7 +32,7 @@ import (
 // comes again with the next connection.
 const (
 	// DesiredFilter is the subscription made upstream.
-	DesiredFilter = "devices/+/state/desired"
+	DesiredFilter = topics.DesiredFilter
 )
 
 // States is the device state service of this hub that desired state from
@@ -148,7 +148,7 @@ func (f *Forwarder) relayReported(ctx context.Context, c paho.Client) {
 			if err != nil {
 				continue
 			}
-			c.Publish("devices/"+id+"/state", 0, false, b)
+			c.Publish(topics.State(id), 0, false, b)
 			f.state.m.ReportedSent.Inc()
 		}
 		select {
@@ -239,8 +239,8 @@ func (f *Forwarder) routeDesired(ctx context.Context, c paho.Client) {
 // onDesired takes a retained desired state message from the upstream; it
 // runs on a goroutine of the MQTT client and does not block.
 func (f *Forwarder) onDesired(q *desiredQueue, m paho.Message) {
-	devID, rest, ok := strings.Cut(strings.TrimPrefix(m.Topic(), "devices/"), "/")
-	if !ok || devID == "" || rest != "state/desired" || !strings.HasPrefix(m.Topic(), "devices/") {
+	devID, rest, ok := topics.Split(m.Topic())
+	if !ok || rest != topics.RestDesired {
 		return
 	}
 	if len(bytes.TrimSpace(m.Payload())) == 0 {

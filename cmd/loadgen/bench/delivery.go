@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/cmd/loadgen/load"
+	"github.com/telehub/telehub/devices/topics"
 )
 
 // DeliveryRow is what a set of watchers (Telehub dashboards on the
@@ -91,7 +92,7 @@ func (r *runner) withSystems(ctx context.Context, label string, f func(deliveryS
 	if fl, err := r.connect(ctx, p.mqtt, anonymous(1000)); err == nil {
 		f(deliverySystem{name: "mochi-mqtt bare (MQTT subscribers)", pids: []int{p.pid()}, fleet: fl,
 			watch: func(ctx context.Context, n int) (*load.Watchers, error) {
-				return load.Subscribe(ctx, p.mqtt, n, "devices/+/telemetry", "", "")
+				return load.Subscribe(ctx, p.mqtt, n, topics.TelemetryFilter, "", "")
 			}})
 		fl.Close()
 	}
@@ -108,7 +109,7 @@ func (r *runner) withSystems(ctx context.Context, label string, f func(deliveryS
 	defer fl.Close()
 	f(deliverySystem{name: "Mosquitto (MQTT subscribers)", pids: []int{mq.pid()}, fleet: fl,
 		watch: func(ctx context.Context, n int) (*load.Watchers, error) {
-			return load.Subscribe(ctx, addr, n, "devices/+/telemetry", "", "")
+			return load.Subscribe(ctx, addr, n, topics.TelemetryFilter, "", "")
 		}})
 	return nil
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/telehub/telehub/devices/topics"
 )
 
 // Peer is the bare-broker peer of the benchmarks: mochi-mqtt with default
@@ -41,7 +43,7 @@ func StartPeer(mqttAddr, httpAddr string, logger *slog.Logger) (*Peer, error) {
 	if err := p.srv.AddListener(p.ln); err != nil {
 		return nil, err
 	}
-	if err := p.srv.Subscribe("devices/+/telemetry", 1, func(_ *mqtt.Client, _ packets.Subscription, _ packets.Packet) {
+	if err := p.srv.Subscribe(topics.TelemetryFilter, 1, func(_ *mqtt.Client, _ packets.Subscription, _ packets.Packet) {
 		p.received.Add(1)
 	}); err != nil {
 		return nil, err

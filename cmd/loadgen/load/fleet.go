@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/telehub/telehub/devices/topics"
 )
 
 // Device is the MQTT identity of one simulated device: username = ID,
@@ -125,7 +127,7 @@ func Connect(ctx context.Context, cfg FleetConfig) (*Fleet, ConnectResult, error
 				errs[i] = fmt.Errorf("device %s: %w", d.ID, err)
 				return
 			}
-			clients[i] = &fleetClient{Client: c, fleet: f, topic: "devices/" + d.ID + "/telemetry", inflight: map[uint16]int64{}}
+			clients[i] = &fleetClient{Client: c, fleet: f, topic: topics.Telemetry(d.ID), inflight: map[uint16]int64{}}
 		})
 	}
 	wg.Wait()

@@ -1,4 +1,4 @@
-package broker
+package topics
 
 import (
 	"testing"
@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestDeviceOwns(t *testing.T) {
+func TestOwns(t *testing.T) {
 	for _, tc := range []struct {
 		id, topic string
 		ok        bool
@@ -25,12 +25,12 @@ func TestDeviceOwns(t *testing.T) {
 		{"", "devices//telemetry", false},
 	} {
 		t.Run(tc.id+" "+tc.topic, func(t *testing.T) {
-			require.Equal(t, tc.ok, DeviceOwns(tc.id, tc.topic))
+			require.Equal(t, tc.ok, Owns(tc.id, tc.topic))
 		})
 	}
 }
 
-func TestSplitDeviceTopic(t *testing.T) {
+func TestSplit(t *testing.T) {
 	for _, tc := range []struct {
 		topic, id, rest string
 		ok              bool
@@ -43,7 +43,7 @@ func TestSplitDeviceTopic(t *testing.T) {
 		{"x/d1/telemetry", "", "", false},
 	} {
 		t.Run(tc.topic, func(t *testing.T) {
-			id, rest, ok := SplitDeviceTopic(tc.topic)
+			id, rest, ok := Split(tc.topic)
 			require.Equal(t, tc.ok, ok)
 			require.Equal(t, tc.id, id)
 			require.Equal(t, tc.rest, rest)
@@ -51,20 +51,59 @@ func TestSplitDeviceTopic(t *testing.T) {
 	}
 }
 
-func FuzzSplitDeviceTopic(f *testing.F) {
+func FuzzSplit(f *testing.F) {
 	for _, s := range []string{"devices/d1/telemetry", "devices//x", "devices/a/b/c", "", "devices/"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, topic string) {
-		id, rest, ok := SplitDeviceTopic(topic)
+		id, rest, ok := Split(topic)
 		if !ok {
 			return
 		}
 		if "devices/"+id+"/"+rest != topic || id == "" || rest == "" {
 			t.Fatalf("split %q into %q, %q", topic, id, rest)
 		}
-		if DeviceOwns(id, topic) != (len(rest) > 0) {
+		if Owns(id, topic) != (len(rest) > 0) {
 			t.Fatalf("device %q must own %q", id, topic)
 		}
 	})
+}
+
+func TestSplitCommand(t *testing.T) {
+	for _, tc := range []struct {
+		topic, dev, cmd string
+		ok              bool
+	}{
+		{"devices/d1/commands/c1", "d1", "c1", true},
+		{"devices/d1/commands/c1/result", "", "", false},
+		{"devices/d1/commands/", "", "", false},
+		{"devices/d1/state", "", "", false},
+		{"other/d1/commands/c1", "", "", false},
+	} {
+		dev, cmd, ok := SplitCommand(tc.topic)
+		require.Equal(t, tc.ok, ok, tc.topic)
+		require.Equal(t, tc.dev, dev, tc.topic)
+		require.Equal(t, tc.cmd, cmd, tc.topic)
+	}
+}
+
+func TestSplitCommandUpstream(t *testing.T) {
+	tests := []struct {
+		topic, dev, cid string
+		ok              bool
+	}{
+		{"devices/t1/commands/abc", "t1", "abc", true},
+		{"devices/t1/commands/abc/result", "", "", false},
+		{"devices/t1/commands/", "", "", false},
+		{"devices//commands/abc", "", "", false},
+		{"site/t1/commands/abc", "", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.topic, func(t *testing.T) {
+			dev, cid, ok := SplitCommand(tc.topic)
+			require.Equal(t, tc.ok, ok)
+			require.Equal(t, tc.dev, dev)
+			require.Equal(t, tc.cid, cid)
+		})
+	}
 }
