@@ -66,7 +66,7 @@ func layoutViolations(pkgs []listedPackage) []string {
 }
 
 type listedPackage struct {
-	ImportPath                          string
+	ImportPath                         string
 	Imports, TestImports, XTestImports []string
 }
 
