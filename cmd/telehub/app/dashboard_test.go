@@ -36,7 +36,7 @@ const chromiumPath = "/usr/bin/chromium"
 // docs/dashboard.png and docs/dashboard-device.png.
 func TestDashboardInBrowser(t *testing.T) {
 	node := testenv.Tool(t, "node")
-	root, err := filepath.Abs(filepath.Join("..", ".."))
+	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
 	require.NoError(t, err)
 	if _, err := os.Stat(chromiumPath); err != nil {
 		testenv.Missing(t, "Chromium ("+chromiumPath+", Debian package chromium)")
@@ -105,7 +105,7 @@ func TestDashboardChartPoints(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "--no-warnings", "--test", filepath.Join("web", "test", "dashboard-series.test.mjs"))
-	cmd.Dir = filepath.Join("..", "..")
+	cmd.Dir = filepath.Join("..", "..", "..")
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), "# fail 0")

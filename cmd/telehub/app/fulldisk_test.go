@@ -106,7 +106,7 @@ func TestFullDiskIsReportedAndRefusedFast(t *testing.T) {
 func bannerInBrowser(t *testing.T, a *App, expect string) {
 	t.Helper()
 	node := testenv.Tool(t, "node")
-	root, err := filepath.Abs(filepath.Join("..", ".."))
+	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
 	require.NoError(t, err)
 	if _, err := os.Stat(chromiumPath); err != nil {
 		testenv.Missing(t, "Chromium ("+chromiumPath+", Debian package chromium)")

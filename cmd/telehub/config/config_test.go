@@ -49,7 +49,7 @@ func TestRejectsBadConfig(t *testing.T) {
 }
 
 func TestExampleConfigLoads(t *testing.T) {
-	_, err := Load("serve", []string{"--config", "../../configs/telehub.example.yaml"}, env(nil), io.Discard)
+	_, err := Load("serve", []string{"--config", "../../../configs/telehub.example.yaml"}, env(nil), io.Discard)
 	require.NoError(t, err)
 }
 
