@@ -1,5 +1,6 @@
 // Package store is the embedded time-series store: readings kept in a bbolt
-// file in the data directory when no InfluxDB is configured. bbolt is pure Go
+// file in the data directory when no InfluxDB is configured. It implements
+// ingest.Sink and ingest.History, beside ingest/influx. bbolt is pure Go
 // (the edge build has no cgo), crash-safe through copy-on-write pages, and
 // well kept.
 //
