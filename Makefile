@@ -63,7 +63,7 @@ release: web-assets
 
 fuzz:
 	$(GO) test ./ingest -run XXX -fuzz FuzzDecode -fuzztime 60s
-	$(GO) test ./internal/store -run XXX -fuzz FuzzChunk -fuzztime 60s
+	$(GO) test ./ingest/store -run XXX -fuzz FuzzChunk -fuzztime 60s
 
 clean:
 	rm -rf $(BIN) $(DIST)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/topics"
 	"github.com/telehub/telehub/internal/metrics"
 )
 
@@ -335,7 +336,7 @@ func (h *accessHook) allowed(who identity, topic string, write bool) bool {
 	}
 	switch who.kind {
 	case KindDevice:
-		return DeviceOwns(who.name, topic)
+		return topics.Owns(who.name, topic)
 	case KindIntegration:
 		if h.ints == nil {
 			return false

@@ -10,7 +10,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
+	"github.com/telehub/telehub/devices/topics"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -22,7 +23,7 @@ import (
 // then.
 type CommandEvents interface {
 	Delivered(deviceID, commandID string, delivered bool)
-	Result(deviceID, commandID string, r devices.CommandResult) (wal.Commit, error)
+	Result(deviceID, commandID string, r control.CommandResult) (wal.Commit, error)
 	Subscribed(deviceID string)
 }
 
@@ -34,22 +35,7 @@ type StateEvents interface {
 	RetainedExpired(deviceID string)
 }
 
-// Topic suffixes under devices/{id}/.
-const (
-	commandsPrefix  = "commands/"
-	resultSuffix    = "/result"
-	stateTopic      = "state"
-	desiredTopic    = "state/desired"
-	responsesTopic  = "responses"
-	controlClientID = "telehub-control"
-)
-
-// ResponseTopic returns the MQTT 5 response topic of a device's commands.
-// The command ID travels as correlation data.
-func ResponseTopic(deviceID string) string { return "devices/" + deviceID + "/" + responsesTopic }
-
-// DesiredTopic returns the topic a device's desired state is retained on.
-func DesiredTopic(deviceID string) string { return "devices/" + deviceID + "/" + desiredTopic }
+const controlClientID = "telehub-control"
 
 // flight names a command publish waiting for its PUBACK: packet IDs are per
 // client connection.
@@ -111,17 +97,17 @@ func NewControl(b *Broker, commands CommandEvents, states StateEvents, logger *s
 // SendCommand publishes a command QoS 1 on devices/{id}/commands/{cid},
 // with the MQTT 5 response topic, correlation data (the command ID),
 // content type and message expiry (the time left before the command
-// expires). It returns devices.ErrUnreachable unless the device, or a relay
+// expires). It returns control.ErrUnreachable unless the device, or a relay
 // for it (see relays), is connected and subscribed to the topic and the
 // broker took the publish.
-func (c *Control) SendCommand(cmd devices.Command) error {
+func (c *Control) SendCommand(cmd control.Command) error {
 	topic := cmd.Topic()
-	if !DeviceOwns(cmd.DeviceID, topic) { // inline publishes bypass the ACL
+	if !topics.Owns(cmd.DeviceID, topic) { // inline publishes bypass the ACL
 		return fmt.Errorf("command topic %q is not the device's", topic)
 	}
 	left := time.Until(cmd.ExpiresAt)
 	if left <= 0 {
-		return devices.ErrUnreachable
+		return control.ErrUnreachable
 	}
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
@@ -131,7 +117,7 @@ func (c *Control) SendCommand(cmd devices.Command) error {
 			c.unrouted[cmd.DeviceID] = struct{}{}
 		}
 		c.mu.Unlock()
-		return devices.ErrUnreachable
+		return control.ErrUnreachable
 	}
 	capt := &sendCapture{topic: topic}
 	c.mu.Lock()
@@ -144,7 +130,7 @@ func (c *Control) SendCommand(cmd devices.Command) error {
 		PacketID:    1, // inbound packet ID of the inline client; never acknowledged
 		Properties: packets.Properties{
 			ContentType:           "application/json",
-			ResponseTopic:         ResponseTopic(cmd.DeviceID),
+			ResponseTopic:         topics.Responses(cmd.DeviceID),
 			CorrelationData:       []byte(cmd.ID),
 			MessageExpiryInterval: uint32(max(1, (left+time.Second-1)/time.Second)),
 		},
@@ -156,7 +142,7 @@ func (c *Control) SendCommand(cmd devices.Command) error {
 		return fmt.Errorf("publish command: %w", err)
 	}
 	if capt.dropped {
-		return devices.ErrUnreachable
+		return control.ErrUnreachable
 	}
 	if !capt.tracked {
 		c.log.Debug("command sent QoS 0 (the device subscribed QoS 0): no delivery confirmation", "device_id", cmd.DeviceID, "command_id", cmd.ID)
@@ -169,7 +155,7 @@ func (c *Control) SendCommand(cmd devices.Command) error {
 // disconnected device does not count: the hub keeps the command (durably)
 // until the device is back.
 func (c *Control) reachable(deviceID, commandID string) bool {
-	subs := c.srv.Topics.Subscribers("devices/" + deviceID + "/" + commandsPrefix + commandID)
+	subs := c.srv.Topics.Subscribers(topics.Command(deviceID, commandID))
 	for clientID := range subs.Subscriptions {
 		cl, ok := c.srv.Clients.Get(clientID)
 		if ok && !cl.Closed() && c.routes(cl, deviceID, commandID) {
@@ -199,7 +185,7 @@ func (c *Control) relays(cl *mqtt.Client, deviceID, commandID string) bool {
 	if se == nil || se.who.kind != KindIntegration {
 		return false
 	}
-	return c.access.allowed(se.who, "devices/"+deviceID+"/"+commandsPrefix+commandID+resultSuffix, true)
+	return c.access.allowed(se.who, topics.Result(deviceID, commandID), true)
 }
 
 // isIntegration reports whether cl is an integration client.
@@ -223,8 +209,8 @@ func (c *Control) deviceOf(cl *mqtt.Client) string {
 // PublishDesired publishes a device's desired state retained, QoS 1; an
 // empty payload clears it.
 func (c *Control) PublishDesired(deviceID string, payload []byte) error {
-	topic := DesiredTopic(deviceID)
-	if !DeviceOwns(deviceID, topic) {
+	topic := topics.Desired(deviceID)
+	if !topics.Owns(deviceID, topic) {
 		return fmt.Errorf("desired state topic %q is not the device's", topic)
 	}
 	return c.srv.InjectPacket(c.cl, packets.Packet{
@@ -262,7 +248,7 @@ func (h *controlHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 	if pk.FixedHeader.Type != packets.Publish {
 		return
 	}
-	devID, cmdID, ok := commandOf(pk.TopicName)
+	devID, cmdID, ok := topics.SplitCommand(pk.TopicName)
 	if !ok || !h.c.routes(cl, devID, cmdID) {
 		return
 	}
@@ -292,7 +278,7 @@ func (h *controlHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 	case pk.ReasonCode >= packets.ErrUnspecifiedError.Code:
 		// An MQTT 5 device refused the message: resending would be refused
 		// again, so the command fails with the device's reason.
-		h.answer(f.deviceID, f.commandID, devices.CommandResult{
+		h.answer(f.deviceID, f.commandID, control.CommandResult{
 			Error: fmt.Sprintf("the device refused the command message: PUBACK reason 0x%02x", pk.ReasonCode)})
 	default:
 		h.c.commands.Delivered(f.deviceID, f.commandID, true)
@@ -308,7 +294,7 @@ func (h *controlHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 
 // OnPublishDropped: the client's write queue was full.
 func (h *controlHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
-	if devID, cmdID, ok := commandOf(pk.TopicName); ok && h.c.routes(cl, devID, cmdID) {
+	if devID, cmdID, ok := topics.SplitCommand(pk.TopicName); ok && h.c.routes(cl, devID, cmdID) {
 		h.c.mu.Lock()
 		if h.c.capture != nil && h.c.capture.topic == pk.TopicName {
 			h.c.capture.dropped, h.c.capture.tracked = true, false
@@ -319,7 +305,7 @@ func (h *controlHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	// ID it had assigned is not known here, so drop by topic.
 	h.c.mu.Lock()
 	for k, f := range h.c.flights {
-		if k.client == cl.ID && "devices/"+f.deviceID+"/commands/"+f.commandID == pk.TopicName {
+		if k.client == cl.ID && topics.Command(f.deviceID, f.commandID) == pk.TopicName {
 			delete(h.c.flights, k)
 		}
 	}
@@ -360,7 +346,7 @@ func (h *controlHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) 
 // OnRetainedExpired: mochi drops retained messages after its maximum
 // message expiry; a desired state must stay, so it is published again.
 func (h *controlHook) OnRetainedExpired(filter string) {
-	if id, rest, ok := SplitDeviceTopic(filter); ok && rest == desiredTopic {
+	if id, rest, ok := topics.Split(filter); ok && rest == topics.RestDesired {
 		h.c.states.RetainedExpired(id)
 	}
 }
@@ -375,7 +361,7 @@ func (h *controlHook) OnRetainedExpired(filter string) {
 // device's. A device never answers for another: its ACL allows only its
 // own topics, and its publishes on other devices' topics end here.
 func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	id, rest, ok := SplitDeviceTopic(pk.TopicName)
+	id, rest, ok := topics.Split(pk.TopicName)
 	if !ok {
 		return pk, nil
 	}
@@ -383,29 +369,29 @@ func (h *controlHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		switch {
 		case isResult(rest) && h.c.isIntegration(cl):
 			return h.result(cl, pk, id, rest)
-		case rest == stateTopic && h.c.isIntegration(cl):
+		case rest == topics.RestState && h.c.isIntegration(cl):
 			return h.relayedState(cl, pk, id)
 		}
 		return pk, nil
 	}
 	switch {
-	case rest == stateTopic:
+	case rest == topics.RestState:
 		c, err := h.c.states.Reported(id, pk.Payload, time.Now())
 		if err != nil {
 			h.c.log.Warn("reported state refused", "device_id", id, "err", err)
 			return pk, refuse(h.c.srv, cl, pk, packets.ErrPayloadFormatInvalid)
 		}
 		return h.ackAfter(cl, pk, id, c)
-	case rest == responsesTopic:
+	case rest == topics.RestResponses:
 		cmdID := string(pk.Properties.CorrelationData)
 		if cmdID == "" {
 			h.c.log.Warn("command response without correlation data", "device_id", id)
 			return pk, refuse(h.c.srv, cl, pk, packets.ErrProtocolViolation)
 		}
-		return h.ackAfter(cl, pk, id, h.answer(id, cmdID, devices.ParseResponse(pk.Payload)))
+		return h.ackAfter(cl, pk, id, h.answer(id, cmdID, control.ParseResponse(pk.Payload)))
 	case isResult(rest):
 		return h.result(cl, pk, id, rest)
-	case rest == desiredTopic || strings.HasPrefix(rest, commandsPrefix):
+	case rest == topics.RestDesired || strings.HasPrefix(rest, topics.RestCommands):
 		h.c.log.Warn("device published on a hub topic", "device_id", id, "topic", pk.TopicName)
 		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
 			cl.Stop(packets.ErrNotAuthorized) // as mochi does for an ACL refusal
@@ -434,17 +420,17 @@ func (h *controlHook) relayedState(cl *mqtt.Client, pk packets.Packet, id string
 
 // isResult reports whether rest (after devices/{id}/) is a result topic.
 func isResult(rest string) bool {
-	return strings.HasPrefix(rest, commandsPrefix) && strings.HasSuffix(rest, resultSuffix)
+	return strings.HasPrefix(rest, topics.RestCommands) && strings.HasSuffix(rest, topics.ResultSuffix)
 }
 
 // result takes an answer on devices/{id}/commands/{cid}/result, rest being
 // the part after devices/{id}/.
 func (h *controlHook) result(cl *mqtt.Client, pk packets.Packet, id, rest string) (packets.Packet, error) {
-	cmdID := strings.TrimSuffix(strings.TrimPrefix(rest, commandsPrefix), resultSuffix)
+	cmdID := strings.TrimSuffix(strings.TrimPrefix(rest, topics.RestCommands), topics.ResultSuffix)
 	if strings.Contains(cmdID, "/") || cmdID == "" {
 		return pk, nil
 	}
-	r, err := devices.ParseResult(pk.Payload)
+	r, err := control.ParseResult(pk.Payload)
 	if err != nil {
 		h.c.log.Warn("command result refused", "device_id", id, "command_id", cmdID, "err", err)
 		return pk, refuse(h.c.srv, cl, pk, packets.ErrPayloadFormatInvalid)
@@ -454,7 +440,7 @@ func (h *controlHook) result(cl *mqtt.Client, pk packets.Packet, id, rest string
 
 // answer hands a device's answer to the command service and returns the
 // commit its acknowledgement must wait for.
-func (h *controlHook) answer(deviceID, cmdID string, r devices.CommandResult) wal.Commit {
+func (h *controlHook) answer(deviceID, cmdID string, r control.CommandResult) wal.Commit {
 	c, err := h.c.commands.Result(deviceID, cmdID, r)
 	if err != nil {
 		h.c.log.Info("command answer ignored", "device_id", deviceID, "command_id", cmdID, "err", err)
@@ -494,17 +480,4 @@ func refuse(srv *mqtt.Server, cl *mqtt.Client, pk packets.Packet, code packets.C
 		return refusePublish(srv, cl, pk, code)
 	}
 	return packets.CodeSuccessIgnore
-}
-
-// commandOf splits devices/{id}/commands/{cid}.
-func commandOf(topic string) (deviceID, commandID string, ok bool) {
-	id, rest, ok := SplitDeviceTopic(topic)
-	if !ok {
-		return "", "", false
-	}
-	cid, found := strings.CutPrefix(rest, commandsPrefix)
-	if !found || cid == "" || strings.Contains(cid, "/") {
-		return "", "", false
-	}
-	return id, cid, true
 }

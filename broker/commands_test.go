@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/internal/testenv"
 	"github.com/telehub/telehub/internal/wal"
 )
@@ -20,7 +21,7 @@ type controlEvents struct {
 	mu         sync.Mutex
 	delivered  []string
 	dropped    []string
-	results    map[string]devices.CommandResult
+	results    map[string]control.CommandResult
 	subscribed []string
 	reported   map[string]string
 	// gated makes Result and Reported return commits that complete when
@@ -61,7 +62,7 @@ func (e *controlEvents) Delivered(_, id string, ok bool) {
 	}
 }
 
-func (e *controlEvents) Result(_, id string, r devices.CommandResult) (wal.Commit, error) {
+func (e *controlEvents) Result(_, id string, r control.CommandResult) (wal.Commit, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.results[id] = r
@@ -92,7 +93,7 @@ func (e *controlEvents) snapshot() controlEvents {
 	return controlEvents{delivered: slices.Clone(e.delivered), subscribed: slices.Clone(e.subscribed)}
 }
 
-func (e *controlEvents) result(id string) (devices.CommandResult, bool) {
+func (e *controlEvents) result(id string) (control.CommandResult, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	r, ok := e.results[id]
@@ -108,7 +109,7 @@ func (e *controlEvents) report(dev string) string {
 func newControlFixture(t *testing.T) (*fixture, *Control, *controlEvents) {
 	t.Helper()
 	f := newFixture(t, nil)
-	ev := &controlEvents{results: map[string]devices.CommandResult{}, reported: map[string]string{}}
+	ev := &controlEvents{results: map[string]control.CommandResult{}, reported: map[string]string{}}
 	c, err := NewControl(f.b, ev, ev, testenv.Logger(t))
 	require.NoError(t, err)
 	return f, c, ev
@@ -117,12 +118,12 @@ func newControlFixture(t *testing.T) (*fixture, *Control, *controlEvents) {
 func TestControlSendsCommandsAndFollowsThem(t *testing.T) {
 	f, ctl, ev := newControlFixture(t)
 	tok := f.device(t, "d1")
-	cmd := devices.Command{ID: "c1", DeviceID: "d1", Name: "ping", Params: []byte(`{}`), ExpiresAt: time.Now().Add(time.Minute)}
-	require.ErrorIs(t, ctl.SendCommand(cmd), devices.ErrUnreachable, "offline")
+	cmd := control.Command{ID: "c1", DeviceID: "d1", Name: "ping", Params: []byte(`{}`), ExpiresAt: time.Now().Add(time.Minute)}
+	require.ErrorIs(t, ctl.SendCommand(cmd), control.ErrUnreachable, "offline")
 
 	d, err := f.dial(t, "", "d1", tok, nil)
 	require.NoError(t, err)
-	require.ErrorIs(t, ctl.SendCommand(cmd), devices.ErrUnreachable, "online but not subscribed")
+	require.ErrorIs(t, ctl.SendCommand(cmd), control.ErrUnreachable, "online but not subscribed")
 	d.subscribe(t, "devices/d1/commands/+", 1)
 	testenv.Eventually(t, 5*time.Second, "subscription reported", func() bool { return slices.Contains(ev.snapshot().subscribed, "d1") })
 
@@ -131,13 +132,13 @@ func TestControlSendsCommandsAndFollowsThem(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "PUBACK seen", func() bool { return slices.Equal(ev.snapshot().delivered, []string{"c1"}) })
 	expired := cmd
 	expired.ExpiresAt = time.Now().Add(-time.Second)
-	require.ErrorIs(t, ctl.SendCommand(expired), devices.ErrUnreachable, "an expired command is not sent")
+	require.ErrorIs(t, ctl.SendCommand(expired), control.ErrUnreachable, "an expired command is not sent")
 
 	d.publish(t, "devices/d1/commands/c1/result", 1, false, `{"status":"ok","result":{"pong":1}}`)
 	testenv.Eventually(t, 5*time.Second, "result", func() bool { _, ok := ev.result("c1"); return ok })
 	r, _ := ev.result("c1")
 	require.True(t, r.OK)
-	require.Equal(t, devices.ViaResultTopic, r.Via)
+	require.Equal(t, control.ViaResultTopic, r.Via)
 
 	// Bad input: an unparsable result is acknowledged (MQTT 3) and dropped.
 	d.publish(t, "devices/d1/commands/c2/result", 1, false, `{"status":"maybe"}`)
@@ -206,24 +207,6 @@ func TestControlRefusesDevicePublishesOnHubTopics(t *testing.T) {
 			testenv.Eventually(t, 5*time.Second, "disconnected", d.isLost)
 			require.False(t, d.received(topic), "the spoofed message was not forwarded")
 		})
-	}
-}
-
-func TestCommandOf(t *testing.T) {
-	for _, tc := range []struct {
-		topic, dev, cmd string
-		ok              bool
-	}{
-		{"devices/d1/commands/c1", "d1", "c1", true},
-		{"devices/d1/commands/c1/result", "", "", false},
-		{"devices/d1/commands/", "", "", false},
-		{"devices/d1/state", "", "", false},
-		{"other/d1/commands/c1", "", "", false},
-	} {
-		dev, cmd, ok := commandOf(tc.topic)
-		require.Equal(t, tc.ok, ok, tc.topic)
-		require.Equal(t, tc.dev, dev, tc.topic)
-		require.Equal(t, tc.cmd, cmd, tc.topic)
 	}
 }
 

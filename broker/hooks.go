@@ -9,20 +9,13 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/telehub/telehub/devices/topics"
 	"github.com/telehub/telehub/ingest"
 )
 
 // Authentication (device ID + token, client certificates, integrations,
 // anonymous clients) and the ACL that confines a device to devices/{its
 // id}/ are in access.go.
-
-// DeviceOwns reports whether a topic or filter lies under devices/{id}/.
-// Device IDs cannot contain wildcards, so a literal prefix test is enough.
-func DeviceOwns(id, topic string) bool {
-	return id != "" && len(topic) > len("devices/")+len(id)+1 &&
-		strings.HasPrefix(topic, "devices/") && strings.HasPrefix(topic[len("devices/"):], id) &&
-		topic[len("devices/")+len(id)] == '/'
-}
 
 // ingestHook hands telemetry to the ingest pipeline. It runs on the
 // publishing client's goroutine and returns once the readings are durable, so
@@ -50,12 +43,12 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if cl.Net.Inline {
 		return pk, nil
 	}
-	id, rest, ok := SplitDeviceTopic(pk.TopicName)
+	id, rest, ok := topics.Split(pk.TopicName)
 	if dev, isDevice := h.sessions.device(cl); !ok || !isDevice || id != dev {
 		return pk, nil
 	}
 	h.presence.Seen(id, time.Now())
-	if rest != "telemetry" {
+	if rest != topics.RestTelemetry {
 		return pk, nil
 	}
 	dev, ok := h.reg.Get(id)
@@ -124,17 +117,4 @@ func ingestRefusal(srv *mqtt.Server, cl *mqtt.Client, pk packets.Packet, err err
 		code = packets.ErrServerBusy
 	}
 	return refusePublish(srv, cl, pk, code)
-}
-
-// SplitDeviceTopic splits devices/{id}/{rest} into id and rest.
-func SplitDeviceTopic(topic string) (id, rest string, ok bool) {
-	after, found := strings.CutPrefix(topic, "devices/")
-	if !found {
-		return "", "", false
-	}
-	id, rest, found = strings.Cut(after, "/")
-	if !found || id == "" || rest == "" {
-		return "", "", false
-	}
-	return id, rest, true
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/telehub/telehub/internal/tlsconf"
 )
 
 // Transport configures the listeners besides plain TCP. Its keys sit
@@ -84,10 +86,10 @@ func newTransports(cfg Config) (*transports, error) {
 	var server, mutual *tls.Config
 	if cfg.TLSCert != "" {
 		var err error
-		if server, err = ServerTLS(cfg.TLSCert, cfg.TLSKey, ""); err != nil {
+		if server, err = tlsconf.Server(cfg.TLSCert, cfg.TLSKey, ""); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
-		if mutual, err = ServerTLS(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA); err != nil {
+		if mutual, err = tlsconf.Server(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
 	}

@@ -128,34 +128,3 @@ func TestMutualTLS(t *testing.T) {
 	_, err = f.dial(t, "tcp-dev", "cert-dev", tok, nil)
 	require.NoError(t, err)
 }
-
-// TestCertificateReload: a renewed certificate is served without a restart.
-func TestCertificateReload(t *testing.T) {
-	pki := testenv.NewPKI(t)
-	certFile, keyFile := pki.Server(t, "server")
-	cfg, err := ServerTLS(certFile, keyFile, "")
-	require.NoError(t, err)
-	serial := func() string {
-		c, err := cfg.GetCertificate(&tls.ClientHelloInfo{})
-		require.NoError(t, err)
-		return c.Leaf.SerialNumber.String()
-	}
-	first := serial()
-	require.Equal(t, first, serial())
-
-	newCert, newKey := pki.Server(t, "renewed")
-	for _, p := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
-		b, err := os.ReadFile(p[0])
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(p[1], b, 0o600))
-	}
-	require.NotEqual(t, first, serial(), "the renewed certificate is served")
-
-	require.NoError(t, os.WriteFile(certFile, []byte("half written"), 0o600))
-	require.NotEmpty(t, serial(), "a broken file keeps the last good certificate")
-
-	_, err = ServerTLS(certFile, keyFile, "")
-	require.Error(t, err, "but a broken file fails at start-up")
-	_, err = ServerTLS(newCert, newKey, certFile)
-	require.Error(t, err, "and so does a client CA without certificates")
-}

@@ -174,7 +174,7 @@ func TestMQTT5SharedSubscription(t *testing.T) {
 // topic once and then only the alias. The device's telemetry is still
 // ingested, other subscribers get the real topic, and an alias cannot carry
 // a publish past the ACL. (Aliases from the broker to a client are tested
-// with MQTT.js in internal/app: libmosquitto does not accept them.)
+// with MQTT.js in cmd/telehub/app: libmosquitto does not accept them.)
 func TestMQTT5TopicAliases(t *testing.T) {
 	pubBin := testenv.Tool(t, "mosquitto_pub")
 	f := newFixture(t, func(c *Config) { c.AllowAnonymous = true })

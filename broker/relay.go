@@ -8,6 +8,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/telehub/telehub/devices/topics"
 	"github.com/telehub/telehub/ingest"
 )
 
@@ -41,8 +42,8 @@ func (h *relayHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	if cl.Net.Inline {
 		return pk, nil
 	}
-	id, rest, ok := SplitDeviceTopic(pk.TopicName)
-	if !ok || rest != "telemetry" {
+	id, rest, ok := topics.Split(pk.TopicName)
+	if !ok || rest != topics.RestTelemetry {
 		return pk, nil
 	}
 	se := h.sessions.get(cl)

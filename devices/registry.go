@@ -1,6 +1,11 @@
-// Package devices keeps the device registry: identities, types, labels and
-// credentials, persisted in the embedded store and cached in memory so that
-// authentication on connect costs one map lookup and one hash.
+// Package devices owns who the devices are: the registry (identities,
+// types, labels and credentials, persisted in the hub's state database and
+// cached in memory so that authentication on connect costs one map lookup
+// and one hash), their presence (connected, last seen), the integrations
+// (non-device clients with their own credentials) and the selectors that
+// pick devices by label. What the hub asks of a device (commands, desired
+// and reported state) is devices/control; the topics a device uses are
+// devices/topic.
 package devices
 
 import (
@@ -35,6 +40,10 @@ var (
 	typePattern  = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
 	labelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
 )
+
+// ValidType reports whether t is a valid device type (lower case letters,
+// digits, '_' and '-', starting with a letter, at most 64 characters).
+func ValidType(t string) bool { return typePattern.MatchString(t) }
 
 // Device is a registered device as the API shows it.
 type Device struct {

@@ -1,5 +1,8 @@
 // Package ingest decodes device telemetry, makes it durable in the local log and
-// moves it from there to storage and to the live stream.
+// moves it from there to storage and to the live stream. It owns the
+// storage contract, Sink and History; its implementations sit beside it,
+// one folder each: ingest/influx (InfluxDB) and ingest/store (the embedded
+// store).
 package ingest
 
 import "time"

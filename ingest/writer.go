@@ -15,7 +15,8 @@ import (
 	"github.com/telehub/telehub/internal/wal"
 )
 
-// Sink stores readings: InfluxDB or the embedded store.
+// Sink stores readings: InfluxDB (ingest/influx) or the embedded store
+// (ingest/store).
 type Sink interface {
 	Write(ctx context.Context, rs []Reading) error
 }

@@ -194,13 +194,6 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
-func TestLineProtocolEscapes(t *testing.T) {
-	r := Reading{DeviceID: "a b,c", DeviceType: "thermostat", Time: time.Unix(0, 42), Fields: []Field{
-		{"on", Bool(true)}, {"t x", Number(21.5)}, {"msg", String(`say "hi" \ bye`)}}}
-	require.Equal(t, `telemetry,device_id=a\ b\,c,device_type=thermostat on=true,t\ x=21.5,msg="say \"hi\" \\ bye" 42`,
-		string(AppendLine(nil, "telemetry", r)))
-}
-
 // A corrupt record does not stop the writer for good: after retries the rest
 // of its segment is skipped (and counted), and later readings flow on.
 func TestWriterSkipsACorruptSegment(t *testing.T) {

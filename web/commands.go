@@ -13,21 +13,22 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/internal/auth"
 )
 
 // Commands is what the API needs of the command service.
 type Commands interface {
-	Submit(req devices.CommandRequest) (devices.Command, bool, error)
-	Get(deviceID, id string) (devices.Command, bool)
-	List(deviceID string, f devices.CommandFilter) []devices.Command
-	Wait(ctx context.Context, deviceID, id string, after uint64) (devices.Command, bool)
+	Submit(req control.CommandRequest) (control.Command, bool, error)
+	Get(deviceID, id string) (control.Command, bool)
+	List(deviceID string, f control.CommandFilter) []control.Command
+	Wait(ctx context.Context, deviceID, id string, after uint64) (control.Command, bool)
 }
 
 // Schemas manages the command schemas of device types.
 type Schemas interface {
-	Get(deviceType string) (devices.CommandSchema, bool)
-	Put(deviceType string, cs devices.CommandSchema) error
+	Get(deviceType string) (control.CommandSchema, bool)
+	Put(deviceType string, cs control.CommandSchema) error
 	Delete(deviceType string) error
 }
 
@@ -97,7 +98,7 @@ func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request) {
 		}
 		key = h
 	}
-	cr := devices.CommandRequest{DeviceID: id, Name: req.Name, Params: req.Params, Timeout: time.Duration(req.Timeout),
+	cr := control.CommandRequest{DeviceID: id, Name: req.Name, Params: req.Params, Timeout: time.Duration(req.Timeout),
 		IdempotencyKey: key, By: Who(r.Context())}
 	if req.ExpiresAt != nil {
 		cr.ExpiresAt = *req.ExpiresAt
@@ -109,10 +110,10 @@ func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, "device not found", "no device with id "+id)
 	case errors.As(err, &ve):
 		problem(w, http.StatusBadRequest, "invalid command", ve.Error())
-	case errors.Is(err, devices.ErrIdempotencyConflict):
+	case errors.Is(err, control.ErrIdempotencyConflict):
 		problem(w, http.StatusUnprocessableEntity, "idempotency key reused",
 			"idempotency key "+strconv.Quote(key)+" was used for a different command to this device")
-	case errors.Is(err, devices.ErrQueueFull):
+	case errors.Is(err, control.ErrQueueFull):
 		w.Header().Set("Retry-After", "30")
 		problem(w, http.StatusTooManyRequests, "command queue full",
 			"device "+id+" has too many pending commands; wait for them to finish or expire")
@@ -135,10 +136,10 @@ func (s *Server) listCommands(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	f := devices.CommandFilter{Name: q.Get("name"), Limit: 100}
+	f := control.CommandFilter{Name: q.Get("name"), Limit: 100}
 	if v := q.Get("status"); v != "" {
 		for _, part := range strings.Split(v, ",") {
-			st, err := devices.ParseCommandStatus(strings.TrimSpace(part))
+			st, err := control.ParseCommandStatus(strings.TrimSpace(part))
 			if err != nil {
 				problem(w, http.StatusBadRequest, "invalid query", err.Error())
 				return
@@ -214,7 +215,7 @@ func (s *Server) getSchema(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putSchema(w http.ResponseWriter, r *http.Request) {
 	t := r.PathValue("type")
-	var cs devices.CommandSchema
+	var cs control.CommandSchema
 	if !decodeBody(w, r, &cs) {
 		return
 	}

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/net/netutil"
 
-	"github.com/telehub/telehub/broker"
+	"github.com/telehub/telehub/internal/tlsconf"
 )
 
 // readHeaderTimeout bounds reading a request's headers.
@@ -30,7 +30,7 @@ func Listen(cfg Config) (ln net.Listener, https bool, err error) {
 	if cfg.TLSCert == "" {
 		return ln, false, nil
 	}
-	tc, err := broker.ServerTLS(cfg.TLSCert, cfg.TLSKey, "")
+	tc, err := tlsconf.Server(cfg.TLSCert, cfg.TLSKey, "")
 	if err != nil {
 		ln.Close()
 		return nil, false, fmt.Errorf("https: %w", err)

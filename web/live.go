@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/internal/auth"
 )
 
@@ -200,7 +201,7 @@ func (s *Server) socketCommand(ctx context.Context, who auth.Token, m clientMess
 	if s.deps.Commands == nil {
 		return fail(http.StatusNotImplemented, "commands are not available")
 	}
-	cr := devices.CommandRequest{DeviceID: m.DeviceID, Name: m.Name, Params: m.Params, Timeout: time.Duration(m.Timeout),
+	cr := control.CommandRequest{DeviceID: m.DeviceID, Name: m.Name, Params: m.Params, Timeout: time.Duration(m.Timeout),
 		IdempotencyKey: m.IdempotencyKey, By: Who(context.WithValue(ctx, principalKey{}, who))}
 	if m.ExpiresAt != nil {
 		cr.ExpiresAt = *m.ExpiresAt
@@ -212,9 +213,9 @@ func (s *Server) socketCommand(ctx context.Context, who auth.Token, m clientMess
 		return fail(http.StatusNotFound, "no device with id "+m.DeviceID)
 	case errors.As(err, &ve):
 		return fail(http.StatusBadRequest, ve.Error())
-	case errors.Is(err, devices.ErrIdempotencyConflict):
+	case errors.Is(err, control.ErrIdempotencyConflict):
 		return fail(http.StatusUnprocessableEntity, "the idempotency key was used for a different command")
-	case errors.Is(err, devices.ErrQueueFull):
+	case errors.Is(err, control.ErrQueueFull):
 		return fail(http.StatusTooManyRequests, "the device has too many pending commands")
 	case err != nil:
 		s.deps.Logger.Error("submit command from socket", "device_id", m.DeviceID, "err", err)

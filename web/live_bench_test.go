@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/loadgen/load"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/load"
 	"github.com/telehub/telehub/internal/testenv"
 )
 

@@ -8,15 +8,16 @@ import (
 	"strings"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
 )
 
 // States gives and changes devices' desired and reported state.
 type States interface {
-	Get(deviceID string) (devices.State, bool)
-	SetDesired(deviceID string, desired json.RawMessage, ifVersion *uint64, by string) (devices.State, error)
+	Get(deviceID string) (control.State, bool)
+	SetDesired(deviceID string, desired json.RawMessage, ifVersion *uint64, by string) (control.State, error)
 }
 
-func stateETag(st devices.State) string {
+func stateETag(st control.State) string {
 	return strconv.Quote(strconv.FormatUint(st.DesiredVersion, 10))
 }
 
@@ -55,7 +56,7 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, "device not found", "no device with id "+id)
 	case errors.As(err, &ve):
 		problem(w, http.StatusBadRequest, "invalid desired state", ve.Error())
-	case errors.Is(err, devices.ErrVersionConflict):
+	case errors.Is(err, control.ErrVersionConflict):
 		problem(w, http.StatusPreconditionFailed, "desired state changed", err.Error())
 	case err != nil:
 		s.deps.Logger.Error("set desired state", "device_id", id, "err", err)

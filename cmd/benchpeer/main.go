@@ -12,7 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/telehub/telehub/internal/bench"
+	"github.com/telehub/telehub/cmd/loadgen/bench"
 )
 
 func main() {

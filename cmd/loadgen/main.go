@@ -23,8 +23,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/telehub/telehub/internal/bench"
-	"github.com/telehub/telehub/internal/load"
+	"github.com/telehub/telehub/cmd/loadgen/bench"
+	"github.com/telehub/telehub/cmd/loadgen/load"
+	"github.com/telehub/telehub/devices/topics"
 )
 
 const usage = `usage: loadgen publish|idle|watch|bench [flags]   (loadgen CMD -h for flags)`
@@ -134,7 +135,7 @@ func runWatch(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
 	live := fs.String("live", "", "live stream URL (ws://host/api/v1/live?kinds=reading); empty: MQTT subscribers on -mqtt")
 	mqttAddr := fs.String("mqtt", "127.0.0.1:1883", "broker address for MQTT subscribers")
-	filter := fs.String("filter", "devices/+/telemetry", "MQTT subscription")
+	filter := fs.String("filter", topics.TelemetryFilter, "MQTT subscription")
 	token := fs.String("token", "", "API token for the live stream")
 	tokenFile := fs.String("token-file", "", "file holding the API token")
 	clients := fs.Int("clients", 10, "watchers")

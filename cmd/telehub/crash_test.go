@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/telehub/telehub/ingest"
-	"github.com/telehub/telehub/internal/store"
+	"github.com/telehub/telehub/ingest/store"
 	"github.com/telehub/telehub/internal/testenv"
 )
 

@@ -13,9 +13,9 @@ import (
 	"runtime/debug"
 	"syscall"
 
-	"github.com/telehub/telehub/internal/app"
-	"github.com/telehub/telehub/internal/cli"
-	"github.com/telehub/telehub/internal/config"
+	"github.com/telehub/telehub/cmd/telehub/app"
+	"github.com/telehub/telehub/cmd/telehub/cli"
+	"github.com/telehub/telehub/cmd/telehub/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

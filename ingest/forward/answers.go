@@ -8,7 +8,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
 )
 
 // Answers that outlive a restart: the forwarder notes every command from
@@ -122,10 +122,10 @@ func (f *Forwarder) answered(devID, cmdID string) {
 	}
 }
 
-// Getter finds a command of this hub (devices.Commands); the command
+// Getter finds a command of this hub (control.Commands); the command
 // service given to RouteCommands has it when answers are kept.
 type Getter interface {
-	Get(deviceID, id string) (devices.Command, bool)
+	Get(deviceID, id string) (control.Command, bool)
 }
 
 // relayPending answers, on a new connection, the commands from the
@@ -166,7 +166,7 @@ func (f *Forwarder) relayOnce(ctx context.Context, c paho.Client, get Getter) er
 	for _, p := range pending {
 		cmd, ok := get.Get(p.DeviceID, p.Local)
 		switch {
-		case !ok || cmd.Status == devices.StatusExpired:
+		case !ok || cmd.Status == control.StatusExpired:
 			f.answered(p.DeviceID, p.Upstream) // gone here, or expired upstream too: nothing to answer
 			continue
 		case !cmd.Status.Final():

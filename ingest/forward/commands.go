@@ -11,6 +11,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
+	"github.com/telehub/telehub/devices/topics"
 	"github.com/telehub/telehub/internal/live"
 	"github.com/telehub/telehub/internal/metrics"
 )
@@ -28,16 +30,16 @@ import (
 // ignored: another edge may serve it.
 const (
 	// CommandFilter is the subscription made upstream.
-	CommandFilter = "devices/+/commands/+"
+	CommandFilter = topics.CommandsFilter
 	// UpstreamKeyPrefix starts the idempotency key of a command from the
 	// upstream; the upstream's command ID follows.
 	UpstreamKeyPrefix = "upstream:"
 )
 
 // Commands is the command service of this hub that commands from the
-// upstream are submitted to (devices.Commands).
+// upstream are submitted to (control.Commands).
 type Commands interface {
-	Submit(req devices.CommandRequest) (cmd devices.Command, replayed bool, err error)
+	Submit(req control.CommandRequest) (cmd control.Command, replayed bool, err error)
 }
 
 // commandMetrics count the commands routed down and the results sent up.
@@ -145,7 +147,7 @@ type upstreamCommand struct {
 // the MQTT client, which acknowledges the message when it returns: after
 // the command is stored here (Submit is durable) or answered.
 func (f *Forwarder) onCommand(c paho.Client, m paho.Message) {
-	devID, cmdID, ok := splitCommandTopic(m.Topic())
+	devID, cmdID, ok := topics.SplitCommand(m.Topic())
 	if !ok {
 		return
 	}
@@ -155,7 +157,7 @@ func (f *Forwarder) onCommand(c paho.Client, m paho.Message) {
 		f.publishResult(c, devID, cmdID, resultPayload(false, nil, fmt.Sprintf("the edge hub could not decode the command: %v", err)))
 		return
 	}
-	cmd, replayed, err := f.commands.Submit(devices.CommandRequest{DeviceID: devID, Name: msg.Name, Params: msg.Params,
+	cmd, replayed, err := f.commands.Submit(control.CommandRequest{DeviceID: devID, Name: msg.Name, Params: msg.Params,
 		ExpiresAt: msg.ExpiresAt, IdempotencyKey: UpstreamKeyPrefix + cmdID, By: "upstream " + f.cfg.Username})
 	if err == nil {
 		f.noteAnswer(devID, cmdID, cmd.ID) // before the PUBACK: the answer survives a restart
@@ -200,7 +202,7 @@ func (f *Forwarder) publishResult(c paho.Client, devID, cmdID string, payload []
 // command is not answered: the upstream command expires at the same time.
 func (f *Forwarder) forwardResult(ctx context.Context, c paho.Client, m live.Message) error {
 	var ev struct {
-		Command devices.Command `json:"command"`
+		Command control.Command `json:"command"`
 	}
 	if err := json.Unmarshal(m.Body, &ev); err != nil {
 		return nil // not a command event of this hub's making
@@ -224,11 +226,11 @@ func (f *Forwarder) forwardResult(ctx context.Context, c paho.Client, m live.Mes
 
 // finalResult returns the answer to send upstream for a command that
 // succeeded or failed.
-func finalResult(cmd devices.Command) ([]byte, bool) {
+func finalResult(cmd control.Command) ([]byte, bool) {
 	switch cmd.Status {
-	case devices.StatusSucceeded:
+	case control.StatusSucceeded:
 		return resultPayload(true, cmd.Result, ""), true
-	case devices.StatusFailed:
+	case control.StatusFailed:
 		return resultPayload(false, nil, cmd.Error), true
 	}
 	return nil, false
@@ -259,14 +261,5 @@ func resultPayload(ok bool, result json.RawMessage, reason string) []byte {
 
 // resultTopic is the result topic of a command.
 func resultTopic(devID, cmdID string) string {
-	return "devices/" + devID + "/commands/" + cmdID + "/result"
-}
-
-// splitCommandTopic splits devices/{id}/commands/{cid}.
-func splitCommandTopic(topic string) (devID, cmdID string, ok bool) {
-	parts := strings.Split(topic, "/")
-	if len(parts) != 4 || parts[0] != "devices" || parts[2] != "commands" || parts[1] == "" || parts[3] == "" {
-		return "", "", false
-	}
-	return parts[1], parts[3], true
+	return topics.Result(devID, cmdID)
 }

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
 )
 
 // TestResultPayloadIsWhatTheUpstreamParses: the answers the edge sends
@@ -15,17 +15,17 @@ import (
 func TestResultPayloadIsWhatTheUpstreamParses(t *testing.T) {
 	tests := []struct {
 		name   string
-		cmd    devices.Command
+		cmd    control.Command
 		send   bool
 		wantOK bool
 		want   string // result JSON or error
 	}{
-		{"succeeded", devices.Command{Status: devices.StatusSucceeded, Result: json.RawMessage(`{"setpoint":21.5}`)}, true, true, `{"setpoint":21.5}`},
-		{"succeeded without result", devices.Command{Status: devices.StatusSucceeded}, true, true, ""},
-		{"failed", devices.Command{Status: devices.StatusFailed, Error: `unknown command "x"`}, true, false, `unknown command "x"`},
-		{"failed without reason", devices.Command{Status: devices.StatusFailed}, true, false, "the device reported an error without a reason"},
-		{"expired", devices.Command{Status: devices.StatusExpired}, false, false, ""},
-		{"pending", devices.Command{Status: devices.StatusDelivered}, false, false, ""},
+		{"succeeded", control.Command{Status: control.StatusSucceeded, Result: json.RawMessage(`{"setpoint":21.5}`)}, true, true, `{"setpoint":21.5}`},
+		{"succeeded without result", control.Command{Status: control.StatusSucceeded}, true, true, ""},
+		{"failed", control.Command{Status: control.StatusFailed, Error: `unknown command "x"`}, true, false, `unknown command "x"`},
+		{"failed without reason", control.Command{Status: control.StatusFailed}, true, false, "the device reported an error without a reason"},
+		{"expired", control.Command{Status: control.StatusExpired}, false, false, ""},
+		{"pending", control.Command{Status: control.StatusDelivered}, false, false, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -34,7 +34,7 @@ func TestResultPayloadIsWhatTheUpstreamParses(t *testing.T) {
 			if !ok {
 				return
 			}
-			r, err := devices.ParseResult(p)
+			r, err := control.ParseResult(p)
 			require.NoError(t, err, "%s", p)
 			require.Equal(t, tc.wantOK, r.OK)
 			if tc.wantOK {
@@ -42,27 +42,6 @@ func TestResultPayloadIsWhatTheUpstreamParses(t *testing.T) {
 			} else {
 				require.Equal(t, tc.want, r.Error)
 			}
-		})
-	}
-}
-
-func TestSplitCommandTopic(t *testing.T) {
-	tests := []struct {
-		topic, dev, cid string
-		ok              bool
-	}{
-		{"devices/t1/commands/abc", "t1", "abc", true},
-		{"devices/t1/commands/abc/result", "", "", false},
-		{"devices/t1/commands/", "", "", false},
-		{"devices//commands/abc", "", "", false},
-		{"site/t1/commands/abc", "", "", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.topic, func(t *testing.T) {
-			dev, cid, ok := splitCommandTopic(tc.topic)
-			require.Equal(t, tc.ok, ok)
-			require.Equal(t, tc.dev, dev)
-			require.Equal(t, tc.cid, cid)
 		})
 	}
 }

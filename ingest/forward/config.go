@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/telehub/telehub/devices/topics"
 )
 
 // Placeholders of the topic templates.
@@ -90,8 +92,8 @@ type Config struct {
 // commands routed down.
 func DefaultConfig() Config {
 	return Config{
-		Topic:          "devices/" + PlaceholderDeviceID + "/telemetry",
-		AlertTopic:     "devices/" + PlaceholderDeviceID + "/alerts",
+		Topic:          topics.Telemetry(PlaceholderDeviceID),
+		AlertTopic:     topics.Alerts(PlaceholderDeviceID),
 		QoS:            1,
 		Commands:       true,
 		State:          true,

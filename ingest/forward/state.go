@@ -5,12 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 	"sync"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/control"
+	"github.com/telehub/telehub/devices/topics"
 	"github.com/telehub/telehub/internal/metrics"
 )
 
@@ -31,19 +32,19 @@ import (
 // comes again with the next connection.
 const (
 	// DesiredFilter is the subscription made upstream.
-	DesiredFilter = "devices/+/state/desired"
+	DesiredFilter = topics.DesiredFilter
 )
 
 // States is the device state service of this hub that desired state from
-// the upstream is applied to (devices.States).
+// the upstream is applied to (control.States).
 type States interface {
-	Get(deviceID string) (devices.State, bool)
-	SetDesired(deviceID string, desired json.RawMessage, ifVersion *uint64, by string) (devices.State, error)
+	Get(deviceID string) (control.State, bool)
+	SetDesired(deviceID string, desired json.RawMessage, ifVersion *uint64, by string) (control.State, error)
 	OnReported(fn func(deviceID string))
 	ReportedDevices() []string
 }
 
-var _ States = (*devices.States)(nil)
+var _ States = (*control.States)(nil)
 
 // stateMetrics count the desired states passed down.
 type stateMetrics struct {
@@ -147,7 +148,7 @@ func (f *Forwarder) relayReported(ctx context.Context, c paho.Client) {
 			if err != nil {
 				continue
 			}
-			c.Publish("devices/"+id+"/state", 0, false, b)
+			c.Publish(topics.State(id), 0, false, b)
 			f.state.m.ReportedSent.Inc()
 		}
 		select {
@@ -238,8 +239,8 @@ func (f *Forwarder) routeDesired(ctx context.Context, c paho.Client) {
 // onDesired takes a retained desired state message from the upstream; it
 // runs on a goroutine of the MQTT client and does not block.
 func (f *Forwarder) onDesired(q *desiredQueue, m paho.Message) {
-	devID, rest, ok := strings.Cut(strings.TrimPrefix(m.Topic(), "devices/"), "/")
-	if !ok || devID == "" || rest != "state/desired" || !strings.HasPrefix(m.Topic(), "devices/") {
+	devID, rest, ok := topics.Split(m.Topic())
+	if !ok || rest != topics.RestDesired {
 		return
 	}
 	if len(bytes.TrimSpace(m.Payload())) == 0 {

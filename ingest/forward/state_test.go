@@ -11,7 +11,7 @@ import (
 )
 
 // TestSameDocument: the desired state here (decoded with json.Number, as
-// devices.States keeps it) and a document from the upstream are the same
+// control.States keeps it) and a document from the upstream are the same
 // when their members are, numbers compared by value and keys in any order.
 func TestSameDocument(t *testing.T) {
 	decode := func(s string) map[string]any {

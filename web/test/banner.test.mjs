@@ -1,7 +1,7 @@
 // Browser check of the hub banner: opens the dashboard in Debian's headless
 // Chromium (playwright-core) and waits until the banner shows what
 // TELEHUB_EXPECT says: "failing" (a banner naming the durable log) or "ok"
-// (no banner). internal/app/fulldisk_test.go runs it while the hub's log
+// (no banner). cmd/telehub/app/fulldisk_test.go runs it while the hub's log
 // cannot write and again once it can, with:
 //
 //   TELEHUB_URL, TELEHUB_TOKEN  the hub and an admin token

@@ -1,5 +1,5 @@
 // Unit tests of the chart point store (web/static/js/series.js), run with
-// `node --test` by internal/app/dashboard_test.go.
+// `node --test` by cmd/telehub/app/dashboard_test.go.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";

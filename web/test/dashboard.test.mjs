@@ -1,5 +1,5 @@
 // Browser test of the dashboard: Debian's headless Chromium driven by
-// playwright-core against a running hub. internal/app/dashboard_test.go
+// playwright-core against a running hub. cmd/telehub/app/dashboard_test.go
 // starts the hub and a simulated fleet and runs this script with:
 //
 //   TELEHUB_URL         the hub's base URL, e.g. http://127.0.0.1:40123

@@ -1,5 +1,5 @@
 // MQTT.js against the hub: a client we did not write, over every transport.
-// Run by internal/app's TestMQTTJSInterop, which starts the hub, creates the
+// Run by cmd/telehub/app's TestMQTTJSInterop, which starts the hub, creates the
 // device and passes everything in the environment variable TELEHUB_INTEROP:
 //
 //   {"device": {"id": "...", "token": "..."}, "ca": "/path/ca.pem",
