@@ -13,6 +13,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
@@ -173,6 +174,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 		}
 	}
 	b := &Broker{srv: srv, lns: lns, access: access, retained: retained, cancel: cancel}
+	lns.disconnectWith(disconnectClients(srv))
 	for _, l := range lns.all() {
 		if err := srv.AddListener(l); err != nil {
 			b.closeListeners()
@@ -211,6 +213,22 @@ func (b *Broker) Close() error {
 		b.cancel()
 	})
 	return err
+}
+
+// disconnectClients disconnects the clients of one listener when it closes,
+// as mochi's own function does (DISCONNECT "server shutting down"), but
+// reading the clients with Clients.GetAll. mochi's Clients.GetByListener
+// takes the clients' read lock twice, so a client that removes itself
+// between the two (a disconnect waiting for the write lock) deadlocks the
+// broker's Close for good (mochi-mqtt/server#488: it hung a test run here).
+func disconnectClients(srv *mqtt.Server) func(listener string) {
+	return func(listener string) {
+		for _, cl := range srv.Clients.GetAll() {
+			if cl.Net.Listener == listener && !cl.Closed() {
+				_ = srv.DisconnectClient(cl, packets.ErrServerShuttingDown) // fails only if already closing
+			}
+		}
+	}
 }
 
 // quietHandler drops mochi's records below min: its info lines (hooks added,

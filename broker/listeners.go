@@ -60,6 +60,23 @@ type transports struct {
 	ws, wss  *wsListener
 }
 
+// disconnectWith makes every listener disconnect its clients on close with
+// fn instead of mochi's function.
+func (t *transports) disconnectWith(fn func(listener string)) {
+	if t.tcp != nil {
+		t.tcp.disconnect = fn
+	}
+	if t.tls != nil {
+		t.tls.disconnect = fn
+	}
+	if t.ws != nil {
+		t.ws.disconnect = fn
+	}
+	if t.wss != nil {
+		t.wss.disconnect = fn
+	}
+}
+
 func (t *transports) all() []listeners.Listener {
 	var out []listeners.Listener
 	if t.tcp != nil {
@@ -175,6 +192,19 @@ type socket struct {
 	tls             *tls.Config
 	ln              net.Listener
 	log             *slog.Logger
+	// disconnect, when set, replaces mochi's function for disconnecting
+	// the listener's clients on close (see disconnectClients).
+	disconnect func(listener string)
+}
+
+// closeClients disconnects the listener's clients, with disconnect when it
+// is set, else with mochi's own function.
+func (l *socket) closeClients(mochi listeners.CloseFn) {
+	if l.disconnect != nil {
+		l.disconnect(l.id)
+		return
+	}
+	mochi(l.id)
 }
 
 // ID returns the listener's ID.
@@ -239,7 +269,7 @@ func (l *netListener) Close(closeClients listeners.CloseFn) {
 	if l.ln != nil {
 		l.ln.Close()
 	}
-	closeClients(l.id)
+	l.closeClients(closeClients)
 	l.conns.close()
 }
 
@@ -314,7 +344,7 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	if l.srv != nil {
 		l.srv.Close()
 	}
-	closeClients(l.id)
+	l.closeClients(closeClients)
 	l.conns.close()
 }
 

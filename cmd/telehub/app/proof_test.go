@@ -136,7 +136,13 @@ func TestProofFullLog(t *testing.T) {
 	})
 	sent := sumSent(devs)
 	testenv.Eventually(t, proofTimeout, "devices acknowledged again", func() bool { return sumAcked(devs) >= sent+100 })
-	require.Equal(t, packets.CodeSuccess.Code, v5.publish(t, "devices/full-v5/telemetry", fmt.Sprintf(`{"ts":%d,"v5":1}`, base+1)))
+	// The devices' resent backlog may fill the tiny log again for a moment;
+	// the MQTT 5 device is refused (0x97) meanwhile and then acknowledged.
+	// The same reading each time, so it is stored once however often it is
+	// sent.
+	testenv.Eventually(t, proofTimeout, "the MQTT 5 device acknowledged again", func() bool {
+		return v5.publish(t, "devices/full-v5/telemetry", fmt.Sprintf(`{"ts":%d,"v5":1}`, base+1)) == packets.CodeSuccess.Code
+	})
 	for _, d := range devs {
 		d.WaitAllAcked(t, proofTimeout)
 	}
