@@ -316,7 +316,7 @@ func TestQoS2ResentBeforePubrel(t *testing.T) {
 	c, _ := connectRaw(t, f.b.Addr(), 5, persistent)
 	c.publish("site/dup", 2, 5, "once", packets.Properties{})
 	require.Equal(t, packets.CodeSuccess.Code, c.expect(packets.Pubrec).ReasonCode)
-	c.conn.Close()
+	c.c.Close()
 
 	c, connack := connectRaw(t, f.b.Addr(), 5, persistent)
 	require.True(t, connack.SessionPresent)

@@ -1,44 +1,30 @@
 package broker
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
-	"io"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
+
+	"github.com/telehub/telehub/internal/mqttwire"
 )
 
-// rawClient speaks MQTT over a bare connection with mochi's packets
-// package, so a test sees every byte the broker sends: properties, reason
-// codes, and which acknowledgement answers what.
+// rawClient speaks MQTT over a bare connection (mqttwire), so a test sees
+// every byte the broker sends: properties, reason codes, and which
+// acknowledgement answers what. Its methods fail the test on errors.
 type rawClient struct {
-	t       testing.TB
-	conn    net.Conn
-	r       *bufio.Reader
-	version byte
+	t testing.TB
+	c *mqttwire.Conn
 }
 
 // dialRaw connects and sends CONNECT; the caller reads the CONNACK.
 func dialRaw(t testing.TB, addr string, version byte, connect func(*packets.Packet)) *rawClient {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	c, err := mqttwire.Dial(t.Context(), addr, version, connect)
 	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
-	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: version}
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "raw"}}
-	if connect != nil {
-		connect(&pk)
-	}
-	pk.Connect.UsernameFlag = len(pk.Connect.Username) > 0
-	pk.Connect.PasswordFlag = len(pk.Connect.Password) > 0
-	c.send(pk)
-	return c
+	t.Cleanup(func() { c.Close() })
+	return &rawClient{t: t, c: c}
 }
 
 // connectRaw connects and requires a successful CONNACK, which it returns.
@@ -52,81 +38,19 @@ func connectRaw(t testing.TB, addr string, version byte, connect func(*packets.P
 
 func (c *rawClient) send(pk packets.Packet) {
 	c.t.Helper()
-	pk.ProtocolVersion = c.version
-	var b bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&b)
-	case packets.Publish:
-		err = pk.PublishEncode(&b)
-	case packets.Pubrel:
-		pk.FixedHeader.Qos = 1
-		err = pk.PubrelEncode(&b)
-	case packets.Subscribe:
-		pk.FixedHeader.Qos = 1
-		err = pk.SubscribeEncode(&b)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&b)
-	default:
-		c.t.Fatalf("rawClient cannot send packet type %d", pk.FixedHeader.Type)
-	}
-	require.NoError(c.t, err)
-	_, err = c.conn.Write(b.Bytes())
-	require.NoError(c.t, err)
+	require.NoError(c.t, c.c.Send(pk))
 }
 
 // publish sends a PUBLISH with optional properties.
 func (c *rawClient) publish(topic string, qos byte, id uint16, payload string, props packets.Properties) {
 	c.t.Helper()
-	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, TopicName: topic,
-		PacketID: id, Payload: []byte(payload), Properties: props})
+	require.NoError(c.t, c.c.Publish(topic, qos, false, id, 0, []byte(payload), props))
 }
 
 // read returns the next packet from the broker, or the error that ended
 // the connection (io.EOF and the like) within the deadline.
 func (c *rawClient) read(timeout time.Duration) (packets.Packet, error) {
-	c.t.Helper()
-	require.NoError(c.t, c.conn.SetReadDeadline(time.Now().Add(timeout)))
-	var pk packets.Packet
-	b, err := c.r.ReadByte()
-	if err != nil {
-		return pk, err
-	}
-	if err := pk.FixedHeader.Decode(b); err != nil {
-		return pk, err
-	}
-	n, _, err := packets.DecodeLength(c.r)
-	if err != nil {
-		return pk, err
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		return pk, err
-	}
-	pk.FixedHeader.Remaining = n
-	pk.ProtocolVersion = c.version
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	case packets.Pingresp:
-	default:
-		c.t.Fatalf("rawClient got unexpected packet type %d", pk.FixedHeader.Type)
-	}
-	require.NoError(c.t, err)
-	return pk, nil
+	return c.c.Read(timeout)
 }
 
 // expect reads the next packet and requires its type.
@@ -140,20 +64,11 @@ func (c *rawClient) expect(typ byte) packets.Packet {
 
 // closed waits until the broker closes the connection, skipping packets; it
 // returns the DISCONNECT the broker sent first, if any.
-func (c *rawClient) closed(timeout time.Duration) (disc *packets.Packet) {
+func (c *rawClient) closed(timeout time.Duration) *packets.Packet {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		pk, err := c.read(time.Until(deadline))
-		if err != nil {
-			var ne net.Error
-			require.False(c.t, errors.As(err, &ne) && ne.Timeout(), "the broker did not close the connection")
-			return disc
-		}
-		if pk.FixedHeader.Type == packets.Disconnect {
-			disc = &pk
-		}
-	}
+	disc, err := c.c.Closed(timeout)
+	require.NoError(c.t, err)
+	return disc
 }
 
 // stillOpen requires that the connection is up: a PINGREQ gets its

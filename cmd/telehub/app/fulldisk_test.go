@@ -56,12 +56,9 @@ func TestFullDiskIsReportedAndRefusedFast(t *testing.T) {
 	// The publish whose commit meets the full disk is not acknowledged: its
 	// connection is closed, so the device sends it again.
 	first.id++
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 5,
-		TopicName: "devices/disk-1/telemetry", PacketID: first.id, Payload: []byte(big("lost", base+1))}
-	first.send(t, &pk, pk.PublishEncode)
-	require.NoError(t, first.conn.SetReadDeadline(time.Now().Add(10*time.Second)))
-	_, err := first.br.ReadByte()
-	require.Error(t, err, "no PUBACK for a reading that is not on disk")
+	require.NoError(t, first.c.Publish("devices/disk-1/telemetry", 1, false, first.id, 0, []byte(big("lost", base+1)), packets.Properties{}))
+	pk, err := first.c.Read(10 * time.Second)
+	require.Error(t, err, "no PUBACK for a reading that is not on disk (got packet type %d)", pk.FixedHeader.Type)
 
 	code, p := readyz(t, a)
 	require.Equal(t, http.StatusServiceUnavailable, code, "a load balancer moves devices away")

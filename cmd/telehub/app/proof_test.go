@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/telehub/telehub/cmd/telehub/config"
 	firmwaresim "github.com/telehub/telehub/firmware-sim"
+	"github.com/telehub/telehub/internal/mqttwire"
 	"github.com/telehub/telehub/internal/testenv"
 )
 
@@ -329,12 +329,11 @@ func temperatures(t *testing.T, db testenv.Influx, id string) [][2]any {
 }
 
 // mqtt5Device is a device speaking MQTT 5 (paho.mqtt.golang speaks only
-// 3.1.1), built on mochi's packet codec: enough to connect, publish QoS 1
-// and read the PUBACK's reason code.
+// 3.1.1) over mqttwire: enough to connect, publish QoS 1 and read the
+// PUBACK's reason code.
 type mqtt5Device struct {
-	conn net.Conn
-	br   *bufio.Reader
-	id   uint16
+	c  *mqttwire.Conn
+	id uint16
 }
 
 func dialMQTT5(t *testing.T, a *App, id string) *mqtt5Device {
@@ -345,49 +344,23 @@ func dialMQTT5(t *testing.T, a *App, id string) *mqtt5Device {
 // dialMQTT5As connects a registered device over MQTT 5 with its token.
 func dialMQTT5As(t *testing.T, a *App, id, token string) *mqtt5Device {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", a.MQTTAddr(), 5*time.Second)
+	c, err := mqttwire.Dial(t.Context(), a.MQTTAddr(), 5, func(pk *packets.Packet) {
+		pk.Connect.ClientIdentifier, pk.Connect.Username, pk.Connect.Password = id, []byte(id), []byte(token)
+	})
 	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
-	d := &mqtt5Device{conn: conn, br: bufio.NewReader(conn)}
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: id,
-			UsernameFlag: true, Username: []byte(id), PasswordFlag: true, Password: []byte(token)}}
-	d.send(t, &pk, pk.ConnectEncode)
+	t.Cleanup(func() { c.Close() })
+	d := &mqtt5Device{c: c}
 	ack := d.read(t)
 	require.Equal(t, packets.Connack, ack.FixedHeader.Type)
 	require.Equal(t, packets.CodeSuccess.Code, ack.ReasonCode, "MQTT 5 connect")
 	return d
 }
 
-func (d *mqtt5Device) send(t *testing.T, pk *packets.Packet, encode func(*bytes.Buffer) error) {
-	t.Helper()
-	var buf bytes.Buffer
-	require.NoError(t, encode(&buf))
-	require.NoError(t, d.conn.SetWriteDeadline(time.Now().Add(10*time.Second)))
-	_, err := d.conn.Write(buf.Bytes())
-	require.NoError(t, err)
-}
-
-// read reads one packet, decoding CONNACK and PUBACK.
+// read reads one packet.
 func (d *mqtt5Device) read(t *testing.T) packets.Packet {
 	t.Helper()
-	require.NoError(t, d.conn.SetReadDeadline(time.Now().Add(10*time.Second)))
-	hb, err := d.br.ReadByte()
+	pk, err := d.c.Read(10 * time.Second)
 	require.NoError(t, err)
-	pk := packets.Packet{ProtocolVersion: 5}
-	require.NoError(t, pk.FixedHeader.Decode(hb))
-	n, _, err := packets.DecodeLength(d.br)
-	require.NoError(t, err)
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	_, err = io.ReadFull(d.br, body)
-	require.NoError(t, err)
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		require.NoError(t, pk.ConnackDecode(body))
-	case packets.Puback:
-		require.NoError(t, pk.PubackDecode(body))
-	}
 	return pk
 }
 
@@ -395,9 +368,7 @@ func (d *mqtt5Device) read(t *testing.T) packets.Packet {
 func (d *mqtt5Device) publish(t *testing.T, topic, payload string) byte {
 	t.Helper()
 	d.id++
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 5,
-		TopicName: topic, PacketID: d.id, Payload: []byte(payload)}
-	d.send(t, &pk, pk.PublishEncode)
+	require.NoError(t, d.c.Publish(topic, 1, false, d.id, 0, []byte(payload), packets.Properties{}))
 	for {
 		ack := d.read(t)
 		if ack.FixedHeader.Type == packets.Puback && ack.PacketID == d.id {
