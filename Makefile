@@ -61,9 +61,16 @@ release: web-assets
 	done
 	cd $(DIST) && sha256sum telehub-* fleetsim-* > SHA256SUMS
 
+# Every fuzz target of the repository (each `func Fuzz...` in a test file, found
+# afresh so that none is forgotten), one after the other, FUZZTIME each.
+FUZZTIME ?= 15s
 fuzz:
-	$(GO) test ./ingest -run XXX -fuzz FuzzDecode -fuzztime 60s
-	$(GO) test ./ingest/store -run XXX -fuzz FuzzChunk -fuzztime 60s
+	@grep -rEo --include='*_test.go' --exclude-dir=node_modules --exclude-dir=.git '^func Fuzz[A-Za-z0-9_]*' . | sort | \
+	while IFS=: read -r file fn; do \
+		pkg=$$(dirname "$$file"); name=$${fn#func }; \
+		echo "$(GO) test $$pkg -run XXX -fuzz '^$$name\$$' -fuzztime $(FUZZTIME)"; \
+		$(GO) test "$$pkg" -run XXX -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 clean:
 	rm -rf $(BIN) $(DIST)
