@@ -2,7 +2,6 @@ package devices
 
 import (
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/telehub/telehub/internal/kv"
 )
 
 // Errors of the integration store callers decide on.
@@ -95,37 +96,23 @@ type storedIntegration struct {
 var integrationBucket = []byte("integrations")
 
 // Integrations keeps the integration clients' credentials and ACLs in their
-// bucket of the state database, cached in memory so that authentication and
-// ACL checks never touch the disk. Safe for concurrent use.
+// bucket of the state database, cached in memory so that
+// authentication and ACL checks never touch the disk. Safe for concurrent
+// use.
 type Integrations struct {
-	db *bolt.DB
+	m kv.Table[storedIntegration]
 
-	mu       sync.RWMutex
-	m        map[string]*storedIntegration
+	mu       sync.RWMutex // guards onDelete
 	onDelete []func(id string)
 }
 
 // NewIntegrations loads the integrations from their bucket in db.
 func NewIntegrations(db *bolt.DB) (*Integrations, error) {
-	s := &Integrations{db: db, m: map[string]*storedIntegration{}}
-	err := db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(integrationBucket)
-		if err != nil {
-			return err
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var st storedIntegration
-			if err := json.Unmarshal(v, &st); err != nil {
-				return fmt.Errorf("integration %q: %w", k, err)
-			}
-			s.m[st.ID] = &st
-			return nil
-		})
-	})
+	m, err := kv.OpenBolt[storedIntegration](db, string(integrationBucket))
 	if err != nil {
 		return nil, fmt.Errorf("load integrations: %w", err)
 	}
-	return s, nil
+	return &Integrations{m: m}, nil
 }
 
 // OnDelete registers fn to be called with the ID of every deleted
@@ -152,62 +139,51 @@ func (s *Integrations) Create(in Integration, by string) (Integration, string, e
 	in.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
 	in.CreatedBy = by
 	secret := NewToken()
-	st := &storedIntegration{Integration: in, SecretHash: HashToken(secret)}
-	v, err := json.Marshal(st)
-	if err != nil {
+	_, err := s.m.Update(in.ID, func(_ storedIntegration, ok bool) (storedIntegration, error) {
+		if ok {
+			return storedIntegration{}, ErrIntegrationExists
+		}
+		return storedIntegration{Integration: in, SecretHash: HashToken(secret)}, nil
+	})
+	if errors.Is(err, ErrIntegrationExists) {
 		return Integration{}, "", err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.m[in.ID]; ok {
-		return Integration{}, "", ErrIntegrationExists
-	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(integrationBucket).Put([]byte(in.ID), v) }); err != nil {
+	if err != nil {
 		return Integration{}, "", fmt.Errorf("store integration: %w", err)
 	}
-	s.m[in.ID] = st
 	return in, secret, nil
 }
 
 // Get returns an integration. Its filter slices are shared and must not be
 // modified.
 func (s *Integrations) Get(id string) (Integration, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	st, ok := s.m[id]
-	if !ok {
-		return Integration{}, false
-	}
-	return st.Integration, true
+	st, ok := s.m.Get(id)
+	return st.Integration, ok
 }
 
 // List returns every integration ordered by ID.
 func (s *Integrations) List() []Integration {
-	s.mu.RLock()
-	out := make([]Integration, 0, len(s.m))
-	for _, st := range s.m {
-		out = append(out, st.Integration)
+	all := s.m.All()
+	out := make([]Integration, len(all))
+	for i, e := range all {
+		out[i] = e.Value.Integration
 	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Integration) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 
 // Delete removes an integration; its secret stops working at once and the
 // OnDelete listeners are told.
 func (s *Integrations) Delete(id string) error {
-	s.mu.Lock()
-	if _, ok := s.m[id]; !ok {
-		s.mu.Unlock()
-		return ErrIntegrationNotFound
-	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(integrationBucket).Delete([]byte(id)) }); err != nil {
-		s.mu.Unlock()
+	ok, err := s.m.Delete(id)
+	if err != nil {
 		return fmt.Errorf("delete integration: %w", err)
 	}
-	delete(s.m, id)
+	if !ok {
+		return ErrIntegrationNotFound
+	}
+	s.mu.RLock()
 	ls := s.onDelete
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	for _, fn := range ls {
 		fn(id)
 	}
@@ -217,9 +193,7 @@ func (s *Integrations) Delete(id string) error {
 // Authenticate checks an integration's secret in constant time.
 func (s *Integrations) Authenticate(id, secret string) (Integration, bool) {
 	h := HashToken(secret)
-	s.mu.RLock()
-	st, ok := s.m[id]
-	s.mu.RUnlock()
+	st, ok := s.m.Get(id)
 	if !ok || subtle.ConstantTimeCompare(h, st.SecretHash) != 1 {
 		return Integration{}, false
 	}

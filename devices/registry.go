@@ -17,11 +17,12 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/telehub/telehub/internal/kv"
 )
 
 // Errors callers decide on.
@@ -94,14 +95,12 @@ func (d Device) Validate() error {
 	return nil
 }
 
-var bucket = []byte("devices")
-
-// Registry is the device registry. Safe for concurrent use.
+// Registry is the device registry, kept in the "devices" bucket of the
+// hub's state database. Safe for concurrent use.
 type Registry struct {
-	db *bolt.DB
+	devs kv.Table[stored]
 
-	mu        sync.RWMutex
-	devs      map[string]*stored
+	mu        sync.RWMutex // guards listeners
 	listeners []func(Change)
 }
 
@@ -137,25 +136,11 @@ func (r *Registry) emit(c Change) {
 
 // New loads the registry from its bucket in db, the hub's state database.
 func New(db *bolt.DB) (*Registry, error) {
-	r := &Registry{db: db, devs: map[string]*stored{}}
-	err := db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucket)
-		if err != nil {
-			return err
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var s stored
-			if err := json.Unmarshal(v, &s); err != nil {
-				return fmt.Errorf("device %q: %w", k, err)
-			}
-			r.devs[s.ID] = &s
-			return nil
-		})
-	})
+	devs, err := kv.OpenBolt[stored](db, "devices")
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)
 	}
-	return r, nil
+	return &Registry{devs: devs}, nil
 }
 
 // NewToken returns a random token of 192 bits, URL-safe.
@@ -174,14 +159,6 @@ func HashToken(token string) []byte {
 	return h[:]
 }
 
-func (r *Registry) put(s *stored) error {
-	v, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	return r.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(s.ID), v) })
-}
-
 // Create registers a device and returns it with its token, which is not
 // stored and cannot be shown again.
 func (r *Registry) Create(d Device) (Device, string, error) {
@@ -194,42 +171,43 @@ func (r *Registry) Create(d Device) (Device, string, error) {
 	d.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
 	d.UpdatedAt = d.CreatedAt
 	token := NewToken()
-	s := &stored{Device: d, TokenHash: HashToken(token)}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.devs[d.ID]; ok {
-		return Device{}, "", ErrExists
+	s, err := r.devs.Update(d.ID, func(_ stored, ok bool) (stored, error) {
+		if ok {
+			return stored{}, ErrExists
+		}
+		return stored{Device: d, TokenHash: HashToken(token)}, nil
+	})
+	if err != nil {
+		return Device{}, "", storeErr(err)
 	}
-	if err := r.put(s); err != nil {
-		return Device{}, "", fmt.Errorf("store device: %w", err)
-	}
-	r.devs[d.ID] = s
 	return s.Device, token, nil
 }
 
 // RotateToken issues a new token for the device; the old one stops working.
 func (r *Registry) RotateToken(id string) (Device, string, error) {
 	token := NewToken()
-	d, err := func() (Device, error) {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		s, ok := r.devs[id]
+	s, err := r.devs.Update(id, func(s stored, ok bool) (stored, error) {
 		if !ok {
-			return Device{}, ErrNotFound
+			return s, ErrNotFound
 		}
-		ns := *s
-		ns.TokenHash = HashToken(token)
-		if err := r.put(&ns); err != nil {
-			return Device{}, fmt.Errorf("store device: %w", err)
-		}
-		r.devs[id] = &ns
-		return ns.Device, nil
-	}()
+		s.TokenHash = HashToken(token)
+		return s, nil
+	})
 	if err != nil {
-		return Device{}, "", err
+		return Device{}, "", storeErr(err)
 	}
 	r.emit(Change{Kind: TokenRotated, DeviceID: id})
-	return d, token, nil
+	return s.Device, token, nil
+}
+
+// storeErr passes the registry's own errors through and puts the disk's in
+// context.
+func storeErr(err error) error {
+	var ve *ValidationError
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.As(err, &ve) {
+		return err
+	}
+	return fmt.Errorf("store device: %w", err)
 }
 
 // Patch changes a device's name, labels and metadata; nil leaves a part as
@@ -242,82 +220,60 @@ type Patch struct {
 
 // Update applies a patch and returns the device.
 func (r *Registry) Update(id string, p Patch) (Device, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s, ok := r.devs[id]
-	if !ok {
-		return Device{}, ErrNotFound
-	}
-	ns := *s
-	if p.Name != nil {
-		ns.Name = *p.Name
-	}
-	if p.Labels != nil {
-		ns.Labels = *p.Labels
-		if ns.Labels == nil {
-			ns.Labels = map[string]string{}
+	s, err := r.devs.Update(id, func(ns stored, ok bool) (stored, error) {
+		if !ok {
+			return ns, ErrNotFound
 		}
+		if p.Name != nil {
+			ns.Name = *p.Name
+		}
+		if p.Labels != nil {
+			ns.Labels = *p.Labels
+			if ns.Labels == nil {
+				ns.Labels = map[string]string{}
+			}
+		}
+		if p.Metadata != nil {
+			ns.Metadata = *p.Metadata
+		}
+		if err := ns.Validate(); err != nil {
+			return ns, err
+		}
+		ns.UpdatedAt = time.Now().UTC().Truncate(time.Millisecond)
+		return ns, nil
+	})
+	if err != nil {
+		return Device{}, storeErr(err)
 	}
-	if p.Metadata != nil {
-		ns.Metadata = *p.Metadata
-	}
-	if err := ns.Validate(); err != nil {
-		return Device{}, err
-	}
-	ns.UpdatedAt = time.Now().UTC().Truncate(time.Millisecond)
-	if err := r.put(&ns); err != nil {
-		return Device{}, fmt.Errorf("store device: %w", err)
-	}
-	r.devs[id] = &ns
-	return ns.Device, nil
+	return s.Device, nil
 }
 
 // Delete removes a device; its token stops working at once.
 func (r *Registry) Delete(id string) error {
-	r.mu.Lock()
-	if _, ok := r.devs[id]; !ok {
-		r.mu.Unlock()
-		return ErrNotFound
-	}
-	err := r.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(id)) })
+	ok, err := r.devs.Delete(id)
 	if err != nil {
-		r.mu.Unlock()
 		return fmt.Errorf("delete device: %w", err)
 	}
-	delete(r.devs, id)
-	r.mu.Unlock()
+	if !ok {
+		return ErrNotFound
+	}
 	r.emit(Change{Kind: Deleted, DeviceID: id})
 	return nil
 }
 
 // Get returns a device.
 func (r *Registry) Get(id string) (Device, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	s, ok := r.devs[id]
-	if !ok {
-		return Device{}, false
-	}
-	return s.Device, true
+	s, ok := r.devs.Get(id)
+	return s.Device, ok
 }
 
 // List returns all devices ordered by ID.
 func (r *Registry) List() []Device {
-	r.mu.RLock()
-	out := make([]Device, 0, len(r.devs))
-	for _, s := range r.devs {
-		out = append(out, s.Device)
+	all := r.devs.All()
+	out := make([]Device, len(all))
+	for i, e := range all {
+		out[i] = e.Value.Device
 	}
-	r.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Device) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
 	return out
 }
 
@@ -325,9 +281,7 @@ func (r *Registry) List() []Device {
 // device when it matches.
 func (r *Registry) Authenticate(id, token string) (Device, bool) {
 	h := HashToken(token)
-	r.mu.RLock()
-	s, ok := r.devs[id]
-	r.mu.RUnlock()
+	s, ok := r.devs.Get(id)
 	if !ok || subtle.ConstantTimeCompare(h, s.TokenHash) != 1 {
 		return Device{}, false
 	}

@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/text/message"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/internal/kv"
 )
 
 // ParamType is the JSON type of a command parameter.
@@ -655,62 +655,50 @@ func jsonEqual(a, b any) bool {
 	}
 }
 
-var schemaBucket = []byte("command_schemas")
-
 // Schemas holds the command schemas of device types, persisted in the
-// hub's state database and cached in memory, compiled. Safe for concurrent
-// use.
+// "command_schemas" bucket of the hub's state database as CommandSchema
+// JSON and cached in memory, compiled. Safe for concurrent use.
 type Schemas struct {
-	db *bolt.DB
-	mu sync.RWMutex
-	by map[string]*compiledSchema
+	by kv.Table[compiledSchema]
+}
+
+// UnmarshalJSON decodes a stored CommandSchema and compiles it, so that the
+// table of schemas compiles each one once, when it loads. A compiledSchema
+// encodes as its CommandSchema.
+func (c *compiledSchema) UnmarshalJSON(b []byte) error {
+	var cs CommandSchema
+	if err := json.Unmarshal(b, &cs); err != nil {
+		return err
+	}
+	cc, err := cs.compile()
+	if err != nil {
+		return err
+	}
+	*c = *cc
+	return nil
 }
 
 // NewSchemas loads the schemas from their bucket in db.
 func NewSchemas(db *bolt.DB) (*Schemas, error) {
-	s := &Schemas{db: db, by: map[string]*compiledSchema{}}
-	err := db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(schemaBucket)
-		if err != nil {
-			return err
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var cs CommandSchema
-			if err := json.Unmarshal(v, &cs); err != nil {
-				return fmt.Errorf("schema of %q: %w", k, err)
-			}
-			c, err := cs.compile()
-			if err != nil {
-				return fmt.Errorf("schema of %q: %w", k, err)
-			}
-			s.by[string(k)] = c
-			return nil
-		})
-	})
+	by, err := kv.OpenBolt[compiledSchema](db, "command_schemas")
 	if err != nil {
 		return nil, fmt.Errorf("load command schemas: %w", err)
 	}
-	return s, nil
+	return &Schemas{by: by}, nil
 }
 
 // Get returns the command schema of a device type.
 func (s *Schemas) Get(deviceType string) (CommandSchema, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	c, ok := s.by[deviceType]
-	if !ok {
-		return CommandSchema{}, false
-	}
-	return c.CommandSchema, true
+	c, ok := s.by.Get(deviceType)
+	return c.CommandSchema, ok
 }
 
 // List returns every declared schema by device type.
 func (s *Schemas) List() map[string]CommandSchema {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make(map[string]CommandSchema, len(s.by))
-	for k, c := range s.by {
-		out[k] = c.CommandSchema
+	all := s.by.All()
+	out := make(map[string]CommandSchema, len(all))
+	for _, e := range all {
+		out[e.Key] = e.Value.CommandSchema
 	}
 	return out
 }
@@ -724,31 +712,22 @@ func (s *Schemas) Put(deviceType string, cs CommandSchema) error {
 	if err != nil {
 		return err
 	}
-	v, err := json.Marshal(cs)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(schemaBucket).Put([]byte(deviceType), v) }); err != nil {
+	if err := s.by.Put(deviceType, *c); err != nil {
 		return fmt.Errorf("store command schema: %w", err)
 	}
-	s.by[deviceType] = c
 	return nil
 }
 
 // Delete removes the schema of a device type; its commands are then no
 // longer validated by the hub.
 func (s *Schemas) Delete(deviceType string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.by[deviceType]; !ok {
-		return devices.ErrNotFound
-	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(schemaBucket).Delete([]byte(deviceType)) }); err != nil {
+	ok, err := s.by.Delete(deviceType)
+	if err != nil {
 		return fmt.Errorf("delete command schema: %w", err)
 	}
-	delete(s.by, deviceType)
+	if !ok {
+		return devices.ErrNotFound
+	}
 	return nil
 }
 
@@ -759,9 +738,7 @@ func (s *Schemas) Check(deviceType, name string, params json.RawMessage) error {
 	if !commandNamePattern.MatchString(name) {
 		return &devices.ValidationError{Msg: fmt.Sprintf("name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter", name)}
 	}
-	s.mu.RLock()
-	c, ok := s.by[deviceType]
-	s.mu.RUnlock()
+	c, ok := s.by.Get(deviceType)
 	if !ok {
 		_, err := decodeParams(params)
 		return err

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/telehub/telehub/devices"
 )
@@ -257,4 +258,25 @@ func FuzzCommandParamsSchema(f *testing.F) {
 			require.NotEmpty(t, ve.Error())
 		}
 	})
+}
+
+// TestSchemasBucketFormat: a schema is stored as its CommandSchema JSON
+// under its device type, the format state.db files already hold, however
+// the store caches it.
+func TestSchemasBucketFormat(t *testing.T) {
+	db := openStateDB(t, t.TempDir())
+	defer db.Close()
+	s, err := NewSchemas(db)
+	require.NoError(t, err)
+	cs := CommandSchema{Commands: map[string]CommandSpec{
+		"set": {Description: "set a level", Params: map[string]ParamSpec{"level": {Type: "number", Required: true, Minimum: f64(0)}}},
+		"raw": {ParamsSchema: json.RawMessage(`{"type":"object"}`)},
+	}}
+	require.NoError(t, s.Put("lamp", cs))
+	want, err := json.Marshal(cs)
+	require.NoError(t, err)
+	require.NoError(t, db.View(func(tx *bolt.Tx) error {
+		require.JSONEq(t, string(want), string(tx.Bucket([]byte("command_schemas")).Get([]byte("lamp"))))
+		return nil
+	}))
 }

@@ -2,14 +2,13 @@
 // viewer (read, live stream), operator (also commands and alert
 // acknowledgement), admin (also devices, rules, webhooks and tokens).
 // Tokens are random, shown once, stored as SHA-256 hashes and cached in
-// memory, so checking one costs a hash and a map lookup.
+// memory, so checking one costs a hash and two map lookups.
 package auth
 
 import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/telehub/telehub/internal/kv"
 )
 
 // Role is what a token may do. Higher roles include the lower ones.
@@ -77,10 +78,10 @@ var bucket = []byte("tokens")
 
 // Store holds the tokens. Safe for concurrent use.
 type Store struct {
-	db     *bolt.DB
+	tokens kv.Table[stored]
+
 	mu     sync.RWMutex
-	byID   map[string]*Token
-	byHash map[string]*Token
+	byHash map[string]string // a token's hash -> its ID, the index Authenticate looks up
 	// changed is closed, and replaced, when a token loses rights (today:
 	// when it is deleted), so that open streams re-check theirs at once.
 	changed chan struct{}
@@ -88,27 +89,22 @@ type Store struct {
 
 // New loads the tokens from their bucket in db.
 func New(db *bolt.DB) (*Store, error) {
-	s := &Store{db: db, byID: map[string]*Token{}, byHash: map[string]*Token{}, changed: make(chan struct{})}
-	err := db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucket)
-		if err != nil {
-			return err
-		}
-		return b.ForEach(func(_, v []byte) error {
-			var st stored
-			if err := json.Unmarshal(v, &st); err != nil {
-				return err
-			}
-			t := st.Token
-			t.Hash = st.Hash
-			s.byID[t.ID], s.byHash[t.Hash] = &t, &t
-			return nil
-		})
-	})
+	tokens, err := kv.OpenBolt[stored](db, string(bucket))
 	if err != nil {
 		return nil, fmt.Errorf("load tokens: %w", err)
 	}
+	s := &Store{tokens: tokens, byHash: map[string]string{}, changed: make(chan struct{})}
+	for _, e := range tokens.All() {
+		s.byHash[e.Value.Hash] = e.Key
+	}
 	return s, nil
+}
+
+// token is the Token of st with its hash.
+func (st stored) token() Token {
+	t := st.Token
+	t.Hash = st.Hash
+	return t
 }
 
 // NewSecret returns a random token secret of 192 bits.
@@ -142,15 +138,11 @@ func (s *Store) add(name string, role Role, by, secret string) (Token, string, e
 	rand.Read(id)
 	t := Token{ID: hex.EncodeToString(id), Name: name, Role: role, CreatedAt: time.Now().UTC().Truncate(time.Millisecond),
 		CreatedBy: by, Hash: hash(secret)}
-	v, err := json.Marshal(stored{Token: t, Hash: t.Hash})
-	if err != nil {
-		return Token{}, "", err
-	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(t.ID), v) }); err != nil {
+	if err := s.tokens.Put(t.ID, stored{Token: t, Hash: t.Hash}); err != nil {
 		return Token{}, "", fmt.Errorf("store token: %w", err)
 	}
 	s.mu.Lock()
-	s.byID[t.ID], s.byHash[t.Hash] = &t, &t
+	s.byHash[t.Hash] = t.ID
 	s.mu.Unlock()
 	return t, secret, nil
 }
@@ -172,10 +164,8 @@ func (s *Store) EnsureAdmin(secret string) error {
 // new admin token only when none does, so a revoked bootstrap token is not
 // brought back by a restart.
 func (s *Store) HasAdmin() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, t := range s.byID {
-		if t.Role == Admin {
+	for _, e := range s.tokens.All() {
+		if e.Value.Role == Admin {
 			return true
 		}
 	}
@@ -186,13 +176,11 @@ func (s *Store) HasAdmin() bool {
 // authenticated a request earlier re-checks with it that the token still
 // exists and what its role is.
 func (s *Store) Get(id string) (Token, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	t, ok := s.byID[id]
+	st, ok := s.tokens.Get(id)
 	if !ok {
 		return Token{}, false
 	}
-	return *t, true
+	return st.token(), true
 }
 
 // Changed returns a channel that is closed when a token next loses rights
@@ -210,41 +198,39 @@ func (s *Store) Authenticate(secret string) (Token, bool) {
 	if secret == "" {
 		return Token{}, false
 	}
-	h := hash(secret)
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	t, ok := s.byHash[h]
+	id, ok := s.byHash[hash(secret)]
+	s.mu.RUnlock()
 	if !ok {
 		return Token{}, false
 	}
-	return *t, true
+	return s.Get(id)
 }
 
 // List returns the tokens ordered by creation.
 func (s *Store) List() []Token {
-	s.mu.RLock()
-	out := make([]Token, 0, len(s.byID))
-	for _, t := range s.byID {
-		out = append(out, *t)
+	all := s.tokens.All()
+	out := make([]Token, len(all))
+	for i, e := range all {
+		out[i] = e.Value.token()
 	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Token) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	slices.SortStableFunc(out, func(a, b Token) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out
 }
 
 // Delete revokes a token.
 func (s *Store) Delete(id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, ok := s.byID[id]
+	st, _ := s.tokens.Get(id)
+	ok, err := s.tokens.Delete(id)
+	if err != nil {
+		return fmt.Errorf("delete token: %w", err)
+	}
 	if !ok {
 		return ErrNotFound
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(id)) }); err != nil {
-		return fmt.Errorf("delete token: %w", err)
-	}
-	delete(s.byID, id)
-	delete(s.byHash, t.Hash)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.byHash, st.Hash)
 	close(s.changed)
 	s.changed = make(chan struct{})
 	return nil
