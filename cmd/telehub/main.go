@@ -96,6 +96,9 @@ func serve(args []string) int {
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	for _, d := range cfg.Deprecations {
+		logger.Warn("deprecated setting: it works for this release only", "old", d.Old, "new", d.New)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := app.Run(ctx, cfg, logger, os.Stdout); err != nil {

@@ -58,6 +58,7 @@ type App struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	stopOnce    sync.Once
+	stopErr     error // what the first Stop returned
 
 	// integrations are the MQTT clients that are not devices.
 	integrations *devices.Integrations
@@ -105,8 +106,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	if cfg.Forward.Enabled() {
 		consumers = append(consumers, forward.Consumer)
 	}
-	if a.wal, err = wal.Open(filepath.Join(cfg.DataDir, "log"), wal.Options{MaxBytes: cfg.Log.MaxBytes,
-		SegmentBytes: cfg.Log.SegmentBytes, NoSync: !cfg.Log.Fsync, SyncInterval: cfg.Log.SyncInterval, Consumers: consumers}, logger.With("component", "wal")); err != nil {
+	if a.wal, err = wal.Open(filepath.Join(cfg.DataDir, "log"), wal.Options{MaxBytes: cfg.WAL.MaxBytes,
+		SegmentBytes: cfg.WAL.SegmentBytes, NoSync: !cfg.WAL.Fsync, SyncInterval: cfg.WAL.SyncInterval, Consumers: consumers}, logger.With("component", "wal")); err != nil {
 		return nil, err
 	}
 	registerLogMetrics(reg, a.wal)
@@ -326,21 +327,32 @@ func (a *App) DashboardURL() string {
 func (a *App) Store() *store.DB { return a.store }
 
 // Stop stops the hub: no new publishes, WebSockets closed, the log drained
-// to the store as far as it goes within the drain timeout. Safe to call twice.
-func (a *App) Stop() {
+// to the store as far as it goes within the drain timeout. It returns what
+// failed on the way (errors.Join), each also logged with its context: above
+// all a failed final flush of the embedded store, whose readings are then
+// only in the durable log until the next start. Safe to call twice; the
+// second call returns the first one's error.
+func (a *App) Stop() error {
 	a.stopOnce.Do(func() {
+		var errs []error
+		fail := func(what string, err error) {
+			if err != nil {
+				a.log.Error("stop: "+what, "err", err)
+				errs = append(errs, fmt.Errorf("%s: %w", what, err))
+			}
+		}
 		if a.web != nil {
 			a.web.SetReady(false)
 		}
 		if a.broker != nil {
-			a.broker.Close()
+			fail("close mqtt broker", a.broker.Close())
 		}
 		if a.cancel != nil {
 			a.cancel() // ends WebSockets
 		}
 		if a.http != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			a.http.Shutdown(sctx)
+			fail("shut down http server", a.http.Shutdown(sctx))
 			cancel()
 		}
 		a.wg.Wait()
@@ -359,7 +371,7 @@ func (a *App) Stop() {
 			a.localWriter.Stop()
 		}
 		if a.wal != nil {
-			a.wal.Close()
+			fail("close durable log", a.wal.Close())
 		}
 		if a.influx != nil {
 			a.influx.Close()
@@ -368,12 +380,17 @@ func (a *App) Stop() {
 			a.janitor.Stop()
 		}
 		if a.store != nil {
-			a.store.Close()
+			// Close flushes the head: a failure here loses nothing that was
+			// acknowledged (the durable log still holds it, and the next
+			// start replays it), but it must not pass unseen.
+			fail("embedded store final flush", a.store.Close())
 		}
 		if a.state != nil {
-			a.state.Close()
+			fail("close state database", a.state.Close())
 		}
+		a.stopErr = errors.Join(errs...)
 	})
+	return a.stopErr
 }
 
 // Run starts the hub, prints the dashboard URL to out and runs until ctx ends.
@@ -389,8 +406,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	fmt.Fprintf(out, "Telehub is running.\n  Dashboard: %s\n  MQTT:      %s\n  %s\n", a.DashboardURL(), a.MQTTAddr(), tokenNote)
 	<-ctx.Done()
 	logger.Info("telehub stopping")
-	a.Stop()
-	return nil
+	return a.Stop()
 }
 
 // bootstrapAdmin makes sure the hub can be administered and returns the
