@@ -146,9 +146,12 @@ func TestStopReportsALostFinalFlush(t *testing.T) {
 		b.WriteString("}")
 		require.Equal(t, packets.CodeSuccess.Code, dev.publish(t, "devices/flush-1/telemetry", b.String()))
 	}
-	testenv.Eventually(t, 10*time.Second, "the readings reach the store's head", func() bool {
-		return a.Store().HeadBytes() > 0
+	testenv.Eventually(t, 10*time.Second, "every reading is in the store, its head only", func() bool {
+		got, err := a.Store().Query("flush-1", "f49", time.UnixMilli(base-1), time.UnixMilli(base+20))
+		require.NoError(t, err)
+		return len(got) == 20
 	})
+	require.Positive(t, a.Store().HeadBytes())
 	testenv.FillFS(t, dir)
 	err := a.Stop()
 	require.ErrorContains(t, err, "embedded store final flush")
