@@ -37,7 +37,7 @@ type App struct {
 	// AdminToken is the operator token with every right.
 	AdminToken string
 
-	log      *slog.Logger
+	logger   *slog.Logger
 	state    *bolt.DB
 	registry *devices.Registry
 	tokens   *auth.Store
@@ -72,7 +72,7 @@ type App struct {
 
 // Start opens the data directory and starts every part of the hub.
 func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, err error) {
-	a := &App{log: logger}
+	a := &App{logger: logger}
 	defer func() {
 		if err != nil {
 			a.Stop()
@@ -205,7 +205,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait, WriteEvery: cfg.Live.WriteEvery},
 		States: a.control.states, Commands: a.control.commands, Schemas: a.control.schemas,
 		Rules: a.alerting.rules, Alerts: a.alerting.rules, Webhooks: a.alerting.notify,
-		Tokens: a.tokens, Integrations: a.integrations, HTTP: cfg.HTTP, Logger: logger.With("component", "web"), Log: a.wal})
+		Tokens: a.tokens, Integrations: a.integrations, HTTP: cfg.HTTP, Logger: logger.With("component", "web"), WAL: a.wal})
 	if a.httpLn, a.https, err = web.Listen(cfg.HTTP); err != nil {
 		return nil, err
 	}
@@ -282,7 +282,7 @@ func registerLogMetrics(reg *metrics.Registry, l *wal.Log) {
 		return float64(s.Committed - s.Consumed)
 	})
 	reg.GaugeFunc("telehub_log_commits_total", "Group commits of the durable log (one write and one fsync each).", func() float64 {
-		return float64(l.Stats().Commits)
+		return float64(l.Stats().Syncs)
 	})
 	reg.GaugeFunc("telehub_log_commit_failing", "1 while the durable log cannot write to disk and refuses telemetry (see /readyz).", func() float64 {
 		if _, err := l.Failing(); err != nil {
@@ -337,7 +337,7 @@ func (a *App) Stop() error {
 		var errs []error
 		fail := func(what string, err error) {
 			if err != nil {
-				a.log.Error("stop: "+what, "err", err)
+				a.logger.Error("stop: "+what, "err", err)
 				errs = append(errs, fmt.Errorf("%s: %w", what, err))
 			}
 		}
@@ -418,7 +418,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 // across restarts, and a file edited or restored by hand registers
 // nothing. A file that others may read (mode looser than 0600) is refused,
 // since its token may have leaked.
-func bootstrapAdmin(tokens *auth.Store, path string, log *slog.Logger) (string, error) {
+func bootstrapAdmin(tokens *auth.Store, path string, logger *slog.Logger) (string, error) {
 	if !tokens.HasAdmin() {
 		secret := auth.NewSecret()
 		if err := writeSecret(path, secret); err != nil {
@@ -427,7 +427,7 @@ func bootstrapAdmin(tokens *auth.Store, path string, log *slog.Logger) (string, 
 		if err := tokens.EnsureAdmin(secret); err != nil {
 			return "", err
 		}
-		log.Info("created the admin token", "file", path)
+		logger.Info("created the admin token", "file", path)
 		return secret, nil
 	}
 	f, err := os.Open(path)
@@ -451,7 +451,7 @@ func bootstrapAdmin(tokens *auth.Store, path string, log *slog.Logger) (string, 
 	}
 	secret := strings.TrimSpace(string(b))
 	if _, ok := tokens.Authenticate(secret); !ok {
-		log.Warn("the admin token file holds no valid token (revoked or replaced); it is not registered again", "file", path)
+		logger.Warn("the admin token file holds no valid token (revoked or replaced); it is not registered again", "file", path)
 		return "", nil
 	}
 	return secret, nil
