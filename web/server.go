@@ -1,5 +1,6 @@
-// Package web serves the HTTP API, the live WebSocket stream and the
-// dashboard page.
+// Package web serves the HTTP API, the live stream (WebSocket, SSE, long
+// poll), /metrics and the health checks (/readyz fails while the durable
+// log cannot write), and the dashboard page.
 package web
 
 import (

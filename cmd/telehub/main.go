@@ -1,5 +1,7 @@
 // Command telehub is the IoT telemetry and control hub: `telehub serve` runs
-// the embedded MQTT broker, the ingest pipeline and the HTTP API.
+// the embedded MQTT broker, the ingest pipeline and the HTTP API, and exits
+// non-zero when its stop failed (a lost final flush); `telehub device`,
+// `token`, `integration` and `command` manage a running hub over its API.
 package main
 
 import (

@@ -4,7 +4,9 @@
 // order, publishes them upstream with QoS 1 and advances its checkpoint only
 // past what the upstream acknowledged. While the uplink is down the
 // readings stay in the log, whose byte bound counts the forwarder's backlog,
-// so a long outage pushes back on devices instead of losing data.
+// so a long outage pushes back on devices instead of losing data. On the
+// same connection it can forward the hub's alerts and take commands from
+// the upstream (RouteCommands).
 package forward
 
 import (

@@ -1,5 +1,6 @@
 // Package app assembles the hub from its parts and runs it: sink first,
-// source last on start; source first, sink last on stop.
+// source last on start; source first, sink last on stop, which reports
+// what failed on the way out.
 package app
 
 import (

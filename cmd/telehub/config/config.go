@@ -1,6 +1,7 @@
 // Package config loads the hub's settings: defaults, then a YAML file
 // (--config), then TELEHUB_* environment variables, then flags, each
-// overriding the one before. Unknown keys in the file are errors.
+// overriding the one before. Unknown keys in the file are errors; renamed
+// keys and flags keep working for one release, recorded as Deprecations.
 package config
 
 import (
