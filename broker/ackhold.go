@@ -34,7 +34,7 @@ const (
 // So a PUBACK is never on the wire before its reading is on disk, yet the
 // client's read goroutine does not wait for the fsync: the broker reads the
 // client's next publish at once, a device can have many publishes in
-// flight, and the PUBACKs that one group commit releases leave in one write.
+// flight, and the PUBACKs that one sync of the log releases leave in one write.
 // Holding the whole outbound stream, not just PUBACKs, keeps the order of
 // everything the client is sent (MQTT requires PUBACKs in the order of
 // their PUBLISHes).
@@ -69,7 +69,7 @@ type ackHold struct {
 }
 
 // heldCommit is a commit and how many holds it stands for: the holds of
-// appends in one group commit are merged.
+// appends in one sync of the log are merged.
 type heldCommit struct {
 	c wal.Commit
 	n uint64

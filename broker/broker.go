@@ -1,6 +1,10 @@
-// Package broker wires the embedded mochi-mqtt broker: listeners, and the
-// hooks that authenticate devices, confine them to their own topics and hand
-// their telemetry to the ingest pipeline.
+// Package broker wires the embedded mochi-mqtt broker: its listeners (TCP,
+// TLS, WebSocket), and the hooks that authenticate devices and integrations,
+// confine each to its own topics, bound their rates and sizes, track
+// presence, hand telemetry (a device's own, or relayed by an integration
+// such as an edge hub) to the ingest pipeline and hold each PUBACK until
+// its readings are durable (ackHold); Control carries device control:
+// commands out, results and reported state in.
 package broker
 
 import (

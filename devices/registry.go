@@ -5,7 +5,7 @@
 // (non-device clients with their own credentials) and the selectors that
 // pick devices by label. What the hub asks of a device (commands, desired
 // and reported state) is devices/control; the topics a device uses are
-// devices/topic.
+// devices/topics.
 package devices
 
 import (

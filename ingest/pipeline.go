@@ -25,8 +25,8 @@ var ErrBackpressure = errors.New("ingest: durable log full, try again later")
 // ErrBackpressure, so callers push back on the device as for a full log.
 var ErrLogFailing = fmt.Errorf("%w: it cannot write to disk", ErrBackpressure)
 
-// Log is the durable log the pipeline appends to.
-type Log interface {
+// WAL is the durable log the pipeline appends to.
+type WAL interface {
 	Submit(ctx context.Context, recs ...[]byte) (wal.Commit, error)
 	Enqueue(ctx context.Context, recs ...[]byte) error
 }
@@ -78,7 +78,7 @@ func NewMetrics(r *metrics.Registry) *Metrics {
 // Safe for concurrent use: each publishing client calls Ingest from its own
 // goroutine.
 type Pipeline struct {
-	log     Log
+	wal     WAL
 	live    Publisher
 	limits  Limits
 	metrics *Metrics
@@ -97,9 +97,9 @@ func (p *Pipeline) SetObserver(o Observer) { p.observe = o }
 // more distinct fields than f allows. Call it before the broker starts.
 func (p *Pipeline) SetFields(f *Fields) { p.fields = f }
 
-// NewPipeline returns a pipeline appending to log and publishing to pub.
-func NewPipeline(log Log, pub Publisher, lim Limits, m *Metrics, latest *Latest, logger *slog.Logger) *Pipeline {
-	return &Pipeline{log: log, live: pub, limits: lim, metrics: m, latest: latest, logger: logger}
+// NewPipeline returns a pipeline appending to journal and publishing to pub.
+func NewPipeline(journal WAL, pub Publisher, lim Limits, m *Metrics, latest *Latest, logger *slog.Logger) *Pipeline {
+	return &Pipeline{wal: journal, live: pub, limits: lim, metrics: m, latest: latest, logger: logger}
 }
 
 // Ingest decodes a telemetry payload of dev and appends it to the durable log.
@@ -118,7 +118,7 @@ func (p *Pipeline) Ingest(ctx context.Context, dev Device, payload []byte, f For
 }
 
 // IngestAsync is Ingest without the wait for the fsync: it returns once the
-// readings are handed to the log's next group commit, with that commit. The
+// readings are handed to the log's next sync, with their commit. The
 // caller must wait on it (Commit.Wait) before it acknowledges the readings;
 // if the wait fails, the readings are not stored and the sender must send
 // them again. Meanwhile the caller can take the sender's next payload (the
@@ -130,9 +130,9 @@ func (p *Pipeline) IngestAsync(ctx context.Context, dev Device, payload []byte, 
 }
 
 // IngestNoWait is Ingest for payloads that get no acknowledgement (MQTT QoS
-// 0): the readings go into the log's next group commit without waiting for
-// its fsync, so a QoS 0 publisher never pays the disk's latency. A crash
-// before that commit loses them, as QoS 0 allows.
+// 0): the readings go into the log's next sync without waiting for its
+// fsync, so a QoS 0 publisher never pays the disk's latency. A crash before
+// that sync loses them, as QoS 0 allows.
 func (p *Pipeline) IngestNoWait(ctx context.Context, dev Device, payload []byte, f Format) (int, error) {
 	n, _, err := p.ingest(ctx, dev, payload, f, false)
 	return n, err
@@ -153,7 +153,10 @@ func (p *Pipeline) logFailed(dev Device, err error) error {
 	return fmt.Errorf("ingest: append to log: %w", err)
 }
 
-func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f Format, commit bool) (int, wal.Commit, error) {
+// ingest decodes and appends a payload. ack says the sender is acknowledged
+// once the readings are durable: it gets their commit to wait on (Submit);
+// otherwise they are enqueued and the commit is zero.
+func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f Format, ack bool) (int, wal.Commit, error) {
 	now := time.Now()
 	pts, err := Decode(payload, f, now, p.limits)
 	if err != nil {
@@ -168,13 +171,13 @@ func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f For
 			return 0, wal.Commit{}, err
 		}
 	}
-	// The log keeps the record until its commit: it cannot be reused.
+	// The log keeps the record until its sync: it cannot be reused.
 	rec := AppendRecord(make([]byte, 0, 64+len(payload)), dev.ID, dev.Type, pts)
 	var c wal.Commit
-	if commit {
-		c, err = p.log.Submit(ctx, rec)
+	if ack {
+		c, err = p.wal.Submit(ctx, rec)
 	} else {
-		err = p.log.Enqueue(ctx, rec)
+		err = p.wal.Enqueue(ctx, rec)
 	}
 	if err != nil {
 		return 0, wal.Commit{}, p.logFailed(dev, err)

@@ -1,5 +1,6 @@
-// Package ingest decodes device telemetry, makes it durable in the local log and
-// moves it from there to storage and to the live stream. It owns the
+// Package ingest decodes device telemetry, makes it durable in the durable
+// log (internal/wal) and publishes it to the live stream, then moves it
+// from the log to storage (Writer). It owns the
 // storage contract, Sink and History; its implementations sit beside it,
 // one folder each: ingest/influx (InfluxDB) and ingest/store (the embedded
 // store).

@@ -125,7 +125,7 @@ func NewWriterMetricsNamed(r *metrics.Registry, prefix string) *WriterMetrics {
 // Writer moves readings from the durable log to a sink in batches, in log
 // order, and advances the log's checkpoint only after the sink confirmed.
 type Writer struct {
-	log      *wal.Log
+	wal      *wal.Log
 	sink     Sink
 	cfg      WriterConfig
 	metrics  *WriterMetrics
@@ -141,8 +141,8 @@ type Writer struct {
 
 // NewWriter returns a writer; deadLetterPath is the file (JSON lines) that
 // receives readings the sink refuses for good.
-func NewWriter(log *wal.Log, sink Sink, cfg WriterConfig, m *WriterMetrics, deadLetterPath string, logger *slog.Logger) *Writer {
-	return &Writer{consumer: wal.DefaultConsumer, log: log, sink: sink, cfg: cfg, metrics: m, logger: logger, deadPath: deadLetterPath, drain: make(chan struct{})}
+func NewWriter(journal *wal.Log, sink Sink, cfg WriterConfig, m *WriterMetrics, deadLetterPath string, logger *slog.Logger) *Writer {
+	return &Writer{consumer: wal.DefaultConsumer, wal: journal, sink: sink, cfg: cfg, metrics: m, logger: logger, deadPath: deadLetterPath, drain: make(chan struct{})}
 }
 
 // As makes the writer read the log as the named consumer (default "store"),
@@ -174,15 +174,15 @@ func (w *Writer) Stop() {
 }
 
 func (w *Writer) run(ctx context.Context) {
-	rd := w.log.Consumer(w.consumer)
+	rd := w.wal.Consumer(w.consumer)
 	defer rd.Close()
 	// Batches go to the sink on their own goroutines, at most InFlight at
-	// once; commitInOrder takes them in log order and advances the
-	// checkpoint. The channel holds InFlight-1 and commitInOrder the one it
+	// once; checkpointInOrder takes them in log order and advances the
+	// checkpoint. The channel holds InFlight-1 and checkpointInOrder the one it
 	// waits for, so filling the next batch overlaps the writes.
 	flights := make(chan *flight, w.cfg.InFlight-1)
 	var wg sync.WaitGroup
-	wg.Go(func() { w.commitInOrder(rd, flights) })
+	wg.Go(func() { w.checkpointInOrder(rd, flights) })
 	defer func() {
 		close(flights)
 		wg.Wait()
@@ -240,13 +240,13 @@ type flight struct {
 	done  chan error
 }
 
-// commitInOrder waits for each batch in log order and moves the checkpoint
+// checkpointInOrder waits for each batch in log order and moves the checkpoint
 // past it (for a BufferingSink, past the batches its Flush made durable).
 // After a batch that was not stored (the context ended), it moves the
 // checkpoint no further: the log keeps the rest for the next start.
-func (w *Writer) commitInOrder(rd *wal.Reader, flights <-chan *flight) {
-	commit := func(end uint64) {
-		if err := rd.Commit(end); err != nil {
+func (w *Writer) checkpointInOrder(rd *wal.Reader, flights <-chan *flight) {
+	checkpoint := func(end uint64) {
+		if err := rd.Checkpoint(end); err != nil {
 			w.logger.Warn("write log checkpoint", "err", err)
 		}
 	}
@@ -267,7 +267,7 @@ func (w *Writer) commitInOrder(rd *wal.Reader, flights <-chan *flight) {
 			w.logger.Warn("store flush failed, retrying", "err", err)
 			return
 		}
-		commit(held)
+		checkpoint(held)
 		holding, tick = false, nil
 	}
 	stopped := false
@@ -294,7 +294,7 @@ func (w *Writer) commitInOrder(rd *wal.Reader, flights <-chan *flight) {
 			w.metrics.Written.Add(uint64(len(f.batch)))
 			w.metrics.Batches.Inc()
 			if !buffering {
-				commit(f.end)
+				checkpoint(f.end)
 				continue
 			}
 			held, holding, tick = f.end, true, poll.C

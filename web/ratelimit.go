@@ -52,7 +52,7 @@ type limiters struct {
 	lastSweep time.Time
 
 	limited    map[string]*metrics.Counter
-	log        *slog.Logger
+	logger     *slog.Logger
 	lastLog    atomic.Int64 // unix nanoseconds
 	suppressed atomic.Int64
 }
@@ -63,14 +63,14 @@ type limiterEntry struct {
 }
 
 // newLimiters returns the limiters; perSecond 0 turns limiting off.
-func newLimiters(perSecond float64, burst int, reg *metrics.Registry, log *slog.Logger) *limiters {
+func newLimiters(perSecond float64, burst int, reg *metrics.Registry, logger *slog.Logger) *limiters {
 	if reg == nil {
 		reg = metrics.NewRegistry()
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	l := &limiters{rate: rate.Limit(perSecond), burst: burst, maxAddresses: maxAddresses, log: log,
+	l := &limiters{rate: rate.Limit(perSecond), burst: burst, maxAddresses: maxAddresses, logger: logger,
 		byKind:  map[string]map[string]*limiterEntry{limitByToken: {}, limitByAddress: {}},
 		limited: map[string]*metrics.Counter{}, lastSweep: time.Now()}
 	if perSecond > 0 {
@@ -136,7 +136,7 @@ func (l *limiters) refuse(w http.ResponseWriter, r *http.Request, by, key string
 	if by == limitByAddress {
 		attr = slog.String("remote_addr", key)
 	}
-	l.log.Warn("api request over the rate limit", "by", by, attr, "path", r.URL.Path, "not_logged", l.suppressed.Swap(0))
+	l.logger.Warn("api request over the rate limit", "by", by, attr, "path", r.URL.Path, "not_logged", l.suppressed.Swap(0))
 }
 
 // get returns the limiter of key, creating it; false when the address map

@@ -1,5 +1,6 @@
-// Package web serves the HTTP API, the live WebSocket stream and the
-// dashboard page.
+// Package web serves the HTTP API, the live stream (WebSocket, SSE, long
+// poll), /metrics and the health checks (/readyz fails while the durable
+// log cannot write), and the dashboard page.
 package web
 
 import (
@@ -110,9 +111,9 @@ type Stream interface {
 	First() uint64
 }
 
-// LogHealth tells whether the durable log can write: Failing returns a
+// WALHealth tells whether the durable log can write: Failing returns a
 // non-nil error, and since when, while it cannot.
-type LogHealth interface {
+type WALHealth interface {
 	Failing() (since time.Time, err error)
 }
 
@@ -138,9 +139,9 @@ type Deps struct {
 	Metrics  *metrics.Registry
 	Tokens   Tokens
 	Logger   *slog.Logger
-	// Log makes /readyz fail while the durable log cannot write; nil: not
+	// WAL makes /readyz fail while the durable log cannot write; nil: not
 	// checked.
-	Log LogHealth
+	WAL WALHealth
 	// Live sizes the live stream; zero members take defaults.
 	Live StreamConfig
 	// Integrations manages integration clients of the broker.
@@ -265,8 +266,8 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		problem(w, http.StatusServiceUnavailable, "not ready", "the hub is starting or stopping")
 		return
 	}
-	if s.deps.Log != nil {
-		if since, err := s.deps.Log.Failing(); err != nil {
+	if s.deps.WAL != nil {
+		if since, err := s.deps.WAL.Failing(); err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) {
 				err = pe.Err // the path is in the hub's log, not for an unauthenticated endpoint

@@ -1,5 +1,7 @@
 // Command telehub is the IoT telemetry and control hub: `telehub serve` runs
-// the embedded MQTT broker, the ingest pipeline and the HTTP API.
+// the embedded MQTT broker, the ingest pipeline and the HTTP API, and exits
+// non-zero when its stop failed (a lost final flush); `telehub device`,
+// `token`, `integration` and `command` manage a running hub over its API.
 package main
 
 import (
@@ -96,6 +98,9 @@ func serve(args []string) int {
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	for _, d := range cfg.Deprecations {
+		logger.Warn("deprecated setting: it works for this release only", "old", d.Old, "new", d.New)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := app.Run(ctx, cfg, logger, os.Stdout); err != nil {

@@ -6,5 +6,5 @@
 // with the delta between them. It knows devices only through the small
 // DeviceLookup interface and reaches them through CommandSender and
 // DesiredPublisher, which the broker implements; the topic layout is
-// devices/topic's.
+// devices/topics'.
 package control

@@ -4,7 +4,9 @@
 // order, publishes them upstream with QoS 1 and advances its checkpoint only
 // past what the upstream acknowledged. While the uplink is down the
 // readings stay in the log, whose byte bound counts the forwarder's backlog,
-// so a long outage pushes back on devices instead of losing data.
+// so a long outage pushes back on devices instead of losing data. On the
+// same connection it can forward the hub's alerts and take commands from
+// the upstream (RouteCommands).
 package forward
 
 import (
@@ -31,8 +33,8 @@ const Consumer = "forward"
 // disconnectQuiesce is how long (ms) a disconnect waits for work in flight.
 const disconnectQuiesce = 250
 
-// Log is what the forwarder needs of the durable log.
-type Log interface {
+// WAL is what the forwarder needs of the durable log.
+type WAL interface {
 	Consumer(name string) *wal.Reader
 	Stats() wal.Stats
 }
@@ -85,7 +87,7 @@ func newMetrics(r *metrics.Registry, f *Forwarder) *forwardMetrics {
 type Forwarder struct {
 	cfg    Config
 	sec    secrets
-	log    Log
+	wal    WAL
 	stream Stream // nil: neither alerts nor command results are forwarded
 	m      *forwardMetrics
 	logger *slog.Logger
@@ -108,12 +110,12 @@ type Forwarder struct {
 	once   sync.Once
 }
 
-// New returns a forwarder reading log as the consumer "forward" (which
+// New returns a forwarder reading journal as the consumer "forward" (which
 // must be in the log's Options.Consumers). It loads the password file and
 // the TLS files now, so that a mistake shows at start-up. stream is read
 // for alerts when cfg.Alerts is set, and for the completion of commands
 // from the upstream when cfg.Commands is (see RouteCommands).
-func New(cfg Config, log Log, stream Stream, reg *metrics.Registry, logger *slog.Logger) (*Forwarder, error) {
+func New(cfg Config, journal WAL, stream Stream, reg *metrics.Registry, logger *slog.Logger) (*Forwarder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -124,12 +126,12 @@ func New(cfg Config, log Log, stream Stream, reg *metrics.Registry, logger *slog
 	if err != nil {
 		return nil, err
 	}
-	f := &Forwarder{cfg: cfg, sec: sec, log: log, logger: logger, routed: make(chan struct{})}
+	f := &Forwarder{cfg: cfg, sec: sec, wal: journal, logger: logger, routed: make(chan struct{})}
 	if (cfg.Alerts || cfg.Commands) && stream != nil {
 		f.stream = stream
 		f.alertSeq = stream.Last()
 	}
-	rd := log.Consumer(Consumer)
+	rd := journal.Consumer(Consumer)
 	f.acked.Store(rd.Next())
 	rd.Close()
 	f.m = newMetrics(reg, f)
@@ -145,7 +147,7 @@ func New(cfg Config, log Log, stream Stream, reg *metrics.Registry, logger *slog
 // Lag returns the number of log records not yet acknowledged by the
 // upstream. Safe for concurrent use.
 func (f *Forwarder) Lag() uint64 {
-	c, a := f.log.Stats().Committed, f.acked.Load()
+	c, a := f.wal.Stats().Committed, f.acked.Load()
 	if c < a {
 		return 0
 	}
@@ -283,9 +285,9 @@ func (f *Forwarder) session(ctx context.Context) (progressed bool, err error) {
 }
 
 // pump publishes the log in order, at most MaxInflight messages ahead of
-// the upstream's acknowledgements, and commits what was acknowledged.
+// the upstream's acknowledgements, and checkpoints what was acknowledged.
 func (f *Forwarder) pump(ctx context.Context, c paho.Client, lost, alertErr <-chan error) error {
-	rd := f.log.Consumer(Consumer)
+	rd := f.wal.Consumer(Consumer)
 	defer rd.Close()
 	var (
 		pending []inflight
@@ -318,7 +320,7 @@ func (f *Forwarder) pump(ctx context.Context, c paho.Client, lost, alertErr <-ch
 			}
 		}
 
-		// Settle the acknowledged head of the window and commit past it.
+		// Settle the acknowledged head of the window and checkpoint past it.
 		n := 0
 		for n < len(pending) && pending[n].done() {
 			if p := pending[n]; p.tok != nil {
@@ -333,7 +335,7 @@ func (f *Forwarder) pump(ctx context.Context, c paho.Client, lost, alertErr <-ch
 		}
 		if n > 0 {
 			end := pending[n-1].end
-			if err := rd.Commit(end); err != nil {
+			if err := rd.Checkpoint(end); err != nil {
 				f.logger.Warn("write forward checkpoint", "err", err)
 			}
 			f.acked.Store(end)

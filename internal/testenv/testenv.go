@@ -1,5 +1,8 @@
-// Package testenv gives tests the real components that `make test` starts:
-// an influxd, Debian's MQTT clients. When one is missing a test skips under
+// Package testenv gives tests the real components that `make test` starts
+// (an influxd, Debian's MQTT clients, small real file systems that fill up)
+// and the helpers around them: polling with a deadline (Eventually),
+// certificates, free ports, metrics scrapes, devices that count what was
+// acknowledged (SeqDevice), a fleet, a logger into the test's output. When one is missing a test skips under
 // a bare `go test` and fails when CI=true, which `make test` always sets, so
 // neither CI nor a newcomer's `make test` can pass by skipping.
 package testenv

@@ -17,7 +17,7 @@ import (
 	"github.com/telehub/telehub/internal/testenv"
 )
 
-// syncBuffer is a log destination safe for the committer and the test.
+// syncBuffer is a log destination safe for the syncer and the test.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -36,9 +36,9 @@ func (s *syncBuffer) String() string {
 }
 
 // TestFullDiskFailsFastAndRecovers runs the log on a real file system that
-// fills up (a 1 MiB tmpfs): the commit that meets the full disk fails, the
+// fills up (a 1 MiB tmpfs): the sync that meets the full disk fails, the
 // log then refuses records at once (ErrFailing) instead of queueing them
-// behind failing commits, says why (Failing, Stats, the log), and takes
+// behind failing syncs, says why (Failing, Stats, the log), and takes
 // records again by itself once there is room, losing nothing it committed.
 func TestFullDiskFailsFastAndRecovers(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "log")
@@ -56,24 +56,24 @@ func TestFullDiskFailsFastAndRecovers(t *testing.T) {
 
 	free := testenv.FillFS(t, dir)
 	_, err = l.Append(context.Background(), rec("b"))
-	require.ErrorIs(t, err, syscall.ENOSPC, "the commit that meets the full disk")
+	require.ErrorIs(t, err, syscall.ENOSPC, "the sync that meets the full disk")
 	since, ferr := l.Failing()
 	require.ErrorIs(t, ferr, syscall.ENOSPC)
 	require.False(t, since.IsZero())
 	require.EqualValues(t, 1, l.Stats().Failed)
 
-	// Fail fast: refused before the commit, for Submit, Append and Enqueue.
+	// Fail fast: refused before the sync, for Submit, Append and Enqueue.
 	_, err = l.Submit(context.Background(), rec("c"))
 	require.ErrorIs(t, err, ErrFailing)
 	_, err = l.Append(context.Background(), rec("c"))
 	require.ErrorIs(t, err, ErrFailing)
 	require.ErrorIs(t, l.Enqueue(context.Background(), rec("c")), ErrFailing)
-	require.Contains(t, out.String(), "wal: commit failed")
+	require.Contains(t, out.String(), "wal: sync failed")
 
 	free()
 	testenv.Eventually(t, 5*time.Second, "the log probes the disk, recovers and says so", func() bool {
 		_, err := l.Failing()
-		return err == nil && strings.Contains(out.String(), "wal: commits work again")
+		return err == nil && strings.Contains(out.String(), "wal: syncs work again")
 	})
 	_, err = l.Append(context.Background(), rec("d"))
 	require.NoError(t, err)
@@ -87,8 +87,8 @@ func TestFullDiskFailsFastAndRecovers(t *testing.T) {
 
 // TestFailedRotationIsRetried: when the next segment cannot be created (no
 // inode left, a real tmpfs with two), the log does not go on writing to
-// the closed segment: it fails its commits, and once the file system has
-// room it creates the segment and commits again.
+// the closed segment: it fails its syncs, and once the file system has
+// room it creates the segment and syncs again.
 func TestFailedRotationIsRetried(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "log")
 	testenv.SmallFS(t, dir, "size=1m,nr_inodes=2") // the directory and the first segment
@@ -141,13 +141,13 @@ func TestFailingIsLoggedEveryTenSeconds(t *testing.T) {
 		require.ErrorIs(t, err, syscall.ENOSPC)
 
 		time.Sleep(25 * time.Second) // 25 probes
-		require.Equal(t, 1, strings.Count(out.String(), "wal: commit failed"))
-		require.Equal(t, 2, strings.Count(out.String(), "wal: still cannot commit"), "at 10 s and 20 s")
+		require.Equal(t, 1, strings.Count(out.String(), "wal: sync failed"))
+		require.Equal(t, 2, strings.Count(out.String(), "wal: still cannot sync"), "at 10 s and 20 s")
 		require.GreaterOrEqual(t, l.Stats().Failed, uint64(20), "the disk is probed every second")
 
 		free()
 		time.Sleep(2 * time.Second)
-		require.Equal(t, 1, strings.Count(out.String(), "wal: commits work again"))
+		require.Equal(t, 1, strings.Count(out.String(), "wal: syncs work again"))
 		_, err = l.Failing()
 		require.NoError(t, err)
 	})

@@ -8,8 +8,8 @@ import (
 	"os"
 )
 
-// Reader reads committed records in order. It is not safe for concurrent use;
-// a log has one consumer.
+// Reader reads committed (durable) records in order, for one consumer. It
+// is not safe for concurrent use.
 type Reader struct {
 	l    *Log
 	name string
@@ -34,12 +34,14 @@ func (l *Log) Consumer(name string) *Reader {
 }
 
 // ReadFrom returns a reader that starts at offset and belongs to no
-// consumer: it moves no checkpoint (Commit does nothing). For inspecting the
+// consumer: it moves no checkpoint (Checkpoint does nothing). For inspecting the
 // log, such as counting a backlog at start.
 func (l *Log) ReadFrom(offset uint64) *Reader { return &Reader{l: l, next: offset} }
 
-// Commit records that the consumer has consumed every record before offset.
-func (r *Reader) Commit(offset uint64) error { return r.l.commit1(r.name, offset) }
+// Checkpoint records that the consumer has consumed every record before
+// offset: its checkpoint moves there (never back), and segments every
+// consumer is past are deleted.
+func (r *Reader) Checkpoint(offset uint64) error { return r.l.checkpoint(r.name, offset) }
 
 // Next returns the offset of the next record the reader will return.
 func (r *Reader) Next() uint64 { return r.next }
@@ -48,7 +50,7 @@ func (r *Reader) Next() uint64 { return r.next }
 func (r *Reader) Available() bool { return r.next < r.l.committed.Load() }
 
 // Changed returns a channel closed when more records are committed. Check
-// Available after taking it, so that no commit is missed in between.
+// Available after taking it, so that no record is missed in between.
 func (r *Reader) Changed() <-chan struct{} { return r.l.changed() }
 
 // Wait blocks until a committed record is ready or ctx ends.

@@ -12,17 +12,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestSyncIntervalSpacesCommitsAndStillAnswersAfterTheCommit: with
-// SyncInterval, the first append commits at once; appends arriving within
+// TestSyncIntervalSpacesSyncsAndStillAnswersAfterTheSync: with
+// SyncInterval, the first append syncs at once; appends arriving within
 // the interval after it wait for the interval to end and then share one
-// commit, and each returns only after that commit, readable.
-func TestSyncIntervalSpacesCommitsAndStillAnswersAfterTheCommit(t *testing.T) {
+// sync, and each returns only after that sync, readable.
+func TestSyncIntervalSpacesSyncsAndStillAnswersAfterTheSync(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := open(t, t.TempDir(), Options{MaxBytes: 1 << 20, SyncInterval: 100 * time.Millisecond})
 		defer l.Close()
 		_, err := l.Append(context.Background(), []byte("first"))
 		require.NoError(t, err)
-		require.Equal(t, uint64(1), l.Stats().Commits, "the first append commits without waiting")
+		require.Equal(t, uint64(1), l.Stats().Syncs, "the first append syncs without waiting")
 
 		const n = 10
 		var done atomic.Int32
@@ -35,7 +35,7 @@ func TestSyncIntervalSpacesCommitsAndStillAnswersAfterTheCommit(t *testing.T) {
 			})
 		}
 		synctest.Wait()
-		require.Zero(t, done.Load(), "appends within the interval wait for the next commit")
+		require.Zero(t, done.Load(), "appends within the interval wait for the next sync")
 		require.Equal(t, uint64(2), l.Stats().Committed, "and are not readable before it")
 
 		time.Sleep(99 * time.Millisecond)
@@ -44,14 +44,14 @@ func TestSyncIntervalSpacesCommitsAndStillAnswersAfterTheCommit(t *testing.T) {
 
 		time.Sleep(time.Millisecond)
 		wg.Wait()
-		require.Equal(t, uint64(2), l.Stats().Commits, "the waiting appends shared one commit")
+		require.Equal(t, uint64(2), l.Stats().Syncs, "the waiting appends shared one sync")
 		require.Len(t, readAll(t, l), n+1)
 	})
 }
 
-// TestSyncIntervalCommitsWhatItGatheredOnClose: a log closed while appends
-// wait for the interval still commits them: Append's answer is the truth.
-func TestSyncIntervalCommitsWhatItGatheredOnClose(t *testing.T) {
+// TestSyncIntervalSyncsWhatItGatheredOnClose: a log closed while appends
+// wait for the interval still syncs them: Append's answer is the truth.
+func TestSyncIntervalSyncsWhatItGatheredOnClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dir := t.TempDir()
 		l := open(t, dir, Options{MaxBytes: 1 << 20, SyncInterval: time.Hour})
@@ -74,8 +74,8 @@ func TestSyncIntervalCommitsWhatItGatheredOnClose(t *testing.T) {
 	})
 }
 
-// TestWithoutSyncIntervalEveryAppendCommitsAtOnce is the default: no wait.
-func TestWithoutSyncIntervalEveryAppendCommitsAtOnce(t *testing.T) {
+// TestWithoutSyncIntervalEveryAppendSyncsAtOnce is the default: no wait.
+func TestWithoutSyncIntervalEveryAppendSyncsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := open(t, t.TempDir(), Options{MaxBytes: 1 << 20})
 		defer l.Close()
@@ -83,6 +83,6 @@ func TestWithoutSyncIntervalEveryAppendCommitsAtOnce(t *testing.T) {
 			_, err := l.Append(context.Background(), fmt.Appendf(nil, "r%d", i))
 			require.NoError(t, err)
 		}
-		require.Equal(t, uint64(3), l.Stats().Commits)
+		require.Equal(t, uint64(3), l.Stats().Syncs)
 	})
 }

@@ -1,14 +1,22 @@
-// Package wal is the hub's durable local log: an append-only sequence of
-// records in segment files, made durable by group commit, read in order by one
-// consumer that records how far it got in a checkpoint.
+// Package wal is the hub's durable local log, the write-ahead log (WAL): an
+// append-only sequence of records in segment files, read in order by named
+// consumers (the store writer, the local history window, the forwarder),
+// each of which records how far it got in its own checkpoint.
 //
-// A record is durable (on disk, fsynced) when Append returns. Records are
-// numbered from 1 by their offset. Segments wholly below the checkpoint are
-// deleted. The log is bounded in bytes: when full, Append fails fast with
-// ErrFull so that the caller can push back on its producers instead of
-// dropping data. When a commit fails (a full disk), the log refuses appends
-// at once with ErrFailing, and says so (Failing), until a probe of the disk
-// succeeds.
+// The words, as docs/architecture.md's glossary uses them: an append hands
+// records to the log; its Commit (Submit) completes once the records are
+// durable (on disk, fsynced), and Append waits for it. A sync writes the
+// open group of appends with one write and one fsync, so concurrent
+// appends share it (group commit); SyncInterval spaces syncs. A consumer's
+// checkpoint is the offset of the first record it has not consumed.
+//
+// Records are numbered from 1 by their offset. Segments wholly below every
+// consumer's checkpoint are deleted. The log is bounded in bytes: when the
+// part the slowest consumer has not consumed is full, appends fail fast
+// with ErrFull so that the caller can push back on its producers instead
+// of dropping data. When a sync fails (a full disk), the log refuses
+// appends at once with ErrFailing, and says so (Failing), until a probe of
+// the disk succeeds.
 package wal
 
 import (
@@ -36,8 +44,8 @@ import (
 var ErrFull = errors.New("wal: log is full")
 
 // ErrFailing is returned by Append, Submit and Enqueue while the log cannot
-// commit (a full disk, an I/O error): the records are refused at once
-// instead of queueing behind commits that fail. The log probes the disk
+// sync (a full disk, an I/O error): the records are refused at once
+// instead of queueing behind syncs that fail. The log probes the disk
 // every FailingProbe and takes records again once a write succeeds.
 var ErrFailing = errors.New("wal: log cannot write to disk")
 
@@ -57,10 +65,10 @@ var ErrClosed = errors.New("wal: log is closed")
 const MaxRecordBytes = 16 << 20
 
 const (
-	headerLen   = 8 // length u32 + crc32c u32
-	segSuffix   = ".wal"
-	checkpoint  = "checkpoint"
-	maxGroupLen = 8 << 20 // bytes gathered into one commit at most
+	headerLen      = 8 // length u32 + crc32c u32
+	segSuffix      = ".wal"
+	checkpointName = "checkpoint"
+	maxGroupLen    = 8 << 20 // bytes gathered into one sync at most
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -73,8 +81,7 @@ type Options struct {
 	MaxBytes int64
 	// NoSync skips fsync. Only for benchmarks of the layers above.
 	NoSync bool
-	// SyncInterval, when positive, spaces group commits at least this far
-	// apart: appends arriving sooner wait and share the next fsync. Append
+	// SyncInterval, when positive, spaces syncs at least this far apart: appends arriving sooner wait and share the next fsync. Append
 	// still returns only once its records are fsynced, so an acknowledged
 	// record is still on disk; what it trades is latency for fewer fsyncs
 	// (an SD card wears with each).
@@ -92,14 +99,15 @@ type segment struct {
 	size  int64
 }
 
-// group is the appends that share one commit: one write and one fsync.
-// Appenders add records to the open group; the committer takes it whole,
-// commits it and closes done, which wakes every appender of the group.
+// group is the appends that share one sync: one write and one fsync.
+// Appenders add records to the open group; the syncer takes it whole,
+// writes it and closes done, which completes the Commit of every append of
+// the group.
 type group struct {
 	recs  [][]byte
 	bytes int
-	done  chan struct{} // closed once committed or failed
-	first uint64        // offset of recs[0], once committed
+	done  chan struct{} // closed once synced or failed
+	first uint64        // offset of recs[0], once synced
 	err   error         // set before done is closed
 }
 
@@ -107,14 +115,14 @@ type group struct {
 func newGroup(n int) *group { return &group{recs: make([][]byte, 0, n), done: make(chan struct{})} }
 
 // Log is a durable, bounded, append-only log. Append is safe for concurrent
-// use; one Reader at a time consumes it.
+// use; each named consumer reads it with one Reader at a time.
 type Log struct {
-	dir  string
-	opts Options
-	log  *slog.Logger
+	dir    string
+	opts   Options
+	logger *slog.Logger
 
-	// The open group, guarded by qmu. kick (capacity 1) tells the committer
-	// it has records; room is closed when the committer takes it, for
+	// The open group, guarded by qmu. kick (capacity 1) tells the syncer
+	// it has records; room is closed when the syncer takes it, for
 	// appenders waiting because it is at its bound.
 	qmu  sync.Mutex
 	open *group
@@ -122,7 +130,7 @@ type Log struct {
 	room chan struct{}
 
 	stop    chan struct{}
-	exited  chan struct{} // closed when the commit goroutine has returned
+	exited  chan struct{} // closed when the sync goroutine has returned
 	wg      sync.WaitGroup
 	closeMu sync.Once
 
@@ -134,18 +142,18 @@ type Log struct {
 	consumers map[string]uint64 // each consumer's position
 
 	committed atomic.Uint64 // next offset to be committed (records < committed are durable)
-	commits   atomic.Uint64 // group commits done
+	syncs     atomic.Uint64 // syncs done
 	closed    atomic.Bool
 
-	// failing is set when a commit fails and cleared when a commit or a
+	// failing is set when a sync fails and cleared when a sync or a
 	// probe of the disk succeeds; failMu guards failErr and failSince.
 	failing   atomic.Bool
-	failed    atomic.Uint64 // commits (and probes) that failed since Open
+	failed    atomic.Uint64 // syncs (and probes) that failed since Open
 	failMu    sync.Mutex
 	failErr   error
 	failSince time.Time
 
-	// owned by the committer goroutine
+	// owned by the sync goroutine
 	f           *os.File // nil after a failed rotation
 	bw          *bufio.Writer
 	next        uint64
@@ -153,8 +161,8 @@ type Log struct {
 }
 
 // Open opens or creates the log in dir, recovering from a torn tail left by a
-// crash. It starts the commit goroutine; Close stops it.
-func Open(dir string, opts Options, log *slog.Logger) (*Log, error) {
+// crash. It starts the sync goroutine; Close stops it.
+func Open(dir string, opts Options, logger *slog.Logger) (*Log, error) {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 1 << 30
 	}
@@ -165,7 +173,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("wal: create dir: %w", err)
 	}
-	l := &Log{dir: dir, opts: opts, log: log, open: newGroup(64), kick: make(chan struct{}, 1), room: make(chan struct{}),
+	l := &Log{dir: dir, opts: opts, logger: logger, open: newGroup(64), kick: make(chan struct{}, 1), room: make(chan struct{}),
 		stop: make(chan struct{}), exited: make(chan struct{}), notify: make(chan struct{}),
 		consumers: map[string]uint64{}}
 	if err := l.recover(); err != nil {
@@ -173,7 +181,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Log, error) {
 	}
 	l.wg.Go(func() {
 		defer close(l.exited)
-		l.commitLoop()
+		l.syncLoop()
 	})
 	return l, nil
 }
@@ -201,7 +209,7 @@ func (l *Log) recover() error {
 	for i := range l.segs {
 		s := &l.segs[i]
 		if s.first != l.next {
-			l.log.Warn("wal: gap between segments, records lost from disk", "expected", l.next, "segment_first", s.first)
+			l.logger.Warn("wal: gap between segments, records lost from disk", "expected", l.next, "segment_first", s.first)
 			l.next = s.first
 		}
 		n, good, err := scanSegment(s.path)
@@ -209,7 +217,7 @@ func (l *Log) recover() error {
 			return err
 		}
 		if st, err := os.Stat(s.path); err == nil && st.Size() != good {
-			l.log.Warn("wal: truncating torn or corrupt tail", "segment", s.path, "valid_bytes", good, "file_bytes", st.Size())
+			l.logger.Warn("wal: truncating torn or corrupt tail", "segment", s.path, "valid_bytes", good, "file_bytes", st.Size())
 			if err := os.Truncate(s.path, good); err != nil {
 				return fmt.Errorf("wal: truncate torn tail: %w", err)
 			}
@@ -319,7 +327,7 @@ func (l *Log) Append(ctx context.Context, recs ...[]byte) (uint64, error) {
 // Commit is an append on its way to disk (Submit): Wait tells when it is
 // durable. Once submitted, an append completes even if the caller stops
 // waiting. The zero Commit is complete (for callers' fakes). Commits of
-// appends that share a group commit are Same.
+// appends that share a sync are Same.
 type Commit struct {
 	g      *group
 	i      int // of the append's last record in g.recs
@@ -345,7 +353,7 @@ func (c Commit) Wait() (uint64, error) {
 }
 
 // TryWait is Wait that does not block: done is false while the append is
-// not yet committed, else err is Wait's.
+// not yet durable, else err is Wait's.
 func (c Commit) TryWait() (done bool, err error) {
 	if c.g == nil {
 		return true, nil
@@ -358,8 +366,7 @@ func (c Commit) TryWait() (done bool, err error) {
 	}
 }
 
-// Same reports whether c and d share one group commit: they complete
-// together.
+// Same reports whether c and d share one sync: they complete together.
 func (c Commit) Same(d Commit) bool { return c.g == d.g }
 
 // NewCommit returns a Commit that is complete once complete is called,
@@ -372,11 +379,11 @@ func NewCommit() (c Commit, complete func(err error)) {
 	return Commit{g: g, exited: make(chan struct{})}, func(err error) { g.err = err; close(g.done) }
 }
 
-// Submit hands the records to the next group commit and returns without
+// Submit hands the records to the next sync and returns without
 // waiting for it: the caller does other work (the broker reads the client's
 // next publish) and waits on the Commit when it must know. The caller must
 // not modify the records afterwards. Like Append it fails fast with ErrFull
-// or ErrClosed, and it waits only while the next commit is at its bound.
+// or ErrClosed, and it waits only while the next sync is at its bound.
 func (l *Log) Submit(ctx context.Context, recs ...[]byte) (Commit, error) {
 	if err := l.admit(recs); err != nil {
 		return Commit{}, err
@@ -443,12 +450,12 @@ func (l *Log) admit(recs [][]byte) error {
 	return nil
 }
 
-// Enqueue hands records to the next group commit without waiting for it:
+// Enqueue hands records to the next sync without waiting for it:
 // for data whose sender expects no acknowledgement (MQTT QoS 0), so that it
 // does not pay the fsync's latency. The records are durable only once that
-// commit is done; a crash before it loses them. The caller must not modify
+// sync is done; a crash before it loses them. The caller must not modify
 // them afterwards. Like Append it fails fast with ErrFull or ErrClosed, and
-// it waits only while the commit queue is full.
+// it waits only while the next sync is at its bound.
 func (l *Log) Enqueue(ctx context.Context, recs ...[]byte) error {
 	if err := l.admit(recs); err != nil {
 		return err
@@ -468,11 +475,11 @@ func (l *Log) Full() bool {
 type Stats struct {
 	Bytes     int64  // bytes in segments on disk
 	MaxBytes  int64  // the bound
-	Committed uint64 // offset of the next record to be appended
+	Committed uint64 // records before this offset are committed (durable)
 	Consumed  uint64 // records before this offset are consumed
 	Segments  int
-	Commits   uint64 // group commits (one write and fsync each) since Open
-	// Failed counts the commits and disk probes that failed since Open.
+	Syncs     uint64 // syncs (one write and fsync each) since Open
+	// Failed counts the syncs and disk probes that failed since Open.
 	Failed uint64
 }
 
@@ -481,11 +488,11 @@ func (l *Log) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return Stats{Bytes: l.size, MaxBytes: l.opts.MaxBytes, Committed: l.committed.Load(),
-		Consumed: l.consumed, Segments: len(l.segs), Commits: l.commits.Load(), Failed: l.failed.Load()}
+		Consumed: l.consumed, Segments: len(l.segs), Syncs: l.syncs.Load(), Failed: l.failed.Load()}
 }
 
-// Failing returns, while the log cannot commit, the error of the last
-// failed attempt and when the failure began; err is nil while commits
+// Failing returns, while the log cannot sync, the error of the last
+// failed attempt and when the failure began; err is nil while syncs
 // work. Safe for concurrent use.
 func (l *Log) Failing() (since time.Time, err error) {
 	if !l.failing.Load() {
@@ -496,8 +503,10 @@ func (l *Log) Failing() (since time.Time, err error) {
 	return l.failSince, l.failErr
 }
 
-func (l *Log) commitLoop() {
-	var last time.Time // of the previous commit
+// syncLoop is the sync goroutine: it syncs the open group whenever it has
+// records, at most every SyncInterval, and probes the disk while failing.
+func (l *Log) syncLoop() {
+	var last time.Time // of the previous sync
 	for {
 		var probe <-chan time.Time // only while failing: an idle log sleeps
 		var t *time.Timer
@@ -517,7 +526,7 @@ func (l *Log) commitLoop() {
 			t.Stop()
 		}
 		if stopped {
-			l.commitOpen() // what was handed to the log before it closed
+			l.syncOpen() // what was handed to the log before it closed
 			return
 		}
 		if probed {
@@ -525,8 +534,8 @@ func (l *Log) commitLoop() {
 			continue
 		}
 		if wait := l.opts.SyncInterval - time.Since(last); l.opts.SyncInterval > 0 && wait > 0 {
-			// Let more appends join this commit (an SD card wears with each
-			// fsync); on stop, commit at once.
+			// Let more appends join this sync (an SD card wears with each
+			// fsync); on stop, sync at once.
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
@@ -534,13 +543,13 @@ func (l *Log) commitLoop() {
 			}
 			t.Stop()
 		}
-		l.commitOpen()
+		l.syncOpen()
 		last = time.Now()
 	}
 }
 
-// commitOpen takes the open group, if it has records, and commits it.
-func (l *Log) commitOpen() {
+// syncOpen takes the open group, if it has records, and syncs it.
+func (l *Log) syncOpen() {
 	l.qmu.Lock()
 	g := l.open
 	if len(g.recs) == 0 {
@@ -551,11 +560,12 @@ func (l *Log) commitOpen() {
 	close(l.room)
 	l.room = make(chan struct{})
 	l.qmu.Unlock()
-	l.commit(g)
+	l.syncGroup(g)
 }
 
-// commit writes a group of appends, fsyncs once and wakes its appenders.
-func (l *Log) commit(g *group) {
+// syncGroup writes a group of appends, fsyncs once and completes their
+// Commits.
+func (l *Log) syncGroup(g *group) {
 	var hdr [headerLen]byte
 	var written int64
 	err := func() error {
@@ -585,7 +595,7 @@ func (l *Log) commit(g *group) {
 	}()
 	if err != nil {
 		// The tail of the active segment is now unknown: cut it back to the
-		// last committed size so readers and recovery never see it.
+		// last synced size so readers and recovery never see it.
 		l.failed.Add(1)
 		l.setFailing(err)
 		if l.f != nil {
@@ -594,10 +604,10 @@ func (l *Log) commit(g *group) {
 			l.mu.Unlock()
 			l.bw.Reset(l.f)
 			if terr := l.f.Truncate(good); terr != nil {
-				l.log.Error("wal: truncate after failed commit", "err", terr)
+				l.logger.Error("wal: truncate after failed sync", "err", terr)
 			}
 		}
-		g.err = fmt.Errorf("wal: commit: %w", err)
+		g.err = fmt.Errorf("wal: sync: %w", err)
 		close(g.done)
 		return
 	}
@@ -614,23 +624,23 @@ func (l *Log) commit(g *group) {
 	l.notify = make(chan struct{})
 	rotate := l.segs[len(l.segs)-1].size >= l.opts.SegmentBytes
 	l.mu.Unlock()
-	l.commits.Add(1)
+	l.syncs.Add(1)
 	g.recs = nil // the records are on disk: let them go
 	close(g.done)
 	if rotate {
 		if err := l.f.Close(); err != nil {
-			l.log.Error("wal: close segment", "err", err)
+			l.logger.Error("wal: close segment", "err", err)
 		}
-		l.f, l.bw = nil, nil // the next commit opens the new segment if this fails
+		l.f, l.bw = nil, nil // the next sync opens the new segment if this fails
 		if err := l.newSegment(); err != nil {
-			l.log.Error("wal: rotate segment, trying again with the next commit", "err", err)
+			l.logger.Error("wal: rotate segment, trying again with the next sync", "err", err)
 		}
 	}
 }
 
-// setFailing records a failed commit or probe. The first failure is
+// setFailing records a failed sync or probe. The first failure is
 // logged at once, then one line every failingLogEvery while it lasts.
-// Called by the committer.
+// Called by the syncer.
 func (l *Log) setFailing(err error) {
 	now := time.Now()
 	l.failMu.Lock()
@@ -645,16 +655,16 @@ func (l *Log) setFailing(err error) {
 	switch {
 	case first:
 		l.lastFailLog = now
-		l.log.Error("wal: commit failed; refusing new records until the disk takes writes again", "err", err)
+		l.logger.Error("wal: sync failed; refusing new records until the disk takes writes again", "err", err)
 	case now.Sub(l.lastFailLog) >= failingLogEvery:
 		l.lastFailLog = now
-		l.log.Error("wal: still cannot commit; refusing new records", "err", err,
-			"failing_for", now.Sub(since).Round(time.Second), "failed_commits", l.failed.Load())
+		l.logger.Error("wal: still cannot sync; refusing new records", "err", err,
+			"failing_for", now.Sub(since).Round(time.Second), "failed_syncs", l.failed.Load())
 	}
 }
 
-// setWorking clears the failing state after a commit or probe succeeded.
-// Called by the committer.
+// setWorking clears the failing state after a sync or probe succeeded.
+// Called by the syncer.
 func (l *Log) setWorking() {
 	if !l.failing.Load() {
 		return
@@ -664,15 +674,15 @@ func (l *Log) setWorking() {
 	l.failErr, l.failSince = nil, time.Time{}
 	l.failing.Store(false)
 	l.failMu.Unlock()
-	l.log.Info("wal: commits work again; taking new records", "failed_for", time.Since(since).Round(time.Millisecond),
-		"failed_commits", l.failed.Load())
+	l.logger.Info("wal: syncs work again; taking new records", "failed_for", time.Since(since).Round(time.Millisecond),
+		"failed_syncs", l.failed.Load())
 }
 
 // probe tries the disk while the log is failing: it writes and fsyncs
 // probeBytes to a file of its own beside the segments (never into a
 // segment, where a crash could leave it for recovery to read), removes it,
-// and then commits what is queued. A probe that fails keeps the log
-// failing. Called by the committer.
+// and then syncs what is queued. A probe that fails keeps the log
+// failing. Called by the syncer.
 func (l *Log) probe() {
 	err := func() error {
 		if l.f == nil {
@@ -701,7 +711,7 @@ func (l *Log) probe() {
 		return
 	}
 	l.setWorking()
-	l.commitOpen()
+	l.syncOpen()
 }
 
 // changed returns a channel closed when more records are committed.
@@ -752,14 +762,14 @@ func (l *Log) loadConsumers() {
 	l.consumed = first
 	l.recompute()
 	l.dropConsumed()
-	files, _ := filepath.Glob(filepath.Join(l.dir, checkpoint+"*"))
+	files, _ := filepath.Glob(filepath.Join(l.dir, checkpointName+"*"))
 	for _, f := range files {
 		known := false
 		for _, name := range names {
 			known = known || filepath.Base(f) == checkpointFile(name)
 		}
 		if !known {
-			l.log.Info("wal: removing the checkpoint of a consumer no longer configured", "file", f)
+			l.logger.Info("wal: removing the checkpoint of a consumer no longer configured", "file", f)
 			os.Remove(f)
 		}
 	}
@@ -788,13 +798,13 @@ func (l *Log) recompute() {
 }
 
 // Checkpoint records that the default consumer has consumed every record
-// before offset; see Reader.Commit.
-func (l *Log) Checkpoint(offset uint64) error { return l.commit1(DefaultConsumer, offset) }
+// before offset; see Reader.Checkpoint.
+func (l *Log) Checkpoint(offset uint64) error { return l.checkpoint(DefaultConsumer, offset) }
 
-// commit1 advances a consumer, deletes segments every consumer is done with
-// and persists the position. A lost checkpoint write only causes records to
-// be read again.
-func (l *Log) commit1(name string, offset uint64) error {
+// checkpoint advances a consumer, deletes segments every consumer is done
+// with and persists the position. A lost checkpoint write only causes
+// records to be read again.
+func (l *Log) checkpoint(name string, offset uint64) error {
 	l.mu.Lock()
 	cur, ok := l.consumers[name]
 	if name == "" || !ok || offset <= cur {
@@ -815,7 +825,7 @@ func (l *Log) dropConsumed() {
 	for len(l.segs) > 1 && l.segs[1].first <= l.consumed {
 		s := l.segs[0]
 		if err := os.Remove(s.path); err != nil {
-			l.log.Error("wal: remove consumed segment", "segment", s.path, "err", err)
+			l.logger.Error("wal: remove consumed segment", "segment", s.path, "err", err)
 			return
 		}
 		l.size -= s.size
@@ -825,9 +835,9 @@ func (l *Log) dropConsumed() {
 
 func checkpointFile(name string) string {
 	if name == DefaultConsumer {
-		return checkpoint
+		return checkpointName
 	}
-	return checkpoint + "." + name
+	return checkpointName + "." + name
 }
 
 func (l *Log) writeCheckpoint(name string, c uint64) error {
@@ -853,8 +863,9 @@ func (l *Log) readCheckpoint(name string) uint64 {
 	return binary.LittleEndian.Uint64(b[0:8])
 }
 
-// Close stops the commit goroutine and closes the active segment. Appends
-// waiting to be committed fail with ErrClosed. Safe to call twice.
+// Close syncs what was handed to the log, stops the sync goroutine and
+// closes the active segment. Appends still waiting then fail with
+// ErrClosed. Safe to call twice.
 func (l *Log) Close() error {
 	var err error
 	l.closeMu.Do(func() {

@@ -175,7 +175,7 @@ func TestConsumersKeepSegmentsUntilTheSlowestIsDone(t *testing.T) {
 			_, _, err := r.Read(100)
 			require.NoError(t, err)
 		}
-		require.NoError(t, r.Commit(r.Next()))
+		require.NoError(t, r.Checkpoint(r.Next()))
 	}
 	drain(store)
 	segs := l.Stats().Segments
@@ -228,7 +228,7 @@ func TestEnqueueIsCommittedWithoutWaiting(t *testing.T) {
 	for i := range 50 {
 		require.NoError(t, l.Enqueue(context.Background(), fmt.Appendf(nil, "late-%d", i)))
 	}
-	require.NoError(t, l.Close(), "closing commits what is queued")
+	require.NoError(t, l.Close(), "closing syncs what is queued")
 	require.ErrorIs(t, l.Enqueue(context.Background(), []byte("x")), ErrClosed)
 
 	l2 := open(t, dir, Options{})
@@ -239,7 +239,7 @@ func TestEnqueueIsCommittedWithoutWaiting(t *testing.T) {
 	require.Equal(t, "late-49", got[150])
 }
 
-// BenchmarkAppendParallelNoSync is the cost of the group commit's hand-off
+// BenchmarkAppendParallelNoSync is the cost of the hand-off to the sync
 // itself: 64 appenders, no fsync.
 func BenchmarkAppendParallelNoSync(b *testing.B) {
 	l := open(b, b.TempDir(), Options{NoSync: true, MaxBytes: 8 << 30})

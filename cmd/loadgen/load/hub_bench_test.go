@@ -29,7 +29,7 @@ func benchHub(b *testing.B) *app.App {
 	require.NoError(b, cfg.Validate())
 	hub, err := app.Start(context.Background(), cfg, testenv.Logger(b))
 	require.NoError(b, err)
-	b.Cleanup(hub.Stop)
+	b.Cleanup(func() { require.NoError(b, hub.Stop()) })
 	return hub
 }
 

@@ -25,7 +25,7 @@ func TestFleetAgainstTelehub(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	hub, err := app.Start(context.Background(), cfg, testenv.Logger(t))
 	require.NoError(t, err)
-	t.Cleanup(hub.Stop)
+	t.Cleanup(func() { require.NoError(t, hub.Stop()) })
 	ctx := context.Background()
 	api := "http://" + hub.HTTPAddr()
 

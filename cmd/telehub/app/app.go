@@ -1,5 +1,6 @@
 // Package app assembles the hub from its parts and runs it: sink first,
-// source last on start; source first, sink last on stop.
+// source last on start; source first, sink last on stop, which reports
+// what failed on the way out.
 package app
 
 import (
@@ -37,7 +38,7 @@ type App struct {
 	// AdminToken is the operator token with every right.
 	AdminToken string
 
-	log      *slog.Logger
+	logger   *slog.Logger
 	state    *bolt.DB
 	registry *devices.Registry
 	tokens   *auth.Store
@@ -58,6 +59,7 @@ type App struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	stopOnce    sync.Once
+	stopErr     error // what the first Stop returned
 
 	// integrations are the MQTT clients that are not devices.
 	integrations *devices.Integrations
@@ -71,7 +73,7 @@ type App struct {
 
 // Start opens the data directory and starts every part of the hub.
 func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, err error) {
-	a := &App{log: logger}
+	a := &App{logger: logger}
 	defer func() {
 		if err != nil {
 			a.Stop()
@@ -105,8 +107,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 	if cfg.Forward.Enabled() {
 		consumers = append(consumers, forward.Consumer)
 	}
-	if a.wal, err = wal.Open(filepath.Join(cfg.DataDir, "log"), wal.Options{MaxBytes: cfg.Log.MaxBytes,
-		SegmentBytes: cfg.Log.SegmentBytes, NoSync: !cfg.Log.Fsync, SyncInterval: cfg.Log.SyncInterval, Consumers: consumers}, logger.With("component", "wal")); err != nil {
+	if a.wal, err = wal.Open(filepath.Join(cfg.DataDir, "log"), wal.Options{MaxBytes: cfg.WAL.MaxBytes,
+		SegmentBytes: cfg.WAL.SegmentBytes, NoSync: !cfg.WAL.Fsync, SyncInterval: cfg.WAL.SyncInterval, Consumers: consumers}, logger.With("component", "wal")); err != nil {
 		return nil, err
 	}
 	registerLogMetrics(reg, a.wal)
@@ -204,7 +206,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App,
 		Live:   web.StreamConfig{ConflateAbove: cfg.Live.ConflateAbove, PollWait: cfg.Live.PollWait, WriteEvery: cfg.Live.WriteEvery},
 		States: a.control.states, Commands: a.control.commands, Schemas: a.control.schemas,
 		Rules: a.alerting.rules, Alerts: a.alerting.rules, Webhooks: a.alerting.notify,
-		Tokens: a.tokens, Integrations: a.integrations, HTTP: cfg.HTTP, Logger: logger.With("component", "web"), Log: a.wal})
+		Tokens: a.tokens, Integrations: a.integrations, HTTP: cfg.HTTP, Logger: logger.With("component", "web"), WAL: a.wal})
 	if a.httpLn, a.https, err = web.Listen(cfg.HTTP); err != nil {
 		return nil, err
 	}
@@ -281,7 +283,7 @@ func registerLogMetrics(reg *metrics.Registry, l *wal.Log) {
 		return float64(s.Committed - s.Consumed)
 	})
 	reg.GaugeFunc("telehub_log_commits_total", "Group commits of the durable log (one write and one fsync each).", func() float64 {
-		return float64(l.Stats().Commits)
+		return float64(l.Stats().Syncs)
 	})
 	reg.GaugeFunc("telehub_log_commit_failing", "1 while the durable log cannot write to disk and refuses telemetry (see /readyz).", func() float64 {
 		if _, err := l.Failing(); err != nil {
@@ -326,21 +328,32 @@ func (a *App) DashboardURL() string {
 func (a *App) Store() *store.DB { return a.store }
 
 // Stop stops the hub: no new publishes, WebSockets closed, the log drained
-// to the store as far as it goes within the drain timeout. Safe to call twice.
-func (a *App) Stop() {
+// to the store as far as it goes within the drain timeout. It returns what
+// failed on the way (errors.Join), each also logged with its context: above
+// all a failed final flush of the embedded store, whose readings are then
+// only in the durable log until the next start. Safe to call twice; the
+// second call returns the first one's error.
+func (a *App) Stop() error {
 	a.stopOnce.Do(func() {
+		var errs []error
+		fail := func(what string, err error) {
+			if err != nil {
+				a.logger.Error("stop: "+what, "err", err)
+				errs = append(errs, fmt.Errorf("%s: %w", what, err))
+			}
+		}
 		if a.web != nil {
 			a.web.SetReady(false)
 		}
 		if a.broker != nil {
-			a.broker.Close()
+			fail("close mqtt broker", a.broker.Close())
 		}
 		if a.cancel != nil {
 			a.cancel() // ends WebSockets
 		}
 		if a.http != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			a.http.Shutdown(sctx)
+			fail("shut down http server", a.http.Shutdown(sctx))
 			cancel()
 		}
 		a.wg.Wait()
@@ -359,7 +372,7 @@ func (a *App) Stop() {
 			a.localWriter.Stop()
 		}
 		if a.wal != nil {
-			a.wal.Close()
+			fail("close durable log", a.wal.Close())
 		}
 		if a.influx != nil {
 			a.influx.Close()
@@ -368,12 +381,17 @@ func (a *App) Stop() {
 			a.janitor.Stop()
 		}
 		if a.store != nil {
-			a.store.Close()
+			// Close flushes the head: a failure here loses nothing that was
+			// acknowledged (the durable log still holds it, and the next
+			// start replays it), but it must not pass unseen.
+			fail("embedded store final flush", a.store.Close())
 		}
 		if a.state != nil {
-			a.state.Close()
+			fail("close state database", a.state.Close())
 		}
+		a.stopErr = errors.Join(errs...)
 	})
+	return a.stopErr
 }
 
 // Run starts the hub, prints the dashboard URL to out and runs until ctx ends.
@@ -389,8 +407,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	fmt.Fprintf(out, "Telehub is running.\n  Dashboard: %s\n  MQTT:      %s\n  %s\n", a.DashboardURL(), a.MQTTAddr(), tokenNote)
 	<-ctx.Done()
 	logger.Info("telehub stopping")
-	a.Stop()
-	return nil
+	return a.Stop()
 }
 
 // bootstrapAdmin makes sure the hub can be administered and returns the
@@ -402,7 +419,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 // across restarts, and a file edited or restored by hand registers
 // nothing. A file that others may read (mode looser than 0600) is refused,
 // since its token may have leaked.
-func bootstrapAdmin(tokens *auth.Store, path string, log *slog.Logger) (string, error) {
+func bootstrapAdmin(tokens *auth.Store, path string, logger *slog.Logger) (string, error) {
 	if !tokens.HasAdmin() {
 		secret := auth.NewSecret()
 		if err := writeSecret(path, secret); err != nil {
@@ -411,7 +428,7 @@ func bootstrapAdmin(tokens *auth.Store, path string, log *slog.Logger) (string, 
 		if err := tokens.EnsureAdmin(secret); err != nil {
 			return "", err
 		}
-		log.Info("created the admin token", "file", path)
+		logger.Info("created the admin token", "file", path)
 		return secret, nil
 	}
 	f, err := os.Open(path)
@@ -435,7 +452,7 @@ func bootstrapAdmin(tokens *auth.Store, path string, log *slog.Logger) (string, 
 	}
 	secret := strings.TrimSpace(string(b))
 	if _, ok := tokens.Authenticate(secret); !ok {
-		log.Warn("the admin token file holds no valid token (revoked or replaced); it is not registered again", "file", path)
+		logger.Warn("the admin token file holds no valid token (revoked or replaced); it is not registered again", "file", path)
 		return "", nil
 	}
 	return secret, nil

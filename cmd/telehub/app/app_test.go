@@ -55,7 +55,7 @@ func startHubWith(t *testing.T, dir string, edit func(*config.Config)) *App {
 	require.NoError(t, cfg.Validate())
 	a, err := Start(context.Background(), cfg, testenv.Logger(t))
 	require.NoError(t, err)
-	t.Cleanup(a.Stop)
+	t.Cleanup(func() { a.Stop() })
 	return a
 }
 

@@ -20,13 +20,13 @@ type control struct {
 	commands *devcontrol.Commands
 	states   *devcontrol.States
 	bridge   *broker.Control
-	log      *slog.Logger
+	logger   *slog.Logger
 }
 
 // newControl loads commands, schemas and states from the state database.
 func newControl(cfg config.Config, db *bolt.DB, reg devcontrol.DeviceLookup, pub devcontrol.LivePublisher,
 	mr *metrics.Registry, logger *slog.Logger) (*control, error) {
-	c := &control{log: logger}
+	c := &control{logger: logger}
 	var err error
 	if c.schemas, err = devcontrol.NewSchemas(db); err != nil {
 		return nil, err
@@ -50,7 +50,7 @@ func newControl(cfg config.Config, db *bolt.DB, reg devcontrol.DeviceLookup, pub
 // commands and state of deleted devices.
 func (c *control) attach(b *broker.Broker, presence *devices.Presence, reg *devices.Registry) error {
 	var err error
-	if c.bridge, err = broker.NewControl(b, c.commands, c.states, c.log.With("component", "control")); err != nil {
+	if c.bridge, err = broker.NewControl(b, c.commands, c.states, c.logger.With("component", "control")); err != nil {
 		return err
 	}
 	presence.OnChange(c.commands.OnPresence)

@@ -15,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
+	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/internal/testenv"
 )
 
@@ -120,4 +121,37 @@ func bannerInBrowser(t *testing.T, a *App, expect string) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "the banner browser check (%s) failed:\n%s", expect, out)
 	t.Logf("banner browser check: %s", out)
+}
+
+// TestStopReportsALostFinalFlush puts the whole data directory on a small
+// tmpfs, lets readings reach the embedded store's in-memory head and fills
+// the disk before stopping: the store's final flush into history.db fails,
+// and Stop says so instead of returning as if all went well (`telehub
+// serve` then exits non-zero).
+func TestStopReportsALostFinalFlush(t *testing.T) {
+	dir := t.TempDir()
+	testenv.SmallFS(t, dir, "size=32m")
+	a := startHubWith(t, dir, func(cfg *config.Config) { cfg.WAL.SegmentBytes = 1 << 20 })
+	dev := dialMQTT5(t, a, "flush-1")
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range 20 {
+		var b strings.Builder
+		fmt.Fprintf(&b, `{"ts":%d`, base+int64(i))
+		for f := range 50 {
+			fmt.Fprintf(&b, `,"f%d":%d.5`, f, i*f)
+		}
+		b.WriteString("}")
+		require.Equal(t, packets.CodeSuccess.Code, dev.publish(t, "devices/flush-1/telemetry", b.String()))
+	}
+	testenv.Eventually(t, 10*time.Second, "every reading is in the store, its head only", func() bool {
+		got, err := a.Store().Query("flush-1", "f49", time.UnixMilli(base-1), time.UnixMilli(base+20))
+		require.NoError(t, err)
+		return len(got) == 20
+	})
+	require.Positive(t, a.Store().HeadBytes())
+	testenv.FillFS(t, dir)
+	err := a.Stop()
+	require.ErrorContains(t, err, "embedded store final flush")
+	require.ErrorContains(t, err, "no space left on device")
+	require.Equal(t, err, a.Stop(), "a second Stop returns the same error")
 }

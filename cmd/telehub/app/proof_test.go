@@ -96,7 +96,7 @@ func TestProofInfluxOutage(t *testing.T) {
 // a reconnect completes without a PUBACK).
 func TestProofFullLog(t *testing.T) {
 	influxd := testenv.StartInfluxd(t)
-	a := startProofHub(t, influxd.URL, influxd.Database, func(c *config.Config) { c.Log.MaxBytes = 64 << 10 })
+	a := startProofHub(t, influxd.URL, influxd.Database, func(c *config.Config) { c.WAL.MaxBytes = 64 << 10 })
 	influxd.Stop()
 	// 20 devices, each well under the hub's default message rate (100/s,
 	// bursts of 200) even when it resends its backlog after the outage;

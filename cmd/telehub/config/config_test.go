@@ -85,8 +85,61 @@ func TestSwitches(t *testing.T) {
 			}
 			require.NoError(t, err)
 			require.Equal(t, tc.anonymous, cfg.MQTT.AllowAnonymous, "allow anonymous")
-			require.Equal(t, tc.fsync, cfg.Log.Fsync, "fsync")
+			require.Equal(t, tc.fsync, cfg.WAL.Fsync, "fsync")
 			require.Equal(t, tc.httpAddr, cfg.HTTP.Addr, "http addr")
 		})
 	}
+}
+
+// TestDeprecatedLogNames loads the durable log's settings under their old
+// names (the log: section, --log-max-bytes, TELEHUB_LOG_SYNC_INTERVAL):
+// they set the new wal settings and each yields a deprecation; an old and
+// a new name for the same setting together are an error.
+func TestDeprecatedLogNames(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
+		return path
+	}
+	old := write("old.yaml", "log:\n  max_bytes: 1048576\n  segment_bytes: 65536\n  fsync: false\n  sync_interval: 100ms\n")
+	cfg, err := Load("serve", []string{"--config", old}, env(nil), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, WALConfig{MaxBytes: 1 << 20, SegmentBytes: 64 << 10, Fsync: false, SyncInterval: 100 * time.Millisecond}, cfg.WAL)
+	require.Equal(t, []Deprecation{
+		{Old: "config key log.max_bytes", New: "wal.max_bytes"},
+		{Old: "config key log.segment_bytes", New: "wal.segment_bytes"},
+		{Old: "config key log.fsync", New: "wal.fsync"},
+		{Old: "config key log.sync_interval", New: "wal.sync_interval"},
+	}, cfg.Deprecations)
+
+	mixed := write("mixed.yaml", "log:\n  max_bytes: 1048576\nwal:\n  sync_interval: 5ms\n")
+	cfg, err = Load("serve", []string{"--config", mixed}, env(nil), io.Discard)
+	require.NoError(t, err, "different keys under the old and the new section")
+	require.Equal(t, int64(1<<20), cfg.WAL.MaxBytes)
+	require.Equal(t, 5*time.Millisecond, cfg.WAL.SyncInterval)
+	require.Len(t, cfg.Deprecations, 1)
+
+	both := write("both.yaml", "log:\n  max_bytes: 1048576\nwal:\n  max_bytes: 2097152\n")
+	_, err = Load("serve", []string{"--config", both}, env(nil), io.Discard)
+	require.ErrorContains(t, err, "log.max_bytes and wal.max_bytes are both set")
+
+	cfg, err = Load("serve", []string{"--log-max-bytes", "2097152"}, env(map[string]string{"TELEHUB_LOG_SYNC_INTERVAL": "20ms"}), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, int64(2<<20), cfg.WAL.MaxBytes)
+	require.Equal(t, 20*time.Millisecond, cfg.WAL.SyncInterval)
+	require.Equal(t, []Deprecation{
+		{Old: "environment variable TELEHUB_LOG_SYNC_INTERVAL", New: "TELEHUB_WAL_SYNC_INTERVAL"},
+		{Old: "flag --log-max-bytes", New: "--wal-max-bytes"},
+	}, cfg.Deprecations)
+
+	_, err = Load("serve", []string{"--log-max-bytes", "2097152", "--wal-max-bytes", "1048576"}, env(nil), io.Discard)
+	require.ErrorContains(t, err, "--log-max-bytes and --wal-max-bytes are both given")
+	_, err = Load("serve", nil, env(map[string]string{"TELEHUB_LOG_MAX_BYTES": "2097152", "TELEHUB_WAL_MAX_BYTES": "1048576"}), io.Discard)
+	require.ErrorContains(t, err, "TELEHUB_LOG_MAX_BYTES and TELEHUB_WAL_MAX_BYTES are both set")
+
+	cfg, err = Load("serve", []string{"--wal-max-bytes", "1048576"}, env(nil), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, int64(1<<20), cfg.WAL.MaxBytes)
+	require.Empty(t, cfg.Deprecations, "the new names are not deprecated")
 }

@@ -25,8 +25,9 @@ func TestShippedConfigsLoad(t *testing.T) {
 	noEnv := func(string) string { return "" }
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			_, err := Load("telehub serve", []string{"--config", f}, noEnv, io.Discard)
+			cfg, err := Load("telehub serve", []string{"--config", f}, noEnv, io.Discard)
 			require.NoError(t, err)
+			require.Empty(t, cfg.Deprecations, "shipped configs use the current names")
 		})
 	}
 }
@@ -38,10 +39,10 @@ func TestPiProfile(t *testing.T) {
 	cfg, err := Load("telehub serve", []string{"--config", f}, func(string) string { return "" }, io.Discard)
 	require.NoError(t, err)
 	def := Default()
-	require.True(t, cfg.Log.Fsync, "acknowledged readings survive a power cut")
-	require.Positive(t, cfg.Log.SyncInterval, "fsyncs are batched")
-	require.LessOrEqual(t, cfg.Log.SyncInterval, 250*time.Millisecond, "devices do not wait long for their PUBACK")
-	require.Less(t, cfg.Log.MaxBytes, def.Log.MaxBytes, "a smaller durable log for an SD card")
+	require.True(t, cfg.WAL.Fsync, "acknowledged readings survive a power cut")
+	require.Positive(t, cfg.WAL.SyncInterval, "fsyncs are batched")
+	require.LessOrEqual(t, cfg.WAL.SyncInterval, 250*time.Millisecond, "devices do not wait long for their PUBACK")
+	require.Less(t, cfg.WAL.MaxBytes, def.WAL.MaxBytes, "a smaller durable log for an SD card")
 	require.Less(t, cfg.Live.ReplayBuffer, def.Live.ReplayBuffer)
 	require.Less(t, cfg.MQTT.MaxPacketBytes, def.MQTT.MaxPacketBytes)
 	require.Less(t, cfg.MQTT.WriteQueue, def.MQTT.WriteQueue, "each client's preallocated queue is small")
