@@ -144,6 +144,7 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	ctx, cancel := context.WithCancel(context.Background())
 	ss := &sessions{}
 	m := newBrokerMetrics(o.metrics)
+	lns.observeAcks(m.pubackLatency)
 	auto := promauto.With(o.metrics)
 	auto.NewCounterFunc(prometheus.CounterOpts{Name: "telehub_mqtt_messages_dropped_total",
 		Help: "Messages to MQTT clients dropped because the client's write queue (mqtt.write_queue) was full."},

@@ -168,7 +168,9 @@ type Server struct {
 	tickets tickets
 	limits  *limiters
 	// open counts the open streams by transport: websocket, sse, poll.
-	open  map[string]*atomic.Int64
+	open map[string]*atomic.Int64
+	// delay observes the stream delay, once per write (see wrote).
+	delay prometheus.Observer
 	ready atomic.Bool
 	mux   *http.ServeMux
 	ctx   context.Context // ends when the hub stops: closes WebSockets
@@ -196,8 +198,19 @@ func New(ctx context.Context, deps Deps) *Server {
 			Help: "Open live stream clients (WebSockets, SSE streams, waiting long polls)."},
 			func() float64 { return float64(n.Load()) })
 	}
+	s.delay = promauto.With(reg).NewHistogram(prometheus.HistogramOpts{Name: "telehub_live_delay_seconds",
+		Help: "Time from a live message's publish to its write to a WebSocket or SSE client, once per write by its oldest message " +
+			"(messages published before the client connected, a replay, are not counted).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8)}) // 0.1 ms to 1.6 s
 	s.routes()
 	return s
+}
+
+// wrote observes the stream delay of what a client was just sent.
+func (s *Server) wrote(c *cursor) {
+	if c.oldest != 0 {
+		s.delay.Observe(time.Duration(time.Now().UnixNano() - c.oldest).Seconds())
+	}
 }
 
 // SetReady marks the hub ready (or not) for /readyz.

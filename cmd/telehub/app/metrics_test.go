@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -62,4 +63,26 @@ func TestMetricsPassPromtool(t *testing.T) {
 	text, typ = scrapeAs(t, a, "application/openmetrics-text; version=1.0.0")
 	require.True(t, strings.HasPrefix(typ, "application/openmetrics-text"), typ)
 	require.True(t, strings.HasSuffix(text, "# EOF\n"), "OpenMetrics ends with # EOF")
+}
+
+// A QoS 1 reading streamed to a WebSocket client and stored shows in the
+// three latency histograms: its PUBACK's wait for the log, its delay to the
+// live client, and its store batch.
+func TestLatencyHistogramsObserveAReading(t *testing.T) {
+	a := startHub(t, nil)
+	ws := dialLive(t, a)
+	tok := createDevice(t, a, "dev-lat", "thermostat")
+	c, err := connect(t, a, "dev-lat", tok)
+	require.NoError(t, err)
+	require.NoError(t, publish(t, c, "devices/dev-lat/telemetry", `{"temperature":21.5}`))
+	testenv.Eventually(t, 10*time.Second, "reading streamed", func() bool { return ws.count("dev-lat") > 0 })
+	url := "http://" + a.HTTPAddr() + "/metrics"
+	for _, name := range []string{"telehub_mqtt_puback_latency_seconds_count", "telehub_live_delay_seconds_count",
+		"telehub_store_batch_latency_seconds_count"} {
+		testenv.Eventually(t, 10*time.Second, name+" observed", func() bool {
+			m, err := testenv.Metrics(url)
+			require.NoError(t, err)
+			return m[name] >= 1
+		})
+	}
 }
