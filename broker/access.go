@@ -10,9 +10,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/time/rate"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/topics"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 // Kind is what a connected MQTT client is.
@@ -102,7 +102,7 @@ type Option func(*options)
 
 type options struct {
 	integrations Integrations
-	metrics      *metrics.Registry
+	metrics      prometheus.Registerer
 }
 
 // WithIntegrations lets integration clients connect with the credentials
@@ -110,7 +110,7 @@ type options struct {
 func WithIntegrations(ints Integrations) Option { return func(o *options) { o.integrations = ints } }
 
 // WithMetrics registers the broker's metrics in reg.
-func WithMetrics(reg *metrics.Registry) Option { return func(o *options) { o.metrics = reg } }
+func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.metrics = reg } }
 
 // accessHook decides who may connect and what each client may touch. On
 // CONNECT it applies the connection limit and refuses an address that has

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telehub/telehub/internal/wal"
 )
@@ -66,13 +67,19 @@ type ackHold struct {
 	// before its bytes are written. Counted only once counting is on.
 	counting atomic.Bool
 	unacked  atomic.Int32
+
+	// latency observes, once per held commit (the publishes of one group
+	// commit on this connection), the time from its first publish's hold
+	// to its release; nil: not observed.
+	latency prometheus.Observer
 }
 
 // heldCommit is a commit and how many holds it stands for: the holds of
 // appends in one sync of the log are merged.
 type heldCommit struct {
-	c wal.Commit
-	n uint64
+	c  wal.Commit
+	n  uint64
+	at time.Time // the first hold
 }
 
 // holdMark is where a write into buf ends and how many holds it waits for.
@@ -83,7 +90,9 @@ type holdMark struct {
 
 var _ net.Conn = (*ackHold)(nil)
 
-func newAckHold(c net.Conn) *ackHold { return &ackHold{Conn: c} }
+func newAckHold(c net.Conn, latency prometheus.Observer) *ackHold {
+	return &ackHold{Conn: c, latency: latency}
+}
 
 // hold makes the connection's next writes wait for c. Past maxHolds it
 // waits for c itself and returns its error.
@@ -91,13 +100,17 @@ func (a *ackHold) hold(c wal.Commit) error {
 	a.mu.Lock()
 	if len(a.pending) >= maxHolds {
 		a.mu.Unlock()
+		at := time.Now()
 		_, err := c.Wait()
+		if a.latency != nil && err == nil {
+			a.latency.Observe(time.Since(at).Seconds())
+		}
 		return err
 	}
 	if k := len(a.pending) - 1; k >= 0 && a.pending[k].c.Same(c) {
-		a.pending[k] = heldCommit{c, a.pending[k].n + 1} // the later append's commit covers both
+		a.pending[k].n++ // the later append's commit covers both
 	} else {
-		a.pending = append(a.pending, heldCommit{c, 1})
+		a.pending = append(a.pending, heldCommit{c: c, n: 1, at: time.Now()})
 	}
 	a.held++
 	a.mu.Unlock()
@@ -206,6 +219,9 @@ func (a *ackHold) flush() {
 
 // pop drops the oldest hold, which is committed. a.mu is held.
 func (a *ackHold) pop() {
+	if a.latency != nil {
+		a.latency.Observe(time.Since(a.pending[0].at).Seconds())
+	}
 	a.waited += a.pending[0].n
 	a.pending[0] = heldCommit{}
 	a.pending = a.pending[1:]

@@ -27,7 +27,7 @@ func (a *ackHold) heldBytes() string {
 func pipe(t *testing.T) (*ackHold, net.Conn) {
 	t.Helper()
 	srv, cli := net.Pipe()
-	a := newAckHold(srv)
+	a := newAckHold(srv, nil)
 	t.Cleanup(func() { a.Close(); cli.Close() })
 	return a, cli
 }

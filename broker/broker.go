@@ -19,9 +19,10 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -130,9 +131,6 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.metrics == nil {
-		o.metrics = metrics.NewRegistry()
-	}
 	lns, err := newTransports(cfg)
 	if err != nil {
 		return nil, err
@@ -150,17 +148,19 @@ func New(cfg Config, reg Registry, ing Ingester, presence Presence, logger *slog
 	ctx, cancel := context.WithCancel(context.Background())
 	ss := &sessions{}
 	m := newBrokerMetrics(o.metrics)
-	o.metrics.CounterFunc("telehub_mqtt_messages_dropped_total",
-		"Messages to MQTT clients dropped because the client's write queue (mqtt.write_queue) was full.",
+	lns.observeAcks(m.pubackLatency)
+	auto := promauto.With(o.metrics)
+	auto.NewCounterFunc(prometheus.CounterOpts{Name: "telehub_mqtt_messages_dropped_total",
+		Help: "Messages to MQTT clients dropped because the client's write queue (mqtt.write_queue) was full."},
 		func() float64 { return float64(atomic.LoadInt64(&srv.Info.MessagesDropped)) })
 	warn := newWarnLog(logger)
-	conform := newConformHook(srv, cfg, o.metrics, m, warn)
+	conform := newConformHook(srv, cfg, m, warn)
 	access := &accessHook{srv: srv, reg: reg, ints: o.integrations, anonymous: cfg.AllowAnonymous, site: cfg.AnonymousACL, conform: conform, limits: cfg.Limits,
 		connects: newConnectLimits(cfg.Limits), sessions: ss, m: m, warn: warn}
 	retained := newRetainHook(srv, cfg.Limits, ss, m, warn)
-	o.metrics.GaugeFunc("telehub_mqtt_retained_messages", "Retained messages held for MQTT clients (the hub's own not counted; see mqtt.max_retained).",
+	auto.NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_mqtt_retained_messages", Help: "Retained messages held for MQTT clients (the hub's own not counted; see mqtt.max_retained)."},
 		func() float64 { return float64(retained.usage().count) })
-	o.metrics.GaugeFunc("telehub_mqtt_retained_bytes", "Bytes of topic and payload of the retained messages held for MQTT clients (see mqtt.max_retained_bytes).",
+	auto.NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_mqtt_retained_bytes", Help: "Bytes of topic and payload of the retained messages held for MQTT clients (see mqtt.max_retained_bytes)."},
 		func() float64 { return float64(retained.usage().bytes) })
 	for _, h := range []mqtt.Hook{
 		conform, // first: a publish over the receive maximum goes no further

@@ -8,7 +8,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/telehub/telehub/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Names of the limits this file enforces, in telehub_mqtt_limit_hits_total.
@@ -43,7 +43,7 @@ type conformHook struct {
 	keepAlive  uint16 // seconds; 0: off
 	m          *brokerMetrics
 	warn       *warnLog
-	hits       map[string]*metrics.Counter
+	hits       map[string]prometheus.Counter
 
 	// subscribing holds the filters of the clients whose SUBSCRIBE is
 	// being checked: while it is, an ACL check of one of them is of the
@@ -53,14 +53,9 @@ type conformHook struct {
 
 var _ mqtt.Hook = (*conformHook)(nil)
 
-func newConformHook(srv *mqtt.Server, cfg Config, reg *metrics.Registry, m *brokerMetrics, warn *warnLog) *conformHook {
-	h := &conformHook{srv: srv, receiveMax: int32(cfg.ReceiveMaximum), keepAlive: uint16(cfg.ServerKeepAlive.Seconds()),
-		m: m, warn: warn, hits: map[string]*metrics.Counter{}}
-	for _, l := range []string{limitReceiveMaximum, limitKeepAlive} {
-		h.hits[l] = reg.Counter(`telehub_mqtt_limit_hits_total{limit="`+l+`"}`,
-			"MQTT connections or packets refused by a limit (see the limit label).")
-	}
-	return h
+func newConformHook(srv *mqtt.Server, cfg Config, m *brokerMetrics, warn *warnLog) *conformHook {
+	return &conformHook{srv: srv, receiveMax: int32(cfg.ReceiveMaximum), keepAlive: uint16(cfg.ServerKeepAlive.Seconds()),
+		m: m, warn: warn, hits: m.limitHits}
 }
 
 func (h *conformHook) ID() string { return "telehub-conform" }

@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/testenv"
 	"github.com/telehub/telehub/internal/wal"
 )
@@ -26,7 +26,7 @@ type fixture struct {
 	b        *Broker
 	reg      *devices.Registry
 	ints     *devices.Integrations
-	metrics  *metrics.Registry
+	metrics  *prometheus.Registry
 	ingested *ingestLog
 }
 
@@ -79,7 +79,7 @@ func newFixture(t testing.TB, edit func(*Config)) *fixture {
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
-	f := &fixture{metrics: metrics.NewRegistry(), ingested: &ingestLog{got: map[string][]string{}}}
+	f := &fixture{metrics: prometheus.NewRegistry(), ingested: &ingestLog{got: map[string][]string{}}}
 	f.reg, err = devices.New(db)
 	require.NoError(t, err)
 	f.ints, err = devices.NewIntegrations(db)
@@ -115,9 +115,9 @@ func (f *fixture) integration(t testing.TB, id string, pub, sub []string) string
 // metric returns the value of a metric by its full name, labels included.
 func (f *fixture) metric(t testing.TB, name string) float64 {
 	t.Helper()
-	var b strings.Builder
-	require.NoError(t, f.metrics.WriteText(&b))
-	for _, line := range strings.Split(b.String(), "\n") {
+	text, err := testenv.MetricsText(f.metrics)
+	require.NoError(t, err)
+	for _, line := range strings.Split(text, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			var x float64
 			_, err := fmt.Sscan(v, &x)

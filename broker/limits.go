@@ -253,7 +253,7 @@ func (h *limitsHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Pac
 	pk.Filters = slices.Clone(pk.Filters) // mochi's packet is not ours to edit
 	var quota []int
 	if se != nil && !allow(se.subscribes) {
-		h.m.limitHits[limitSubscribeRate].Add(uint64(len(pk.Filters)))
+		h.m.limitHits[limitSubscribeRate].Add(float64(len(pk.Filters)))
 		h.warn.Warn("mqtt subscribe refused: over the subscribe rate", se.attrs(cl, "filters", len(pk.Filters))...)
 		for i := range pk.Filters {
 			pk.Filters[i].Filter = ""

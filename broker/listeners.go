@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telehub/telehub/internal/tlsconf"
 )
@@ -77,6 +78,23 @@ func (t *transports) disconnectWith(fn func(listener string)) {
 	}
 }
 
+// observeAcks makes every listener's connections observe their PUBACK
+// latency with o. Call it before the listeners serve.
+func (t *transports) observeAcks(o prometheus.Observer) {
+	if t.tcp != nil {
+		t.tcp.conns.acks = o
+	}
+	if t.tls != nil {
+		t.tls.conns.acks = o
+	}
+	if t.ws != nil {
+		t.ws.conns.acks = o
+	}
+	if t.wss != nil {
+		t.wss.conns.acks = o
+	}
+}
+
 func (t *transports) all() []listeners.Listener {
 	var out []listeners.Listener
 	if t.tcp != nil {
@@ -126,6 +144,7 @@ func newTransports(cfg Config) (*transports, error) {
 // closes them too, those still before their CONNECT included (mochi only
 // closes the clients it knows), and waits for their goroutines.
 type conns struct {
+	acks   prometheus.Observer // the PUBACK latency of the connections' ackHolds
 	mu     sync.Mutex
 	open   map[net.Conn]struct{}
 	closed bool
@@ -134,7 +153,7 @@ type conns struct {
 
 // serve runs establish for c on a goroutine it owns, unless closing.
 func (cs *conns) serve(c net.Conn, establish func(net.Conn)) {
-	c = newAckHold(c)
+	c = newAckHold(c, cs.acks)
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if cs.closed {

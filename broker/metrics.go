@@ -8,7 +8,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"golang.org/x/time/rate"
 
-	"github.com/telehub/telehub/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Names of the limits, as they appear in telehub_mqtt_limit_hits_total.
@@ -36,33 +37,43 @@ var allLimits = []string{limitConnectRate, limitClientConnectRate, limitAuthFail
 
 // brokerMetrics counts what happens at the broker's door.
 type brokerMetrics struct {
-	connects     *metrics.Counter
-	authFailures *metrics.Counter
-	limitHits    map[string]*metrics.Counter
-	aclDenied    map[string]*metrics.Counter // publish, subscribe, will
+	connects     prometheus.Counter
+	authFailures prometheus.Counter
+	limitHits    map[string]prometheus.Counter // resolved once: allLimits and the conform hook's
+	aclDenied    map[string]prometheus.Counter // publish, subscribe, will
+	// pubackLatency is the time a QoS 1/2 publish's acknowledgement waits
+	// for the durable log (ackhold.go).
+	pubackLatency prometheus.Observer
 
 	open      [KindAnonymous + 1]atomic.Int64 // connected clients by kind
 	connected sync.Map                        // *mqtt.Client -> Kind, while connected
 }
 
-func newBrokerMetrics(reg *metrics.Registry) *brokerMetrics {
+func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
+	f := promauto.With(reg)
 	m := &brokerMetrics{
-		connects:     reg.Counter("telehub_mqtt_connects_total", "MQTT connections accepted (CONNACK success)."),
-		authFailures: reg.Counter("telehub_mqtt_auth_failures_total", "MQTT connections refused for bad or missing credentials."),
-		limitHits:    map[string]*metrics.Counter{},
-		aclDenied:    map[string]*metrics.Counter{},
+		connects:     f.NewCounter(prometheus.CounterOpts{Name: "telehub_mqtt_connects_total", Help: "MQTT connections accepted (CONNACK success)."}),
+		authFailures: f.NewCounter(prometheus.CounterOpts{Name: "telehub_mqtt_auth_failures_total", Help: "MQTT connections refused for bad or missing credentials."}),
+		pubackLatency: f.NewHistogram(prometheus.HistogramOpts{Name: "telehub_mqtt_puback_latency_seconds",
+			Help: "Time a QoS 1/2 publish's acknowledgement is held until its readings are durable, from the publish's hand-over to the log " +
+				"to the release of its PUBACK; observed once per group commit of a connection (the publishes one fsync made durable), by its first publish.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8)}), // 0.1 ms to 1.6 s
+		limitHits: map[string]prometheus.Counter{},
+		aclDenied: map[string]prometheus.Counter{},
 	}
 	for _, k := range []Kind{KindDevice, KindIntegration, KindAnonymous} {
-		reg.GaugeFunc(`telehub_mqtt_connections{kind="`+k.String()+`"}`, "MQTT clients connected now, by kind.",
-			func() float64 { return float64(m.open[k].Load()) })
+		f.NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_mqtt_connections", Help: "MQTT clients connected now, by kind.",
+			ConstLabels: prometheus.Labels{"kind": k.String()}}, func() float64 { return float64(m.open[k].Load()) })
 	}
-	for _, l := range allLimits {
-		m.limitHits[l] = reg.Counter(`telehub_mqtt_limit_hits_total{limit="`+l+`"}`,
-			"MQTT connections, packets, filters and retained messages refused by a limit (see the limit label).")
+	hits := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_mqtt_limit_hits_total",
+		Help: "MQTT connections, packets, filters and retained messages refused by a limit (see the limit label)."}, []string{"limit"})
+	for _, l := range append(allLimits, limitReceiveMaximum, limitKeepAlive) {
+		m.limitHits[l] = hits.WithLabelValues(l)
 	}
+	denied := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_mqtt_acl_denied_total",
+		Help: "MQTT publishes, subscriptions and will messages refused because the client may not use the topic."}, []string{"action"})
 	for _, a := range []string{"publish", "subscribe", "will"} {
-		m.aclDenied[a] = reg.Counter(`telehub_mqtt_acl_denied_total{action="`+a+`"}`,
-			"MQTT publishes, subscriptions and will messages refused because the client may not use the topic.")
+		m.aclDenied[a] = denied.WithLabelValues(a)
 	}
 	return m
 }

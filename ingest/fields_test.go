@@ -12,8 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -82,7 +83,7 @@ func TestPipelineRefusesNewFieldsPastTheCap(t *testing.T) {
 	l, err := wal.Open(t.TempDir(), wal.Options{}, logger)
 	require.NoError(t, err)
 	defer l.Close()
-	m := NewMetrics(metrics.NewRegistry())
+	m := NewMetrics(prometheus.NewRegistry())
 	latest := NewLatest()
 	p := NewPipeline(l, live.New(16), DefaultLimits(), m, latest, logger)
 	f, _, err := NewFields(nil, 4, logger)
@@ -99,8 +100,8 @@ func TestPipelineRefusesNewFieldsPastTheCap(t *testing.T) {
 	}
 	_, err = p.Ingest(context.Background(), dev, []byte(`{"n0":5}`), FormatAuto)
 	require.NoError(t, err)
-	require.EqualValues(t, 8, m.Fields.Value())
-	require.EqualValues(t, 3, m.Payloads.Value())
+	require.EqualValues(t, 8, testutil.ToFloat64(m.Fields))
+	require.EqualValues(t, 3, testutil.ToFloat64(m.Payloads))
 	_, vals := latest.Get("flood")
 	require.Equal(t, map[string]any{"n0": 5.0, "m0": 2.0, "n1": 1.0, "m1": 2.0}, vals)
 }

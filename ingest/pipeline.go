@@ -8,8 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -49,25 +50,29 @@ type Device struct {
 
 // Metrics are the pipeline's counters.
 type Metrics struct {
-	Payloads     *metrics.Counter
-	Readings     *metrics.Counter
-	Rejected     *metrics.Counter
-	Backpressure *metrics.Counter
-	LogErrors    *metrics.Counter
-	LogFailing   *metrics.Counter
-	Fields       *metrics.Counter
+	Payloads     prometheus.Counter
+	Readings     prometheus.Counter
+	Rejected     prometheus.Counter
+	Backpressure prometheus.Counter
+	LogErrors    prometheus.Counter
+	LogFailing   prometheus.Counter
+	Fields       prometheus.Counter
 }
 
-// NewMetrics registers the pipeline's metrics.
-func NewMetrics(r *metrics.Registry) *Metrics {
+// NewMetrics registers the pipeline's metrics with r (nil: unregistered).
+// Each reason's counter is resolved here, once, not per payload.
+func NewMetrics(r prometheus.Registerer) *Metrics {
+	f := promauto.With(r)
+	rejected := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_ingest_rejected_total",
+		Help: "Telemetry payloads refused, by reason."}, []string{"reason"})
 	return &Metrics{
-		Payloads:     r.Counter("telehub_ingest_payloads_total", "Telemetry payloads accepted into the durable log."),
-		Readings:     r.Counter("telehub_ingest_readings_total", "Readings accepted into the durable log."),
-		Rejected:     r.Counter(`telehub_ingest_rejected_total{reason="decode"}`, "Telemetry payloads refused, by reason."),
-		Backpressure: r.Counter(`telehub_ingest_rejected_total{reason="log_full"}`, "Telemetry payloads refused, by reason."),
-		LogErrors:    r.Counter(`telehub_ingest_rejected_total{reason="log_error"}`, "Telemetry payloads refused, by reason."),
-		LogFailing:   r.Counter(`telehub_ingest_rejected_total{reason="log_failing"}`, "Telemetry payloads refused, by reason."),
-		Fields:       r.Counter(`telehub_ingest_rejected_total{reason="fields"}`, "Telemetry payloads refused, by reason."),
+		Payloads:     f.NewCounter(prometheus.CounterOpts{Name: "telehub_ingest_payloads_total", Help: "Telemetry payloads accepted into the durable log."}),
+		Readings:     f.NewCounter(prometheus.CounterOpts{Name: "telehub_ingest_readings_total", Help: "Readings accepted into the durable log."}),
+		Rejected:     rejected.WithLabelValues("decode"),
+		Backpressure: rejected.WithLabelValues("log_full"),
+		LogErrors:    rejected.WithLabelValues("log_error"),
+		LogFailing:   rejected.WithLabelValues("log_failing"),
+		Fields:       rejected.WithLabelValues("fields"),
 	}
 }
 
@@ -180,7 +185,7 @@ func (p *Pipeline) ingest(ctx context.Context, dev Device, payload []byte, f For
 		return 0, wal.Commit{}, p.logFailed(dev, err)
 	}
 	p.metrics.Payloads.Inc()
-	p.metrics.Readings.Add(uint64(len(pts)))
+	p.metrics.Readings.Add(float64(len(pts)))
 	msgs := make([]live.Message, len(pts))
 	lrs := make([]LiveReading, len(pts))
 	for i, pt := range pts {

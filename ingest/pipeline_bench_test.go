@@ -8,8 +8,8 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -31,7 +31,7 @@ func BenchmarkPipelineIngest(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer l.Close()
-			p := NewPipeline(l, live.New(65536), DefaultLimits(), NewMetrics(metrics.NewRegistry()), NewLatest(), logger)
+			p := NewPipeline(l, live.New(65536), DefaultLimits(), NewMetrics(prometheus.NewRegistry()), NewLatest(), logger)
 			if tc.fields { // the per-device field cap: a map lookup per field
 				f, _, err := NewFields(nil, DefaultConfig().MaxFieldsPerDevice, logger)
 				if err != nil {
@@ -100,7 +100,7 @@ func BenchmarkFieldFlood(b *testing.B) {
 				// A small live ring: it is bounded anyway, and a large one
 				// would hide what the latest values keep.
 				p := NewPipeline(l, live.New(16), Limits{MaxPoints: 10000, MaxFields: 256, MaxNameLen: 128, MaxStringLen: 4096},
-					NewMetrics(metrics.NewRegistry()), latest, logger)
+					NewMetrics(prometheus.NewRegistry()), latest, logger)
 				var f *Fields
 				if limit > 0 {
 					f, _, _ = NewFields(nil, limit, logger)

@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -21,7 +21,7 @@ func TestLiveReadingBodyIsEncodedOnFirstReadOnce(t *testing.T) {
 	require.NoError(t, err)
 	defer l.Close()
 	hub := live.New(16)
-	p := NewPipeline(l, hub, DefaultLimits(), NewMetrics(metrics.NewRegistry()), NewLatest(), logger)
+	p := NewPipeline(l, hub, DefaultLimits(), NewMetrics(prometheus.NewRegistry()), NewLatest(), logger)
 	_, err = p.Ingest(context.Background(), Device{ID: "t1", Type: "thermostat"},
 		[]byte(`{"ts":1732350000123,"temperature":21.5,"on":true}`), FormatAuto)
 	require.NoError(t, err)

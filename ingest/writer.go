@@ -11,7 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/telehub/telehub/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -94,31 +95,40 @@ func (c WriterConfig) Validate() error {
 
 // WriterMetrics are the writer's metrics.
 type WriterMetrics struct {
-	Written     *metrics.Counter
-	Batches     *metrics.Counter
-	Retries     *metrics.Counter
-	DeadLetters *metrics.Counter
-	BatchMillis *metrics.Gauge
-	LagMillis   *metrics.Gauge
-	ReadErrors  *metrics.Counter
+	Written     prometheus.Counter
+	Batches     prometheus.Counter
+	Retries     prometheus.Counter
+	DeadLetters prometheus.Counter
+	// BatchLatency observes each successful store write, in seconds.
+	BatchLatency prometheus.Observer
+	// Lag is the age of the oldest reading of the last written batch.
+	Lag        prometheus.Gauge
+	ReadErrors prometheus.Counter
 }
 
-// NewWriterMetrics registers the writer's metrics.
-func NewWriterMetrics(r *metrics.Registry) *WriterMetrics {
+// NewWriterMetrics registers the writer's metrics with r (nil: unregistered).
+func NewWriterMetrics(r prometheus.Registerer) *WriterMetrics {
 	return NewWriterMetricsNamed(r, "telehub_store")
 }
 
 // NewWriterMetricsNamed registers a writer's metrics under a name prefix,
 // for a second writer such as the local window (telehub_local_store).
-func NewWriterMetricsNamed(r *metrics.Registry, prefix string) *WriterMetrics {
+func NewWriterMetricsNamed(r prometheus.Registerer, prefix string) *WriterMetrics {
+	f := promauto.With(r)
+	counter := func(name, help string) prometheus.Counter {
+		return f.NewCounter(prometheus.CounterOpts{Name: prefix + name, Help: help})
+	}
 	return &WriterMetrics{
-		Written:     r.Counter(prefix+"_readings_written_total", "Readings confirmed by the store."),
-		Batches:     r.Counter(prefix+"_batches_total", "Batches confirmed by the store."),
-		Retries:     r.Counter(prefix+"_retries_total", "Store writes retried after an error."),
-		DeadLetters: r.Counter(prefix+"_dead_letters_total", "Readings the store refused for good, moved to the dead-letter file."),
-		BatchMillis: r.Gauge(prefix+"_batch_latency_ms", "Duration of the last successful store write."),
-		LagMillis:   r.Gauge(prefix+"_lag_ms", "Age of the oldest reading in the last written batch, by its receive order."),
-		ReadErrors:  r.Counter(prefix+"_log_read_errors_total", "Failures to read the durable log (corruption)."),
+		Written:     counter("_readings_written_total", "Readings confirmed by the store."),
+		Batches:     counter("_batches_total", "Batches confirmed by the store."),
+		Retries:     counter("_retries_total", "Store writes retried after an error."),
+		DeadLetters: counter("_dead_letters_total", "Readings the store refused for good, moved to the dead-letter file."),
+		BatchLatency: f.NewHistogram(prometheus.HistogramOpts{Name: prefix + "_batch_latency_seconds",
+			Help:    "Duration of successful store writes, one per batch.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}), // 1 ms to 16 s
+		Lag: f.NewGauge(prometheus.GaugeOpts{Name: prefix + "_lag_seconds",
+			Help: "Age of the oldest reading in the last written batch, by its receive order."}),
+		ReadErrors: counter("_log_read_errors_total", "Failures to read the durable log (corruption)."),
 	}
 }
 
@@ -289,9 +299,9 @@ func (w *Writer) checkpointInOrder(rd *wal.Reader, flights <-chan *flight) {
 				stopped = true
 				continue
 			}
-			w.metrics.BatchMillis.Set(time.Since(f.start).Milliseconds())
-			w.metrics.LagMillis.Set(time.Since(f.batch[0].Time).Milliseconds())
-			w.metrics.Written.Add(uint64(len(f.batch)))
+			w.metrics.BatchLatency.Observe(time.Since(f.start).Seconds())
+			w.metrics.Lag.Set(time.Since(f.batch[0].Time).Seconds())
+			w.metrics.Written.Add(float64(len(f.batch)))
 			w.metrics.Batches.Inc()
 			if !buffering {
 				checkpoint(f.end)

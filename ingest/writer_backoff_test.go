@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/telehub/telehub/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // downSink fails its first calls and records the (bubble) time of each call.
@@ -41,7 +41,7 @@ func TestWriterNoticesAStoreBackWithinRetryMax(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sink := &downSink{down: 40}
 		cfg := DefaultWriterConfig()
-		w := NewWriter(nil, sink, cfg, NewWriterMetrics(metrics.NewRegistry()), "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+		w := NewWriter(nil, sink, cfg, NewWriterMetrics(prometheus.NewRegistry()), "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 		require.NoError(t, w.write(context.Background(), []Reading{{DeviceID: "d1"}}))
 		require.Len(t, sink.calls, 41)
 		var longest time.Duration

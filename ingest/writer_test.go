@@ -14,7 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/telehub/telehub/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/telehub/telehub/internal/testenv"
 	"github.com/telehub/telehub/internal/wal"
 )
@@ -74,7 +75,7 @@ func TestWriterRetriesIsolatesPoisonAndCheckpoints(t *testing.T) {
 	cfg := DefaultWriterConfig()
 	cfg.BatchSize, cfg.FlushInterval, cfg.RetryMin = 8, 0, time.Millisecond
 	cfg.InFlight = 1 // one batch at a time: the sink sees the log's order
-	reg := metrics.NewRegistry()
+	reg := prometheus.NewRegistry()
 	m := NewWriterMetrics(reg)
 	dead := filepath.Join(dir, "dead.jsonl")
 	w := NewWriter(l, sink, cfg, m, dead, logger)
@@ -83,8 +84,8 @@ func TestWriterRetriesIsolatesPoisonAndCheckpoints(t *testing.T) {
 
 	testenv.Eventually(t, 10*time.Second, "good readings written", func() bool { return len(sink.values()) >= len(want) })
 	require.Equal(t, want, sink.values(), "all good readings, in order, once")
-	require.Equal(t, uint64(2), m.DeadLetters.Value())
-	require.GreaterOrEqual(t, m.Retries.Value(), uint64(2))
+	require.InDelta(t, 2, testutil.ToFloat64(m.DeadLetters), 0)
+	require.GreaterOrEqual(t, testutil.ToFloat64(m.Retries), 2.0)
 	b, err := os.ReadFile(dead)
 	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
@@ -159,7 +160,7 @@ func TestWriterInFlightCheckpointsOnlyAConfirmedPrefix(t *testing.T) {
 	sink := &gatedSink{release: make(chan struct{}), written: map[float64]int{}}
 	cfg := DefaultWriterConfig()
 	cfg.BatchSize, cfg.FlushInterval, cfg.InFlight = 8, 0, 4
-	m := NewWriterMetrics(metrics.NewRegistry())
+	m := NewWriterMetrics(prometheus.NewRegistry())
 	w := NewWriter(l, sink, cfg, m, filepath.Join(dir, "dead.jsonl"), logger)
 	w.Start(context.Background())
 	defer w.Stop()
@@ -168,7 +169,7 @@ func TestWriterInFlightCheckpointsOnlyAConfirmedPrefix(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "later batches written", func() bool { return sink.count() == 24 })
 	// ...but the checkpoint stays before the first, which is not stored.
 	require.Equal(t, start, l.Consumed(), "no checkpoint past an unconfirmed batch")
-	require.Zero(t, m.Written.Value())
+	require.Zero(t, testutil.ToFloat64(m.Written))
 
 	close(sink.release)
 	testenv.Eventually(t, 10*time.Second, "checkpoint past every batch", func() bool { return l.Consumed() == start+32 })
@@ -176,7 +177,7 @@ func TestWriterInFlightCheckpointsOnlyAConfirmedPrefix(t *testing.T) {
 	for v, n := range sink.written {
 		require.Equal(t, 1, n, "reading %v written once", v)
 	}
-	require.Equal(t, uint64(32), m.Written.Value())
+	require.InDelta(t, 32, testutil.ToFloat64(m.Written), 0)
 }
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -221,7 +222,7 @@ func TestWriterSkipsACorruptSegment(t *testing.T) {
 	sink := &flakySink{}
 	cfg := DefaultWriterConfig()
 	cfg.FlushInterval, cfg.RetryMin = 0, time.Millisecond
-	m := NewWriterMetrics(metrics.NewRegistry())
+	m := NewWriterMetrics(prometheus.NewRegistry())
 	w := NewWriter(l, sink, cfg, m, filepath.Join(dir, "dead.jsonl"), logger)
 	w.Start(context.Background())
 	defer w.Stop()
@@ -229,7 +230,7 @@ func TestWriterSkipsACorruptSegment(t *testing.T) {
 		v := sink.values()
 		return len(v) > 0 && v[len(v)-1] == 599
 	})
-	require.GreaterOrEqual(t, m.ReadErrors.Value(), uint64(3))
+	require.GreaterOrEqual(t, testutil.ToFloat64(m.ReadErrors), 3.0)
 	v := sink.values()
 	require.Less(t, len(v), 600, "the corrupt segment's tail is skipped")
 	require.Greater(t, len(v), 300, "the segments after it are written")
@@ -284,7 +285,7 @@ func TestWriterCheckpointsABufferingSinkOnlyAfterItsFlush(t *testing.T) {
 	sink := &bufferingSink{}
 	cfg := DefaultWriterConfig()
 	cfg.BatchSize, cfg.FlushInterval, cfg.InFlight = 8, 0, 2
-	w := NewWriter(l, sink, cfg, NewWriterMetrics(metrics.NewRegistry()), filepath.Join(dir, "dead.jsonl"), logger)
+	w := NewWriter(l, sink, cfg, NewWriterMetrics(prometheus.NewRegistry()), filepath.Join(dir, "dead.jsonl"), logger)
 	w.Start(context.Background())
 	defer w.Stop()
 

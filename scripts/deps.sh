@@ -8,6 +8,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v npm >/dev/null || need+=(nodejs npm)
 [[ -x /usr/bin/chromium ]] || need+=(chromium) # the dashboard's browser tests
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static) # the arm64 build's test
+command -v promtool >/dev/null || need+=(prometheus) # promtool check metrics on the hub's /metrics
 if ((${#need[@]})); then
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi

@@ -48,7 +48,7 @@ func (s *Server) openCursor(w http.ResponseWriter, r *http.Request) (*cursor, bo
 		problem(w, http.StatusBadRequest, "invalid since", err.Error())
 		return nil, false
 	}
-	return &cursor{after: after, filter: f}, true
+	return &cursor{after: after, filter: f, opened: time.Now().UnixNano()}, true
 }
 
 // live upgrades to a WebSocket that streams the live stream as JSON text
@@ -144,6 +144,7 @@ func (s *Server) writePump(ctx context.Context, conn *websocket.Conn, gc *gather
 			if !writeFrames(conn, gc, frames) {
 				return
 			}
+			s.wrote(cur)
 			p.wrote(s.stream.WriteEvery)
 			if s.deps.Stream.Last() > cur.after {
 				continue
@@ -346,6 +347,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if _, err := w.Write(buf); err != nil || rc.Flush() != nil {
 				return
 			}
+			s.wrote(cur)
 			p.wrote(s.stream.WriteEvery)
 		}
 		if len(frames) > 0 && s.deps.Stream.Last() > cur.after {

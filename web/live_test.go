@@ -18,11 +18,11 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 const adminToken = "test-admin-token"
@@ -46,7 +46,7 @@ func newServerWith(t testing.TB, hub *live.Hub, sc StreamConfig) (*httptest.Serv
 	require.NoError(t, err)
 	require.NoError(t, tokens.EnsureAdmin(adminToken))
 	ctx, cancel := context.WithCancel(context.Background())
-	s := New(ctx, Deps{Registry: reg, Latest: ingest.NewLatest(), Presence: devices.NewPresence(), Stream: hub, Metrics: metrics.NewRegistry(),
+	s := New(ctx, Deps{Registry: reg, Latest: ingest.NewLatest(), Presence: devices.NewPresence(), Stream: hub, Metrics: prometheus.NewRegistry(),
 		Tokens: tokens, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Live: sc})
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() { cancel(); srv.Close() })

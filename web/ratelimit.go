@@ -12,7 +12,8 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/telehub/telehub/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // What an API request is rate limited by: its token, or its source address
@@ -51,7 +52,7 @@ type limiters struct {
 	byKind    map[string]map[string]*limiterEntry
 	lastSweep time.Time
 
-	limited    map[string]*metrics.Counter
+	limited    map[string]prometheus.Counter
 	logger     *slog.Logger
 	lastLog    atomic.Int64 // unix nanoseconds
 	suppressed atomic.Int64
@@ -63,22 +64,20 @@ type limiterEntry struct {
 }
 
 // newLimiters returns the limiters; perSecond 0 turns limiting off.
-func newLimiters(perSecond float64, burst int, reg *metrics.Registry, logger *slog.Logger) *limiters {
-	if reg == nil {
-		reg = metrics.NewRegistry()
-	}
+func newLimiters(perSecond float64, burst int, reg prometheus.Registerer, logger *slog.Logger) *limiters {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	l := &limiters{rate: rate.Limit(perSecond), burst: burst, maxAddresses: maxAddresses, logger: logger,
 		byKind:  map[string]map[string]*limiterEntry{limitByToken: {}, limitByAddress: {}},
-		limited: map[string]*metrics.Counter{}, lastSweep: time.Now()}
+		limited: map[string]prometheus.Counter{}, lastSweep: time.Now()}
 	if perSecond > 0 {
 		l.idle = max(time.Duration(float64(burst)/perSecond*float64(time.Second)), time.Second)
 	}
+	limited := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "telehub_http_rate_limited_total",
+		Help: "API requests refused with 429 for going over the rate limit of their token or, without a valid token, of their source address."}, []string{"by"})
 	for _, by := range []string{limitByToken, limitByAddress} {
-		l.limited[by] = reg.Counter(`telehub_http_rate_limited_total{by="`+by+`"}`,
-			"API requests refused with 429 for going over the rate limit of their token or, without a valid token, of their source address.")
+		l.limited[by] = limited.WithLabelValues(by)
 	}
 	return l
 }

@@ -19,11 +19,11 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/testenv"
 )
 
@@ -32,7 +32,7 @@ type secHub struct {
 	url    string
 	tokens *auth.Store
 	hub    *live.Hub
-	reg    *metrics.Registry
+	reg    *prometheus.Registry
 }
 
 // startSecHub serves the API through Listen and HTTPServer, as the hub
@@ -57,7 +57,7 @@ func startSecHub(t *testing.T, cfg Config, edit func(*Deps)) *secHub {
 		cfg.IdleTimeout = def.IdleTimeout
 	}
 	require.NoError(t, cfg.Validate())
-	h := &secHub{tokens: tokens, hub: live.New(1024), reg: metrics.NewRegistry()}
+	h := &secHub{tokens: tokens, hub: live.New(1024), reg: prometheus.NewRegistry()}
 	deps := Deps{Registry: reg, Latest: ingest.NewLatest(), Presence: devices.NewPresence(), Stream: h.hub, Metrics: h.reg,
 		Tokens: tokens, Logger: slog.New(slog.DiscardHandler), HTTP: cfg, Live: StreamConfig{WriteEvery: time.Millisecond}}
 	if edit != nil {
@@ -112,9 +112,9 @@ func (h *secHub) ticket(t *testing.T, token string) string {
 // metrics returns the text of /metrics.
 func (h *secHub) metrics(t *testing.T) string {
 	t.Helper()
-	var text strings.Builder
-	require.NoError(t, h.reg.WriteText(&text))
-	return text.String()
+	text, err := testenv.MetricsText(h.reg)
+	require.NoError(t, err)
+	return text
 }
 
 func (h *secHub) wsURL(path string) string { return "ws" + strings.TrimPrefix(h.url, "http") + path }

@@ -17,11 +17,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/auth"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 //go:embed static
@@ -136,7 +138,7 @@ type Deps struct {
 	Presence Presence
 	Stream   Stream
 	History  ingest.History
-	Metrics  *metrics.Registry
+	Metrics  *prometheus.Registry
 	Tokens   Tokens
 	Logger   *slog.Logger
 	// WAL makes /readyz fail while the durable log cannot write; nil: not
@@ -167,7 +169,9 @@ type Server struct {
 	tickets tickets
 	limits  *limiters
 	// open counts the open streams by transport: websocket, sse, poll.
-	open  map[string]*atomic.Int64
+	open map[string]*atomic.Int64
+	// delay observes the stream delay, once per write (see wrote).
+	delay prometheus.Observer
 	ready atomic.Bool
 	mux   *http.ServeMux
 	ctx   context.Context // ends when the hub stops: closes WebSockets
@@ -175,8 +179,12 @@ type Server struct {
 
 // New returns the server; ctx ends its long-lived connections.
 func New(ctx context.Context, deps Deps) *Server {
+	var reg prometheus.Registerer // nil: the metrics are kept but not served
+	if deps.Metrics != nil {
+		reg = deps.Metrics
+	}
 	s := &Server{deps: deps, stream: deps.Live, mux: http.NewServeMux(), ctx: ctx, tickets: tickets{m: map[string]ticket{}},
-		limits: newLimiters(deps.HTTP.RateLimit, deps.HTTP.RateBurst, deps.Metrics, deps.Logger)}
+		limits: newLimiters(deps.HTTP.RateLimit, deps.HTTP.RateBurst, reg, deps.Logger)}
 	if s.stream.ConflateAbove == 0 {
 		s.stream.ConflateAbove = 4096
 	}
@@ -187,13 +195,23 @@ func New(ctx context.Context, deps Deps) *Server {
 	for _, tr := range []string{"websocket", "sse", "poll"} {
 		n := &atomic.Int64{}
 		s.open[tr] = n
-		if deps.Metrics != nil {
-			deps.Metrics.GaugeFunc(`telehub_live_clients{transport="`+tr+`"}`, "Open live stream clients (WebSockets, SSE streams, waiting long polls).",
-				func() float64 { return float64(n.Load()) })
-		}
+		promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_live_clients", ConstLabels: prometheus.Labels{"transport": tr},
+			Help: "Open live stream clients (WebSockets, SSE streams, waiting long polls)."},
+			func() float64 { return float64(n.Load()) })
 	}
+	s.delay = promauto.With(reg).NewHistogram(prometheus.HistogramOpts{Name: "telehub_live_delay_seconds",
+		Help: "Time from a live message's publish to its write to a WebSocket or SSE client, once per write by its oldest message " +
+			"(messages published before the client connected, a replay, are not counted).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8)}) // 0.1 ms to 1.6 s
 	s.routes()
 	return s
+}
+
+// wrote observes the stream delay of what a client was just sent.
+func (s *Server) wrote(c *cursor) {
+	if c.oldest != 0 {
+		s.delay.Observe(time.Duration(time.Now().UnixNano() - c.oldest).Seconds())
+	}
 }
 
 // SetReady marks the hub ready (or not) for /readyz.
@@ -236,7 +254,7 @@ func (s *Server) routes() {
 	})
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.HandleFunc("GET /metrics", s.metrics)
+	s.mux.Handle("GET /metrics", s.metricsHandler())
 	s.mux.Handle("GET /api/v1/devices", s.auth(auth.Viewer, s.listDevices))
 	s.mux.Handle("POST /api/v1/devices", s.auth(auth.Admin, s.createDevice))
 	s.mux.Handle("POST /api/v1/devices/bulk", s.auth(auth.Admin, s.createDevices))
@@ -281,11 +299,18 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	io.WriteString(w, "ready\n")
 }
 
-func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	if err := s.deps.Metrics.WriteText(w); err != nil {
-		s.deps.Logger.Debug("write metrics", "err", err)
+// metricsHandler serves the registry in the Prometheus text format, or in
+// OpenMetrics to a scraper that asks for it.
+func (s *Server) metricsHandler() http.Handler {
+	g := prometheus.Gatherer(prometheus.NewRegistry())
+	if s.deps.Metrics != nil {
+		g = s.deps.Metrics
 	}
+	opts := promhttp.HandlerOpts{EnableOpenMetrics: true}
+	if s.deps.Logger != nil {
+		opts.ErrorLog = slog.NewLogLogger(s.deps.Logger.Handler(), slog.LevelWarn)
+	}
+	return promhttp.HandlerFor(g, opts)
 }
 
 // bearer returns the token of the Authorization header.

@@ -90,6 +90,10 @@ type cursor struct {
 	// enc holds the encoded frames of out: one buffer for a batch instead
 	// of an allocation per message and client.
 	enc []byte
+	// opened is when the client connected, oldest the publish time of the
+	// oldest message of the last read published since then (0: none); in
+	// Unix nanoseconds, for the stream delay (a replay is not a delay).
+	opened, oldest int64
 }
 
 // frame is one message ready to send.
@@ -103,7 +107,7 @@ type frame struct {
 // that fell out of the replay buffer first gets a gap message. The frames
 // are valid until the next read.
 func (s *Server) read(c *cursor) []frame {
-	c.out = c.out[:0]
+	c.out, c.oldest = c.out[:0], 0
 	if cap(c.enc) > 1<<20 {
 		c.enc = nil // do not keep what a burst of conflated readings needed
 	}
@@ -133,6 +137,9 @@ func (s *Server) read(c *cursor) []frame {
 			m, ok := s.match(c, m)
 			if !ok {
 				continue
+			}
+			if c.oldest == 0 && m.At >= c.opened {
+				c.oldest = m.At
 			}
 			if conflate && m.Kind == live.KindReading {
 				if merged == nil {

@@ -12,9 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 // Errors of the command service that callers decide on.
@@ -143,26 +144,31 @@ type CommandFilter struct {
 }
 
 type commandMetrics struct {
-	created, refusedInvalid, refusedFull *metrics.Counter
-	succeeded, failed, expired           *metrics.Counter
-	sends, dropped, late, unknown        *metrics.Counter
-	storeErrors                          *metrics.Counter
+	created, refusedInvalid, refusedFull prometheus.Counter
+	succeeded, failed, expired           prometheus.Counter
+	sends, dropped, late, unknown        prometheus.Counter
+	storeErrors                          prometheus.Counter
 }
 
-func newCommandMetrics(r *metrics.Registry) *commandMetrics {
+func newCommandMetrics(r prometheus.Registerer) *commandMetrics {
 	const fin, ref = "Commands that reached a final status, by status.", "Commands refused, by reason."
+	f := promauto.With(r)
+	refused := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_commands_refused_total", Help: ref}, []string{"reason"})
+	completed := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_commands_completed_total", Help: fin}, []string{"status"})
+	ignored := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_command_answers_ignored_total",
+		Help: "Device answers that completed nothing, by reason."}, []string{"reason"})
 	return &commandMetrics{
-		created:        r.Counter("telehub_commands_created_total", "Commands accepted."),
-		refusedInvalid: r.Counter(`telehub_commands_refused_total{reason="invalid"}`, ref),
-		refusedFull:    r.Counter(`telehub_commands_refused_total{reason="queue_full"}`, ref),
-		succeeded:      r.Counter(`telehub_commands_completed_total{status="succeeded"}`, fin),
-		failed:         r.Counter(`telehub_commands_completed_total{status="failed"}`, fin),
-		expired:        r.Counter(`telehub_commands_completed_total{status="expired"}`, fin),
-		sends:          r.Counter("telehub_command_sends_total", "Command publishes to devices, resends included."),
-		dropped:        r.Counter("telehub_command_deliveries_dropped_total", "Command publishes the broker dropped before the device acknowledged them."),
-		late:           r.Counter(`telehub_command_answers_ignored_total{reason="late"}`, "Device answers that completed nothing, by reason."),
-		unknown:        r.Counter(`telehub_command_answers_ignored_total{reason="unknown"}`, "Device answers that completed nothing, by reason."),
-		storeErrors:    r.Counter("telehub_command_store_errors_total", "Failed writes of command changes (retried)."),
+		created:        f.NewCounter(prometheus.CounterOpts{Name: "telehub_commands_created_total", Help: "Commands accepted."}),
+		refusedInvalid: refused.WithLabelValues("invalid"),
+		refusedFull:    refused.WithLabelValues("queue_full"),
+		succeeded:      completed.WithLabelValues("succeeded"),
+		failed:         completed.WithLabelValues("failed"),
+		expired:        completed.WithLabelValues("expired"),
+		sends:          f.NewCounter(prometheus.CounterOpts{Name: "telehub_command_sends_total", Help: "Command publishes to devices, resends included."}),
+		dropped:        f.NewCounter(prometheus.CounterOpts{Name: "telehub_command_deliveries_dropped_total", Help: "Command publishes the broker dropped before the device acknowledged them."}),
+		late:           ignored.WithLabelValues("late"),
+		unknown:        ignored.WithLabelValues("unknown"),
+		storeErrors:    f.NewCounter(prometheus.CounterOpts{Name: "telehub_command_store_errors_total", Help: "Failed writes of command changes (retried)."}),
 	}
 }
 
@@ -222,12 +228,12 @@ type Commands struct {
 // validation beyond the form of name and params); reg may be nil in tests
 // that submit for any device.
 func NewCommands(cfg CommandConfig, store CommandStore, reg DeviceLookup, checker CommandChecker,
-	pub LivePublisher, mr *metrics.Registry, log *slog.Logger) (*Commands, error) {
+	pub LivePublisher, mr prometheus.Registerer, log *slog.Logger) (*Commands, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if mr == nil {
-		mr = metrics.NewRegistry()
+		mr = prometheus.NewRegistry()
 	}
 	c := &Commands{cfg: cfg, store: store, reg: reg, checker: checker, live: pub, log: log, m: newCommandMetrics(mr),
 		byID: map[string]*entry{}, byDevice: map[string][]*entry{}, idem: map[string]*entry{},
@@ -246,7 +252,7 @@ func NewCommands(cfg CommandConfig, store CommandStore, reg DeviceLookup, checke
 	for _, e := range loaded {
 		c.insert(e)
 	}
-	mr.GaugeFunc("telehub_commands_pending", "Commands queued, sent or delivered.", func() float64 {
+	promauto.With(mr).NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_commands_pending", Help: "Commands queued, sent or delivered."}, func() float64 {
 		c.mu.RLock()
 		defer c.mu.RUnlock()
 		n := 0

@@ -13,9 +13,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -141,7 +142,7 @@ type States struct {
 	live LivePublisher
 	log  *slog.Logger
 
-	reports, rejected, storeErrors *metrics.Counter
+	reports, rejected, storeErrors prometheus.Counter
 
 	writeMu sync.Mutex // orders writes: a later write holds a later snapshot
 	pubMu   sync.Mutex // orders desired publishes: the last one is the newest
@@ -167,18 +168,19 @@ type States struct {
 }
 
 // NewStates loads the states from their bucket in db.
-func NewStates(cfg StateConfig, db *bolt.DB, reg DeviceLookup, pub LivePublisher, mr *metrics.Registry, log *slog.Logger) (*States, error) {
+func NewStates(cfg StateConfig, db *bolt.DB, reg DeviceLookup, pub LivePublisher, mr prometheus.Registerer, log *slog.Logger) (*States, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if mr == nil {
-		mr = metrics.NewRegistry()
+		mr = prometheus.NewRegistry()
 	}
+	f := promauto.With(mr)
 	s := &States{cfg: cfg, db: db, reg: reg, live: pub, log: log, recs: map[string]*stateRecord{},
 		dirty: map[string]struct{}{}, repub: map[string]struct{}{}, forget: map[string]struct{}{}, wake: make(chan struct{}, 1),
-		reports:     mr.Counter("telehub_state_reports_total", "Reported state documents accepted from devices."),
-		rejected:    mr.Counter("telehub_state_reports_rejected_total", "Reported state documents refused (not a JSON object, too large)."),
-		storeErrors: mr.Counter("telehub_state_store_errors_total", "Failed writes of device state (retried)."),
+		reports:     f.NewCounter(prometheus.CounterOpts{Name: "telehub_state_reports_total", Help: "Reported state documents accepted from devices."}),
+		rejected:    f.NewCounter(prometheus.CounterOpts{Name: "telehub_state_reports_rejected_total", Help: "Reported state documents refused (not a JSON object, too large)."}),
+		storeErrors: f.NewCounter(prometheus.CounterOpts{Name: "telehub_state_store_errors_total", Help: "Failed writes of device state (retried)."}),
 	}
 	err := db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(stateBucket)

@@ -10,11 +10,12 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/devices/topics"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 // Routing commands down: the forwarder's connection subscribes upstream to
@@ -44,25 +45,26 @@ type Commands interface {
 
 // commandMetrics count the commands routed down and the results sent up.
 type commandMetrics struct {
-	CommandsQueued  *metrics.Counter
-	CommandsIgnored *metrics.Counter
-	CommandsRefused *metrics.Counter
-	Results         *metrics.Counter
-	SubscribeDenied *metrics.Counter
+	CommandsQueued  prometheus.Counter
+	CommandsIgnored prometheus.Counter
+	CommandsRefused prometheus.Counter
+	Results         prometheus.Counter
+	SubscribeDenied prometheus.Counter
 	// ResultsRecovered counts answers sent from the pending list (answers.go).
-	ResultsRecovered *metrics.Counter
+	ResultsRecovered prometheus.Counter
 }
 
-func newCommandMetrics(r *metrics.Registry) *commandMetrics {
+func newCommandMetrics(r prometheus.Registerer) *commandMetrics {
 	const routed = "Commands received from the upstream, by outcome: queued here, ignored (device not registered here) or refused (failed at once, the reason sent upstream)."
+	f := promauto.With(r)
+	commands := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_forward_commands_total", Help: routed}, []string{"outcome"})
 	return &commandMetrics{
-		CommandsQueued:  r.Counter(`telehub_forward_commands_total{outcome="queued"}`, routed),
-		CommandsIgnored: r.Counter(`telehub_forward_commands_total{outcome="ignored"}`, routed),
-		CommandsRefused: r.Counter(`telehub_forward_commands_total{outcome="refused"}`, routed),
-		Results:         r.Counter("telehub_forward_command_results_total", "Results of commands from the upstream that the upstream acknowledged."),
-		SubscribeDenied: r.Counter("telehub_forward_command_subscribe_denied_total", "Connections on which the upstream refused the command subscription."),
-		ResultsRecovered: r.Counter("telehub_forward_command_results_recovered_total",
-			"Answers of commands from the upstream sent on a later connection than the one they were reached on, or after a restart (a subset of telehub_forward_command_results_total)."),
+		CommandsQueued:   commands.WithLabelValues("queued"),
+		CommandsIgnored:  commands.WithLabelValues("ignored"),
+		CommandsRefused:  commands.WithLabelValues("refused"),
+		Results:          f.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_command_results_total", Help: "Results of commands from the upstream that the upstream acknowledged."}),
+		SubscribeDenied:  f.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_command_subscribe_denied_total", Help: "Connections on which the upstream refused the command subscription."}),
+		ResultsRecovered: f.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_command_results_recovered_total", Help: "Answers of commands from the upstream sent on a later connection than the one they were reached on, or after a restart (a subset of telehub_forward_command_results_total)."}),
 	}
 }
 
@@ -98,7 +100,7 @@ func (f *Forwarder) await(ctx context.Context, tok paho.Token) error {
 // for a refusal how to allow it) and counts a refusal in denied; the rest
 // of the connection goes on.
 func (f *Forwarder) subscribeUpstream(ctx context.Context, c paho.Client, filter string, h paho.MessageHandler,
-	brings, name, allow string, denied *metrics.Counter) bool {
+	brings, name, allow string, denied prometheus.Counter) bool {
 	tok := c.Subscribe(filter, 1, h)
 	err := f.await(ctx, tok)
 	switch {

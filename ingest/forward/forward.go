@@ -21,9 +21,10 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -51,32 +52,33 @@ var errAckTimeout = errors.New("upstream did not acknowledge in time")
 
 // forwardMetrics are the forwarder's metrics.
 type forwardMetrics struct {
-	Connected    *metrics.Gauge
-	Readings     *metrics.Counter
-	Messages     *metrics.Counter
-	Alerts       *metrics.Counter
-	AlertsMissed *metrics.Counter
-	Connects     *metrics.Counter
-	Failures     *metrics.Counter
-	Corrupt      *metrics.Counter
-	LagMillis    *metrics.Gauge
+	Connected    prometheus.Gauge
+	Readings     prometheus.Counter
+	Messages     prometheus.Counter
+	Alerts       prometheus.Counter
+	AlertsMissed prometheus.Counter
+	Connects     prometheus.Counter
+	Failures     prometheus.Counter
+	Corrupt      prometheus.Counter
+	Lag          prometheus.Gauge
 	*commandMetrics
 }
 
-func newMetrics(r *metrics.Registry, f *Forwarder) *forwardMetrics {
+func newMetrics(r prometheus.Registerer, f *Forwarder) *forwardMetrics {
+	auto := promauto.With(r)
 	m := &forwardMetrics{
-		Connected:      r.Gauge("telehub_forward_connected", "1 while the uplink to the upstream is connected."),
-		Readings:       r.Counter("telehub_forward_readings_total", "Readings the upstream acknowledged."),
-		Messages:       r.Counter("telehub_forward_messages_total", "Telemetry messages the upstream acknowledged (one per logged publish)."),
-		Alerts:         r.Counter("telehub_forward_alerts_total", "Alert events the upstream acknowledged."),
-		AlertsMissed:   r.Counter("telehub_forward_alerts_missed_total", "Live stream messages that left the replay buffer before the uplink returned; alerts among them were not forwarded."),
-		Connects:       r.Counter("telehub_forward_connects_total", "Connections to the upstream established."),
-		Failures:       r.Counter("telehub_forward_failures_total", "Connection attempts that failed and connections lost."),
-		Corrupt:        r.Counter("telehub_forward_corrupt_records_total", "Log records that could not be decoded and were skipped."),
-		LagMillis:      r.Gauge("telehub_forward_lag_ms", "Age, by its timestamp, of the newest reading in the last acknowledged message."),
+		Connected:      auto.NewGauge(prometheus.GaugeOpts{Name: "telehub_forward_connected", Help: "1 while the uplink to the upstream is connected."}),
+		Readings:       auto.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_readings_total", Help: "Readings the upstream acknowledged."}),
+		Messages:       auto.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_messages_total", Help: "Telemetry messages the upstream acknowledged (one per logged publish)."}),
+		Alerts:         auto.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_alerts_total", Help: "Alert events the upstream acknowledged."}),
+		AlertsMissed:   auto.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_alerts_missed_total", Help: "Live stream messages that left the replay buffer before the uplink returned; alerts among them were not forwarded."}),
+		Connects:       auto.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_connects_total", Help: "Connections to the upstream established."}),
+		Failures:       auto.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_failures_total", Help: "Connection attempts that failed and connections lost."}),
+		Corrupt:        auto.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_corrupt_records_total", Help: "Log records that could not be decoded and were skipped."}),
+		Lag:            auto.NewGauge(prometheus.GaugeOpts{Name: "telehub_forward_lag_seconds", Help: "Age, by its timestamp, of the newest reading in the last acknowledged message."}),
 		commandMetrics: newCommandMetrics(r),
 	}
-	r.GaugeFunc("telehub_forward_lag_records", "Log records (publishes) not yet acknowledged by the upstream.", func() float64 {
+	auto.NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_forward_lag_records", Help: "Log records (publishes) not yet acknowledged by the upstream."}, func() float64 {
 		return float64(f.Lag())
 	})
 	return m
@@ -115,7 +117,7 @@ type Forwarder struct {
 // the TLS files now, so that a mistake shows at start-up. stream is read
 // for alerts when cfg.Alerts is set, and for the completion of commands
 // from the upstream when cfg.Commands is (see RouteCommands).
-func New(cfg Config, journal WAL, stream Stream, reg *metrics.Registry, logger *slog.Logger) (*Forwarder, error) {
+func New(cfg Config, journal WAL, stream Stream, reg prometheus.Registerer, logger *slog.Logger) (*Forwarder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -328,8 +330,8 @@ func (f *Forwarder) pump(ctx context.Context, c paho.Client, lost, alertErr <-ch
 					return fmt.Errorf("publish: %w", err)
 				}
 				f.m.Messages.Inc()
-				f.m.Readings.Add(uint64(p.readings))
-				f.m.LagMillis.Set(time.Since(p.newest).Milliseconds())
+				f.m.Readings.Add(float64(p.readings))
+				f.m.Lag.Set(time.Since(p.newest).Seconds())
 			}
 			n++
 		}
@@ -380,7 +382,7 @@ func (f *Forwarder) alerts(ctx context.Context, c paho.Client) error {
 		var missed uint64
 		buf, missed = f.stream.Read(f.alertSeq, buf[:0], 256)
 		if missed > 0 {
-			f.m.AlertsMissed.Add(missed)
+			f.m.AlertsMissed.Add(float64(missed))
 			select { // answers among them are in the pending list
 			case f.recheck <- struct{}{}:
 			default:

@@ -15,9 +15,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/testenv"
 	"github.com/telehub/telehub/internal/wal"
 )
@@ -75,9 +75,9 @@ func testConfig(url string) Config {
 	return c
 }
 
-func start(t *testing.T, cfg Config, l *wal.Log, hub *live.Hub) (*Forwarder, *metrics.Registry) {
+func start(t *testing.T, cfg Config, l *wal.Log, hub *live.Hub) (*Forwarder, *prometheus.Registry) {
 	t.Helper()
-	reg := metrics.NewRegistry()
+	reg := prometheus.NewRegistry()
 	var stream Stream // no typed nil: a nil hub means no stream
 	if hub != nil {
 		stream = hub
@@ -174,11 +174,11 @@ func TestKeepsTheBacklogWhileTheUpstreamIsAway(t *testing.T) {
 }
 
 // metricValue reads one sample of reg's Prometheus text.
-func metricValue(t *testing.T, reg *metrics.Registry, name string) float64 {
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	var sb strings.Builder
-	require.NoError(t, reg.WriteText(&sb))
-	for line := range strings.Lines(sb.String()) {
+	text, err := testenv.MetricsText(reg)
+	require.NoError(t, err)
+	for line := range strings.Lines(text) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			require.NoError(t, err)

@@ -9,10 +9,11 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/control"
 	"github.com/telehub/telehub/devices/topics"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 // Passing desired state down: the forwarder's connection subscribes
@@ -48,23 +49,25 @@ var _ States = (*control.States)(nil)
 
 // stateMetrics count the desired states passed down.
 type stateMetrics struct {
-	DesiredApplied   *metrics.Counter
-	DesiredUnchanged *metrics.Counter
-	DesiredIgnored   *metrics.Counter
-	DesiredRefused   *metrics.Counter
-	ReportedSent     *metrics.Counter
-	StateDenied      *metrics.Counter
+	DesiredApplied   prometheus.Counter
+	DesiredUnchanged prometheus.Counter
+	DesiredIgnored   prometheus.Counter
+	DesiredRefused   prometheus.Counter
+	ReportedSent     prometheus.Counter
+	StateDenied      prometheus.Counter
 }
 
-func newStateMetrics(r *metrics.Registry) *stateMetrics {
+func newStateMetrics(r prometheus.Registerer) *stateMetrics {
 	const help = "Desired states received from the upstream, by outcome: applied here, unchanged (already the device's desired state here), ignored (device not registered here) or refused (not a desired state document, or not storable)."
+	f := promauto.With(r)
+	desired := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_forward_desired_total", Help: help}, []string{"outcome"})
 	return &stateMetrics{
-		DesiredApplied:   r.Counter(`telehub_forward_desired_total{outcome="applied"}`, help),
-		DesiredUnchanged: r.Counter(`telehub_forward_desired_total{outcome="unchanged"}`, help),
-		DesiredIgnored:   r.Counter(`telehub_forward_desired_total{outcome="ignored"}`, help),
-		DesiredRefused:   r.Counter(`telehub_forward_desired_total{outcome="refused"}`, help),
-		ReportedSent:     r.Counter("telehub_forward_reported_total", "Reported states of devices here published to the upstream (each change, and every device's on each connection)."),
-		StateDenied:      r.Counter("telehub_forward_desired_subscribe_denied_total", "Connections on which the upstream refused the desired state subscription."),
+		DesiredApplied:   desired.WithLabelValues("applied"),
+		DesiredUnchanged: desired.WithLabelValues("unchanged"),
+		DesiredIgnored:   desired.WithLabelValues("ignored"),
+		DesiredRefused:   desired.WithLabelValues("refused"),
+		ReportedSent:     f.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_reported_total", Help: "Reported states of devices here published to the upstream (each change, and every device's on each connection)."}),
+		StateDenied:      f.NewCounter(prometheus.CounterOpts{Name: "telehub_forward_desired_subscribe_denied_total", Help: "Connections on which the upstream refused the desired state subscription."}),
 	}
 }
 

@@ -16,10 +16,11 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/wal"
 )
 
@@ -81,7 +82,7 @@ func benchEngine(b *testing.B, rules []Spec) (*Engine, *live.Hub) {
 		require.NoError(b, err)
 	}
 	hub := live.New(1 << 16)
-	e, err := New(DefaultConfig(), rules, Deps{DB: db, Devices: reg, Presence: allOnline{}, Live: hub, Metrics: metrics.NewRegistry(),
+	e, err := New(DefaultConfig(), rules, Deps{DB: db, Devices: reg, Presence: allOnline{}, Live: hub, Metrics: prometheus.NewRegistry(),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(b, err)
 	e.Start(context.Background())
@@ -161,7 +162,7 @@ func BenchmarkObserve(b *testing.B) {
 			for i := range devs { // build the per-device rule caches
 				e.Observe(devs[i], pts[i])
 			}
-			before := e.metrics.evaluations.Value()
+			before := testutil.ToFloat64(e.metrics.evaluations)
 			var next atomic.Int64
 			b.ReportAllocs()
 			cpu := startCPU(b)
@@ -173,7 +174,7 @@ func BenchmarkObserve(b *testing.B) {
 			})
 			cpu.report()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "payloads/s")
-			b.ReportMetric(float64(e.metrics.evaluations.Value()-before)/float64(b.N), "evals/op")
+			b.ReportMetric((testutil.ToFloat64(e.metrics.evaluations)-before)/float64(b.N), "evals/op")
 		})
 	}
 }
@@ -200,7 +201,7 @@ func BenchmarkIngest(b *testing.B) {
 			l, err := wal.Open(filepath.Join(b.TempDir(), "log"), wal.Options{NoSync: true, MaxBytes: 8 << 30}, logger)
 			require.NoError(b, err)
 			b.Cleanup(func() { l.Close() })
-			pipe := ingest.NewPipeline(l, hub, ingest.DefaultLimits(), ingest.NewMetrics(metrics.NewRegistry()), ingest.NewLatest(), logger)
+			pipe := ingest.NewPipeline(l, hub, ingest.DefaultLimits(), ingest.NewMetrics(prometheus.NewRegistry()), ingest.NewLatest(), logger)
 			if n > 0 {
 				pipe.SetObserver(e)
 			}

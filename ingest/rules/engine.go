@@ -12,10 +12,11 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 // Devices is what the engine needs of the device registry: a device's type
@@ -45,7 +46,7 @@ type Deps struct {
 	Presence Presence
 	Live     Publisher
 	// Metrics may be nil.
-	Metrics *metrics.Registry
+	Metrics prometheus.Registerer
 	Logger  *slog.Logger
 }
 
@@ -100,10 +101,10 @@ type Engine struct {
 }
 
 type engineMetrics struct {
-	evaluations   *metrics.Counter
-	fired         *metrics.Counter
-	resolved      *metrics.Counter
-	persistErrors *metrics.Counter
+	evaluations   prometheus.Counter
+	fired         prometheus.Counter
+	resolved      prometheus.Counter
+	persistErrors prometheus.Counter
 }
 
 // Errors callers decide on.
@@ -128,7 +129,7 @@ func New(cfg Config, declared []Spec, deps Deps) (*Engine, error) {
 	}
 	reg := deps.Metrics
 	if reg == nil {
-		reg = metrics.NewRegistry()
+		reg = prometheus.NewRegistry()
 	}
 	e := &Engine{cfg: cfg, db: deps.DB, devs: deps.Devices, pres: deps.Presence, live: deps.Live, log: deps.Logger,
 		seed: maphash.MakeSeed(), rules: map[string]*Rule{}, silences: map[string]time.Time{},
@@ -136,26 +137,28 @@ func New(cfg Config, declared []Spec, deps Deps) (*Engine, error) {
 	for i := range e.shards {
 		e.shards[i] = newShard(e)
 	}
+	f := promauto.With(reg)
+	changes := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_alert_changes_total", Help: "Alert changes, by change."}, []string{"change"})
 	e.metrics = engineMetrics{
-		evaluations:   reg.Counter("telehub_rules_evaluations_total", "Rule evaluations of readings (a threshold a reading is far from is not evaluated)."),
-		fired:         reg.Counter(`telehub_alert_changes_total{change="firing"}`, "Alert changes, by change."),
-		resolved:      reg.Counter(`telehub_alert_changes_total{change="resolved"}`, "Alert changes, by change."),
-		persistErrors: reg.Counter("telehub_alerts_persist_errors_total", "Failed writes of alert state to the state database."),
+		evaluations:   f.NewCounter(prometheus.CounterOpts{Name: "telehub_rules_evaluations_total", Help: "Rule evaluations of readings (a threshold a reading is far from is not evaluated)."}),
+		fired:         changes.WithLabelValues("firing"),
+		resolved:      changes.WithLabelValues("resolved"),
+		persistErrors: f.NewCounter(prometheus.CounterOpts{Name: "telehub_alerts_persist_errors_total", Help: "Failed writes of alert state to the state database."}),
 	}
-	reg.GaugeFunc("telehub_rules", "Alert rules evaluated.", func() float64 {
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_rules", Help: "Alert rules evaluated."}, func() float64 {
 		if x := e.idx.Load(); x != nil {
 			return float64(len(x.rules))
 		}
 		return 0
 	})
 	for _, s := range []string{StatePending, StateFiring} {
-		reg.GaugeFunc(`telehub_alerts{state="`+s+`"}`, "Alerts by state.", func() float64 {
+		f.NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_alerts", Help: "Alerts by state.", ConstLabels: prometheus.Labels{"state": s}}, func() float64 {
 			n := 0
 			e.eachShard(func(sh *shard) { n += sh.counts[s] })
 			return float64(n)
 		})
 	}
-	reg.GaugeFunc("telehub_rule_states", "Rule and device pairs the engine tracks.", func() float64 {
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_rule_states", Help: "Rule and device pairs the engine tracks."}, func() float64 {
 		n := 0
 		e.eachShard(func(sh *shard) { n += len(sh.states) })
 		return float64(n)
@@ -253,7 +256,7 @@ func (e *Engine) Observe(dev ingest.Device, pts []ingest.Point) {
 	}
 	sh.unlockAndPublish()
 	if n > 0 {
-		e.metrics.evaluations.Add(uint64(n))
+		e.metrics.evaluations.Add(float64(n))
 	}
 }
 

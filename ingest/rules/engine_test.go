@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"math/rand/v2"
 	"testing"
 	"testing/synctest"
@@ -212,7 +213,7 @@ func TestScopesTouchOnlyMatchingRules(t *testing.T) {
 		} {
 			h.rule(js)
 		}
-		evals := func() uint64 { return h.e.metrics.evaluations.Value() }
+		evals := func() uint64 { return uint64(testutil.ToFloat64(h.e.metrics.evaluations)) }
 		for _, tc := range []struct {
 			dev   string
 			fired []string

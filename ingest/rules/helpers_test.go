@@ -13,10 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 // harness runs an engine on a real state database, registry and live hub.
@@ -27,7 +27,7 @@ type harness struct {
 	db      *bolt.DB
 	reg     *devices.Registry
 	hub     *live.Hub
-	metrics *metrics.Registry
+	metrics *prometheus.Registry
 	e       *Engine
 	seen    uint64 // live stream position of events()
 }
@@ -49,7 +49,7 @@ func openHarness(t *testing.T, dir string, cfg Config, declared ...Spec) *harnes
 	require.NoError(t, err)
 	reg, err := devices.New(db)
 	require.NoError(t, err)
-	h := &harness{t: t, dir: dir, db: db, reg: reg, hub: live.New(4096), metrics: metrics.NewRegistry()}
+	h := &harness{t: t, dir: dir, db: db, reg: reg, hub: live.New(4096), metrics: prometheus.NewRegistry()}
 	h.e, err = New(cfg, declared, Deps{DB: db, Devices: reg, Live: h.hub, Metrics: h.metrics,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)

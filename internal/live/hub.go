@@ -7,6 +7,7 @@ package live
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Message is one event of the live stream. Body is a JSON object without the
@@ -20,6 +21,9 @@ type Message struct {
 	// Data is the message in structured form, for consumers that filter or
 	// merge it (for readings, an *ingest.LiveReading); it may be nil.
 	Data any
+	// At is when the message was published, in Unix nanoseconds (set by
+	// Publish), for the stream delay.
+	At int64
 }
 
 // LazyBody is Data that encodes the message's body when it is first needed,
@@ -99,9 +103,10 @@ func (h *Hub) Publish(msgs ...Message) {
 	if len(msgs) == 0 {
 		return
 	}
+	now := time.Now().UnixNano()
 	h.mu.Lock()
 	for _, m := range msgs {
-		m.Seq = h.next
+		m.Seq, m.At = h.next, now
 		h.ring[h.next%uint64(len(h.ring))] = m
 		h.next++
 	}

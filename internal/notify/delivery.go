@@ -73,7 +73,7 @@ func (d *Dispatcher) append(add map[*hook][]delivery) error {
 	for h, c := range n {
 		h.w.Status.Pending += c.added - c.dropped
 		h.w.Status.Dropped += uint64(c.dropped)
-		d.metrics.overflow.Add(uint64(c.dropped))
+		d.metrics.overflow.Add(float64(c.dropped))
 	}
 	d.mu.Unlock()
 	return nil
@@ -246,7 +246,7 @@ func (d *Dispatcher) finish(h *hook, key []byte, dl *delivery, status int, sendE
 	if reason != "" {
 		h.w.Disabled, h.w.DisabledReason, h.w.DisabledAt = true, reason, &t
 		st.Dropped += uint64(st.Pending)
-		d.metrics.droppedDisable.Add(uint64(st.Pending))
+		d.metrics.droppedDisable.Add(float64(st.Pending))
 		st.Pending = 0
 		h.cancel = nil
 		d.log.Warn("webhook disabled", "webhook_id", h.w.ID, "reason", reason)

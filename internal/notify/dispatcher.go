@@ -19,8 +19,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 // Stream is the live fan-out the dispatcher reads events from.
@@ -37,7 +38,7 @@ type Deps struct {
 	DB     *bolt.DB
 	Stream Stream
 	// Metrics may be nil.
-	Metrics *metrics.Registry
+	Metrics prometheus.Registerer
 	Logger  *slog.Logger
 }
 
@@ -88,9 +89,9 @@ type hook struct {
 }
 
 type dispatchMetrics struct {
-	delivered, failed                 *metrics.Counter
-	expired, overflow, droppedDisable *metrics.Counter
-	missed                            *metrics.Counter
+	delivered, failed                 prometheus.Counter
+	expired, overflow, droppedDisable prometheus.Counter
+	missed                            prometheus.Counter
 }
 
 // The dispatcher's buckets in the state database.
@@ -106,7 +107,7 @@ func New(cfg Config, deps Deps) (*Dispatcher, error) {
 	}
 	reg := deps.Metrics
 	if reg == nil {
-		reg = metrics.NewRegistry()
+		reg = prometheus.NewRegistry()
 	}
 	d := &Dispatcher{cfg: cfg, policy: NewPolicy(cfg), db: deps.DB, stream: deps.Stream, log: deps.Logger,
 		hooks: map[string]*hook{}, changed: make(chan struct{}, 1)}
@@ -119,22 +120,25 @@ func New(cfg Config, deps Deps) (*Dispatcher, error) {
 		// A redirect could lead anywhere; the policy judged this URL only.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+	f := promauto.With(reg)
+	deliveries := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_webhook_deliveries_total", Help: "Webhook delivery attempts, by result."}, []string{"result"})
+	dropped := f.NewCounterVec(prometheus.CounterOpts{Name: "telehub_webhook_dropped_total", Help: "Webhook deliveries given up, by reason."}, []string{"reason"})
 	d.metrics = dispatchMetrics{
-		delivered:      reg.Counter(`telehub_webhook_deliveries_total{result="delivered"}`, "Webhook delivery attempts, by result."),
-		failed:         reg.Counter(`telehub_webhook_deliveries_total{result="failed"}`, "Webhook delivery attempts, by result."),
-		expired:        reg.Counter(`telehub_webhook_dropped_total{reason="expired"}`, "Webhook deliveries given up, by reason."),
-		overflow:       reg.Counter(`telehub_webhook_dropped_total{reason="outbox_full"}`, "Webhook deliveries given up, by reason."),
-		droppedDisable: reg.Counter(`telehub_webhook_dropped_total{reason="disabled"}`, "Webhook deliveries given up, by reason."),
-		missed:         reg.Counter("telehub_webhook_events_missed_total", "Live stream events the webhook reader fell too far behind to see."),
+		delivered:      deliveries.WithLabelValues("delivered"),
+		failed:         deliveries.WithLabelValues("failed"),
+		expired:        dropped.WithLabelValues("expired"),
+		overflow:       dropped.WithLabelValues("outbox_full"),
+		droppedDisable: dropped.WithLabelValues("disabled"),
+		missed:         f.NewCounter(prometheus.CounterOpts{Name: "telehub_webhook_events_missed_total", Help: "Live stream events the webhook reader fell too far behind to see."}),
 	}
-	reg.GaugeFunc("telehub_webhook_pending", "Webhook deliveries waiting in the outbox.", func() float64 {
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_webhook_pending", Help: "Webhook deliveries waiting in the outbox."}, func() float64 {
 		n := 0
 		for _, w := range d.List() {
 			n += w.Status.Pending
 		}
 		return float64(n)
 	})
-	reg.GaugeFunc("telehub_webhooks_disabled", "Webhooks disabled because they kept failing.", func() float64 {
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "telehub_webhooks_disabled", Help: "Webhooks disabled because they kept failing."}, func() float64 {
 		n := 0
 		for _, w := range d.List() {
 			if w.Disabled {
@@ -368,7 +372,7 @@ func (d *Dispatcher) read(ctx context.Context, after uint64) uint64 {
 		}
 		msgs, missed := d.stream.Read(after, buf[:0], readBatch)
 		if missed > 0 {
-			d.metrics.missed.Add(missed)
+			d.metrics.missed.Add(float64(missed))
 			d.log.Warn("webhook reader fell behind the live stream; events lost for webhooks", "missed", missed)
 		}
 		if len(msgs) > 0 {

@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Metrics scrapes a Prometheus text endpoint (such as the hub's /metrics)
@@ -43,4 +46,21 @@ func Metrics(url string) (map[string]float64, error) {
 		return nil, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	return out, nil
+}
+
+// MetricsText returns what g holds in the Prometheus text format, as the
+// hub's /metrics serves it to a scraper that does not ask for OpenMetrics.
+func MetricsText(g prometheus.Gatherer) (string, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return "", err
+		}
+	}
+	return b.String(), nil
 }

@@ -6,12 +6,12 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/ingest"
 	"github.com/telehub/telehub/ingest/rules"
 	"github.com/telehub/telehub/internal/live"
-	"github.com/telehub/telehub/internal/metrics"
 	"github.com/telehub/telehub/internal/notify"
 	"github.com/telehub/telehub/web"
 )
@@ -32,7 +32,7 @@ type alerting struct {
 // feeds the engine: readings from the pipeline (once durable), presence
 // changes, device deletions. Call it before the broker starts.
 func newAlerting(cfg config.Config, db *bolt.DB, registry *devices.Registry, presence *devices.Presence,
-	pipe *ingest.Pipeline, hub *live.Hub, mr *metrics.Registry, logger *slog.Logger) (*alerting, error) {
+	pipe *ingest.Pipeline, hub *live.Hub, mr prometheus.Registerer, logger *slog.Logger) (*alerting, error) {
 	al := &alerting{}
 	var err error
 	if al.notify, err = notify.New(cfg.Webhooks, notify.Deps{DB: db, Stream: hub, Metrics: mr,

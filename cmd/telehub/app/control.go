@@ -6,11 +6,11 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/telehub/telehub/broker"
 	"github.com/telehub/telehub/cmd/telehub/config"
 	"github.com/telehub/telehub/devices"
 	devcontrol "github.com/telehub/telehub/devices/control"
-	"github.com/telehub/telehub/internal/metrics"
 )
 
 // control is the device control part of the hub: commands and their
@@ -25,7 +25,7 @@ type control struct {
 
 // newControl loads commands, schemas and states from the state database.
 func newControl(cfg config.Config, db *bolt.DB, reg devcontrol.DeviceLookup, pub devcontrol.LivePublisher,
-	mr *metrics.Registry, logger *slog.Logger) (*control, error) {
+	mr prometheus.Registerer, logger *slog.Logger) (*control, error) {
 	c := &control{logger: logger}
 	var err error
 	if c.schemas, err = devcontrol.NewSchemas(db); err != nil {
