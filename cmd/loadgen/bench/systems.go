@@ -31,7 +31,9 @@ type telehub struct {
 // The bench configuration differs from the defaults only in turning off the
 // per-device message rate limit and the connect rate limit, which protect
 // a real hub from misbehaving devices and would otherwise cap the offered
-// load, and in logging warnings only.
+// load, the HTTP API's rate limit and connection cap (1,000 dashboards of
+// one token open at once in the fan-out scenario), and in logging warnings
+// only.
 func (r *runner) startTelehub(ctx context.Context, name string, influx bool) (*telehub, error) {
 	return r.startTelehubWith(ctx, name, influx, "")
 }
@@ -46,7 +48,7 @@ func (r *runner) startTelehubWith(ctx context.Context, name string, influx bool,
 func (r *runner) benchConfig(influx bool, extra string) func(dataDir, mqttAddr, httpAddr string) ([]byte, error) {
 	return func(dataDir, mqttAddr, httpAddr string) ([]byte, error) {
 		var cfg strings.Builder
-		fmt.Fprintf(&cfg, "data_dir: %q\nlog_level: warn\nmqtt:\n  addr: %q\n  connect_rate: 0\n  message_rate: 0\nhttp:\n  addr: %q\n",
+		fmt.Fprintf(&cfg, "data_dir: %q\nlog_level: warn\nmqtt:\n  addr: %q\n  connect_rate: 0\n  message_rate: 0\nhttp:\n  addr: %q\n  rate_limit: 0\n  max_connections: 0\n",
 			dataDir, mqttAddr, httpAddr)
 		if influx {
 			fmt.Fprintf(&cfg, "influx:\n  url: %q\n  bucket: %q\n", r.cfg.InfluxURL, dbTelehub)
