@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine with Go: Debian
-# packages (when missing) and influxd 1.8.10 (built with go install, cached).
+# packages (when missing), influxd 1.8.10 and nats-server 2.15.3 (built with
+# go install, cached).
 set -euo pipefail
 need=()
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
@@ -23,3 +24,4 @@ if [[ ! -d "$web/node_modules/mqtt" ]]; then
   npm ci --prefix "$web" --no-audit --no-fund --loglevel=error
 fi
 "$(dirname "$0")/influxd.sh" install
+"$(dirname "$0")/nats.sh" install
