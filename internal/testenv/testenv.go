@@ -1,5 +1,6 @@
 // Package testenv gives tests the real components that `make test` starts
-// (an influxd, Debian's MQTT clients, small real file systems that fill up)
+// (an influxd, a three-server NATS JetStream cluster, Debian's MQTT clients,
+// small real file systems that fill up)
 // and the helpers around them: polling with a deadline (Eventually),
 // certificates, free ports, metrics scrapes, devices that count what was
 // acknowledged (SeqDevice), a fleet, a logger into the test's output. When one is missing a test skips under
