@@ -1,11 +1,8 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -136,23 +133,15 @@ func RulesYAML(n int, prefix string, devices int) string {
 
 // metric reads one sample of the hub's /metrics.
 func (t *telehub) metric(ctx context.Context, name string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.http+"/metrics", nil)
+	m, err := t.metrics(ctx)
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+t.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
+	v, ok := m[name]
+	if !ok {
+		return 0, fmt.Errorf("metric %s not found", name)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(v, 64)
-		}
-	}
-	return 0, fmt.Errorf("metric %s not found", name)
+	return v, nil
 }
 
 // rulesMarkdown writes scenario 7.
