@@ -116,6 +116,16 @@ func (c *Commands) step(evs []event) {
 	var changed []Command
 	c.mu.Lock()
 	for _, ev := range evs {
+		if ev.kind == evResult {
+			// A result proves the delivery, whose PUBACK may come after it:
+			// paho acknowledges a message only once its handler returned,
+			// and a device may answer from the handler. A command still
+			// "sent" is delivered first, so every lifecycle reads queued,
+			// sent, delivered, then its end, on the stream and in history.
+			if cmd, ok := c.applyLocked(event{kind: evDelivered, deviceID: ev.deviceID, commandID: ev.commandID}, now); ok {
+				changed = append(changed, cmd)
+			}
+		}
 		if cmd, ok := c.applyLocked(ev, now); ok {
 			changed = append(changed, cmd)
 		}

@@ -184,6 +184,38 @@ func TestCommandLifecycle(t *testing.T) {
 	})
 }
 
+// TestResultBeforePuback: a device that answers before its PUBACK of the
+// command reached the hub (paho acknowledges once its handler returned,
+// and the handler may publish the result) still has a delivered command:
+// the result proves the delivery, and the late PUBACK changes nothing.
+func TestResultBeforePuback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startCommands(t, t.TempDir(), DefaultCommandConfig())
+		defer h.stop()
+		h.sender.setReachable("d1", true)
+		cmd := submit(t, h.c, "d1", "ping", time.Minute)
+		h.c.OnPresence(devices.PresenceEvent{DeviceID: "d1", Online: true})
+		synctest.Wait()
+		require.Equal(t, StatusSent, h.status(t, "d1", cmd.ID))
+
+		require.NoError(t, answer(h.c, "d1", cmd.ID, CommandResult{OK: true, Via: ViaResultTopic}))
+		synctest.Wait()
+		h.c.Delivered("d1", cmd.ID, true) // the PUBACK, late
+		synctest.Wait()
+
+		got, _ := h.c.Get("d1", cmd.ID)
+		require.Equal(t, StatusSucceeded, got.Status)
+		require.NotNil(t, got.DeliveredAt)
+		want := []CommandStatus{StatusQueued, StatusSent, StatusDelivered, StatusSucceeded}
+		var history []CommandStatus
+		for _, tr := range got.History {
+			history = append(history, tr.Status)
+		}
+		require.Equal(t, want, history)
+		require.Equal(t, want, h.live.statuses(t, cmd.ID))
+	})
+}
+
 func TestCommandExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := startCommands(t, t.TempDir(), DefaultCommandConfig())
