@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -146,11 +145,14 @@ func (f *Fields) add(dev string, pts []Point) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	set := f.devs[dev]
-	var fresh []string
+	fresh := map[string]struct{}{} // a set: a refused flood may name thousands
 	for _, pt := range pts {
 		for _, fd := range pt.Fields {
-			if _, ok := set[fd.Name]; !ok && !slices.Contains(fresh, fd.Name) {
-				fresh = append(fresh, fd.Name)
+			if _, ok := set[fd.Name]; ok {
+				continue
+			}
+			if _, ok := fresh[fd.Name]; !ok {
+				fresh[fd.Name] = struct{}{}
 				if len(set)+len(fresh) > f.max {
 					return fmt.Errorf("%w: it has %d of at most %d (ingest.max_fields_per_device) and the payload adds new ones such as %q",
 						ErrTooManyFields, len(set), f.max, fd.Name)
@@ -165,7 +167,7 @@ func (f *Fields) add(dev string, pts []Point) error {
 		set = make(map[string]struct{}, len(fresh))
 		f.devs[dev] = set
 	}
-	for _, n := range fresh {
+	for n := range fresh {
 		// Decoded names share the payload's buffer: keep a copy.
 		set[strings.Clone(n)] = struct{}{}
 	}
